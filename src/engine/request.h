@@ -1,0 +1,28 @@
+// A request's state inside the engine.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <nanoflow/request_output.h>
+#include <nanoflow/sampling_params.h>
+
+namespace nf {
+
+enum class RequestState { Waiting, Running, Finished };
+
+struct Request {
+  nanoflow::RequestId id = 0;
+  nanoflow::SamplingParams params;
+  std::vector<int32_t> tokens;      // prompt, then generated tokens
+  int prompt_len = 0;
+  int num_computed = 0;             // tokens whose KV is in the cache
+  std::vector<int32_t> block_table; // KV block ids in position order
+  RequestState state = RequestState::Waiting;
+  uint64_t seed = 0;                // params.seed, or drawn at random when it is not set
+  nanoflow::RequestOutput output;
+
+  int num_generated() const { return static_cast<int>(tokens.size()) - prompt_len; }
+};
+
+}  // namespace nf

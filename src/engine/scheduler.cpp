@@ -1,0 +1,100 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+
+#include "common/status.h"
+
+namespace nf {
+
+Scheduler::Scheduler(const SchedulerConfig& config, KvCacheManager& kv) : config_(config), kv_(kv) {
+  NF_CHECK(config_.max_batch_tokens > 0 && config_.max_running_requests > 0,
+           "scheduler: budget {} tokens, {} requests", config_.max_batch_tokens,
+           config_.max_running_requests);
+}
+
+void Scheduler::add(Request* r) {
+  r->state = RequestState::Waiting;
+  waiting_.push_back(r);
+}
+
+void Scheduler::finish(Request* r) {
+  if (r->state == RequestState::Running) {
+    running_.erase(std::find(running_.begin(), running_.end(), r));
+  } else if (r->state == RequestState::Waiting) {
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), r));
+  }
+  kv_.release(r->block_table);
+  r->state = RequestState::Finished;
+}
+
+void Scheduler::preempt(Request* r) {
+  NF_CHECK(r->state == RequestState::Running, "preempting request {} that is not running", r->id);
+  running_.erase(std::find(running_.begin(), running_.end(), r));
+  kv_.release(r->block_table);
+  r->num_computed = 0;
+  r->state = RequestState::Waiting;
+  waiting_.push_front(r);
+}
+
+std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
+  batch.clear();
+  std::vector<ScheduledRequest> out;
+  int budget = config_.max_batch_tokens;
+  bool preempted = false;
+  // Running requests, oldest first. Victims are taken from the back (newest), so a request
+  // already scheduled this step is never preempted.
+  for (size_t i = 0; i < running_.size() && budget > 0;) {
+    Request* r = running_[i];
+    const int n = std::min(static_cast<int>(r->tokens.size()) - r->num_computed, budget);
+    NF_CHECK(n > 0, "running request {} has nothing to compute", r->id);
+    while (!kv_.reserve(r->block_table, r->num_computed + n)) {
+      Request* victim = running_.back();
+      preempt(victim);
+      preempted = true;
+      if (victim == r) break;
+    }
+    if (r->state != RequestState::Running) break;
+    out.push_back({r, n, r->num_computed + n == static_cast<int>(r->tokens.size())});
+    budget -= n;
+    ++i;
+  }
+  // Admit waiting requests in arrival order; none in a step that had to preempt.
+  while (!preempted && !waiting_.empty() && budget > 0 &&
+         static_cast<int>(running_.size()) < config_.max_running_requests) {
+    Request* r = waiting_.front();
+    const int n = std::min(static_cast<int>(r->tokens.size()) - r->num_computed, budget);
+    if (!kv_.reserve(r->block_table, r->num_computed + n)) break;
+    waiting_.pop_front();
+    r->state = RequestState::Running;
+    running_.push_back(r);
+    out.push_back({r, n, r->num_computed + n == static_cast<int>(r->tokens.size())});
+    budget -= n;
+  }
+  // Flatten into the batch.
+  const int bs = kv_.block_size();
+  for (const ScheduledRequest& s : out) {
+    const Request& r = *s.request;
+    for (int j = 0; j < s.num_tokens; ++j) {
+      const int pos = r.num_computed + j;
+      batch.token_ids.push_back(r.tokens[pos]);
+      batch.positions.push_back(pos);
+      batch.slot_mapping.push_back(static_cast<int64_t>(r.block_table[pos / bs]) * bs + pos % bs);
+    }
+    batch.seq_indptr.push_back(static_cast<int32_t>(batch.token_ids.size()));
+    batch.context_lens.push_back(r.num_computed + s.num_tokens);
+    batch.block_ids.insert(batch.block_ids.end(), r.block_table.begin(), r.block_table.end());
+    batch.block_indptr.push_back(static_cast<int32_t>(batch.block_ids.size()));
+    batch.request_ids.push_back(r.id);
+    if (s.sampled) batch.sample_rows.push_back(static_cast<int32_t>(batch.token_ids.size()) - 1);
+  }
+  return out;
+}
+
+void Scheduler::check_integrity() const {
+  std::vector<const std::vector<int32_t>*> tables;
+  for (const Request* r : running_) tables.push_back(&r->block_table);
+  for (const Request* r : waiting_) tables.push_back(&r->block_table);
+  kv_.check_integrity(tables);
+}
+
+}  // namespace nf

@@ -1,0 +1,60 @@
+// The scheduler: which tokens of which requests run in the next iteration.
+//
+// Design (NanoFlow's dense batch, phase-free): every request has known tokens (prompt plus
+// generated) and a count of computed ones; each iteration lets computed catch up with known
+// under a token budget. Running requests go first, oldest first: a decoding request needs one
+// token, a partly prefilled one the rest of its prompt. Waiting requests are then admitted in
+// arrival order while budget, the running cap and KV blocks allow; the last one admitted may
+// get a partial chunk (chunked prefill). When a running request cannot get KV blocks, the
+// newest running request is preempted: its blocks are freed and it goes back to the front of
+// the queue to be recomputed later. A request's row is sampled when its chunk reaches the end
+// of its known tokens.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "engine/kv_cache_manager.h"
+#include "engine/request.h"
+#include "runtime/batch.h"
+
+namespace nf {
+
+struct SchedulerConfig {
+  int max_batch_tokens = 2048;
+  int max_running_requests = 256;
+  int max_model_len = 0;  // context limit (positions); requests stop at it
+};
+
+struct ScheduledRequest {
+  Request* request;
+  int num_tokens;  // tokens computed this step
+  bool sampled;    // whether a token is sampled for it this step
+};
+
+class Scheduler {
+ public:
+  Scheduler(const SchedulerConfig& config, KvCacheManager& kv);
+
+  void add(Request* r);
+  // Finishes a request wherever it is (abort or stop) and frees its blocks.
+  void finish(Request* r);
+  bool empty() const { return waiting_.empty() && running_.empty(); }
+  size_t num_waiting() const { return waiting_.size(); }
+  size_t num_running() const { return running_.size(); }
+
+  // Plans the next iteration into `batch`; returns the requests in batch order.
+  std::vector<ScheduledRequest> schedule(ScheduledBatch& batch);
+  void check_integrity() const;
+
+ private:
+  void preempt(Request* r);
+
+  SchedulerConfig config_;
+  KvCacheManager& kv_;
+  std::deque<Request*> waiting_;
+  std::vector<Request*> running_;  // admission order: oldest first
+};
+
+}  // namespace nf

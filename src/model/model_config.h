@@ -1,0 +1,58 @@
+// Model hyper-parameters, from a Hugging Face config.json (transformers 4 and 5 styles), GGUF
+// metadata, or a named preset; and the RoPE frequencies they imply.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace nf {
+
+class GgufFile;
+
+enum class ModelArch { Llama, Qwen2 };
+
+struct RopeConfig {
+  std::string type = "default";  // default | linear | llama3
+  double theta = 10000;
+  double factor = 1;
+  double low_freq_factor = 1;    // llama3
+  double high_freq_factor = 4;   // llama3
+  int64_t original_max_position_embeddings = 0;  // llama3
+};
+
+struct ModelConfig {
+  ModelArch arch = ModelArch::Llama;
+  std::string arch_name = "LlamaForCausalLM";
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-5;
+  RopeConfig rope;
+  bool tie_word_embeddings = false;
+  bool qkv_bias = false;  // Qwen2
+  std::optional<int32_t> bos_token_id;
+  std::vector<int32_t> eos_token_ids;
+};
+
+// `source` names the file in error messages.
+ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& source);
+ModelConfig config_from_gguf(const GgufFile& g);
+// llama3-8b, llama3-70b, llama2-7b, qwen2-7b, smollm2-135m.
+ModelConfig preset_config(const std::string& name);
+std::vector<std::string> preset_names();
+// Checks sizes are positive and consistent; throws nf::Error naming `source`.
+void validate_config(const ModelConfig& c, const std::string& source);
+
+// head_dim / 2 inverse frequencies with the configured scaling (as transformers computes them).
+std::vector<float> rope_inv_freq(const RopeConfig& rope, int64_t head_dim);
+
+}  // namespace nf
