@@ -1,1 +1,279 @@
-int main() { return 0; }
+// nanoflow: the single command-line entry point: generate, tokenize, bench (serve and tune come
+// with their issues). User errors print one line and exit with code 2.
+#include <nanoflow/engine.h>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <optional>
+#include <sstream>
+
+#include "bench/offline.h"
+#include "common/status.h"
+#include "model/model_config.h"
+#include "tokenizer/tokenizer.h"
+
+namespace {
+
+using nanoflow::Engine;
+using nanoflow::EngineConfig;
+using nanoflow::RequestOutput;
+using nanoflow::SamplingParams;
+
+std::string json_dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    try {
+      size_t used = 0;
+      const long v = std::stol(item, &used);
+      if (used != item.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument(item);
+      ids.push_back(static_cast<int32_t>(v));
+    } catch (const std::exception&) {
+      nf::fail("--prompt-ids: '{}' is not a token id", item);
+    }
+  }
+  if (ids.empty()) nf::fail("--prompt-ids: no token ids given");
+  return ids;
+}
+
+struct EngineOptions {
+  EngineConfig engine;
+  void add_to(CLI::App* app) {
+    app->add_option("--model", engine.model,
+                    "Model: a .gguf file, a Hugging Face directory, or dummy:<preset|config.json> "
+                    "(presets: llama3-8b, llama3-70b, llama2-7b, qwen2-7b, smollm2-135m)")
+        ->required();
+    app->add_option("--device", engine.device, "cpu or cuda")
+        ->check(CLI::IsMember({"cpu", "cuda"}))
+        ->capture_default_str();
+    app->add_option("--max-batch-tokens", engine.max_batch_tokens, "Token budget of one iteration")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app->add_option("--max-running-requests", engine.max_running_requests,
+                    "Cap on requests in one iteration")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app->add_option("--block-size", engine.block_size, "Tokens per KV block")
+        ->check(CLI::Range(1, 1024))
+        ->capture_default_str();
+    app->add_option("--kv-cache-gb", engine.kv_cache_gb, "KV cache size (CPU backend), GiB")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app->add_option("--threads", engine.threads, "CPU threads (0: all)")->capture_default_str();
+    app->add_flag("!--no-prefix-caching", engine.enable_prefix_caching,
+                  "Do not reuse the KV cache of shared prompt prefixes");
+    app->add_flag("!--no-async-schedule", engine.async_schedule,
+                  "Plan each step after the previous one finished (no one-step-ahead scheduling)");
+  }
+};
+
+int cmd_tokenize(const std::string& model, bool add_special) {
+  auto tok = nf::Tokenizer::load(model);
+  std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  nf::EncodeOptions opts;
+  opts.add_special = add_special;
+  nlohmann::json ids = tok->encode(text, opts);
+  std::cout << json_dump(ids) << "\n";
+  return 0;
+}
+
+struct GenerateArgs {
+  EngineOptions eo;
+  std::optional<std::string> prompt;
+  std::optional<std::string> prompt_ids;
+  SamplingParams params;
+  std::optional<float> temperature, top_p;
+  std::optional<int> top_k;
+  std::optional<uint64_t> seed;
+  bool json = false;
+};
+
+int cmd_generate(GenerateArgs& a) {
+  const std::string& model = a.eo.engine.model;
+  // The tokenizer is needed for a text prompt and to show text; a dummy model has none.
+  std::unique_ptr<nf::Tokenizer> tok;
+  if (model.rfind("dummy:", 0) != 0) tok = nf::Tokenizer::load(model);
+  std::vector<int32_t> prompt;
+  if (a.prompt) {
+    if (!tok) nf::fail("--prompt needs a model with a tokenizer; use --prompt-ids");
+    nf::EncodeOptions opts;
+    opts.add_special = true;
+    prompt = tok->encode(*a.prompt, opts);
+  } else {
+    prompt = parse_ids(*a.prompt_ids);
+  }
+  auto engine = Engine::create(a.eo.engine);
+  SamplingParams p = a.params;
+  if (a.temperature) p.temperature = *a.temperature;
+  if (a.top_p) p.top_p = *a.top_p;
+  if (a.top_k) p.top_k = *a.top_k;
+  p.seed = a.seed;
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const nanoflow::RequestId id = engine->add_request(prompt, p);
+  RequestOutput all;
+  all.id = id;
+  std::optional<nf::IncrementalDetokenizer> detok;
+  if (tok && !a.json) detok.emplace(*tok);
+  std::vector<RequestOutput> deltas;
+  while (!all.finished()) {
+    engine->step();
+    deltas.clear();
+    engine->poll_outputs(deltas, std::chrono::milliseconds(0));
+    for (const RequestOutput& d : deltas) {
+      all.append(d);
+      if (!detok) continue;
+      for (int32_t t : d.token_ids) std::cout << detok->push(t);
+      std::cout << std::flush;
+    }
+  }
+  const RequestOutput& last = all;
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (a.json) {
+    nlohmann::json j;
+    j["token_ids"] = last.token_ids;
+    j["text"] = tok ? tok->decode(last.token_ids) : "";
+    nlohmann::json lp = nlohmann::json::array();
+    for (const auto& step : last.top_logprobs) {
+      nlohmann::json s = nlohmann::json::array();
+      for (const auto& [id, l] : step) s.push_back({id, l});
+      lp.push_back(s);
+    }
+    j["logprobs"] = lp;
+    j["finish_reason"] = nanoflow::finish_reason_name(last.finish_reason);
+    std::cout << json_dump(j) << "\n";
+  } else {
+    if (detok) std::cout << detok->finish();
+    std::cout << "\n";
+    std::fprintf(stderr, "[%zu prompt tokens, %zu generated, %.2f s, %.1f tokens/s, finish: %s]\n",
+                 prompt.size(), last.token_ids.size(), secs,
+                 static_cast<double>(last.token_ids.size()) / secs,
+                 nanoflow::finish_reason_name(last.finish_reason));
+  }
+  return 0;
+}
+
+std::string shell_line(const char* cmd) {
+  std::string out;
+  if (FILE* f = popen(cmd, "r")) {
+    char buf[256];
+    while (fgets(buf, sizeof buf, f)) out += buf;
+    pclose(f);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+struct BenchArgs {
+  EngineOptions eo;
+  nf::OfflineBenchConfig cfg;
+  std::string result_json;
+};
+
+int cmd_bench_offline(BenchArgs& a, const std::string& command) {
+  auto engine = Engine::create(a.eo.engine);
+  nlohmann::json j = nf::run_offline_bench(*engine, a.cfg);
+  j["command"] = command;
+  j["model"] = a.eo.engine.model;
+  j["device"] = a.eo.engine.device;
+  j["max_batch_tokens"] = a.eo.engine.max_batch_tokens;
+  j["git_commit"] = shell_line("git rev-parse HEAD 2>/dev/null");
+  j["host_cpu"] = shell_line("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-");
+  j["host_threads"] = shell_line("nproc");
+  j["date"] = shell_line("date -u +%Y-%m-%dT%H:%M:%SZ");
+  std::printf("requests %d, input %d, output %d: %.1f total tokens/s, %.1f output tokens/s, %.2f requests/s\n",
+              a.cfg.num_requests, a.cfg.input_len, a.cfg.output_len,
+              j["total_tokens_per_s"].get<double>(), j["output_tokens_per_s"].get<double>(),
+              j["requests_per_s"].get<double>());
+  if (!a.result_json.empty()) {
+    std::ofstream f(a.result_json);
+    if (!f) nf::fail("{}: cannot write", a.result_json);
+    f << j.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"NanoFlow: a throughput-first LLM serving engine"};
+  app.require_subcommand(1);
+
+  GenerateArgs gen;
+  CLI::App* g = app.add_subcommand("generate", "Generate a completion for one prompt");
+  gen.eo.add_to(g);
+  auto* po = g->add_option("--prompt", gen.prompt, "Prompt text (BOS added as the model says)");
+  auto* pio = g->add_option("--prompt-ids", gen.prompt_ids, "Prompt token ids, e.g. 1,2,3");
+  po->excludes(pio);
+  pio->excludes(po);
+  g->add_option("--max-tokens", gen.params.max_tokens, "Tokens to generate at most")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  g->add_option("--min-tokens", gen.params.min_tokens, "Tokens to generate before EOS may stop")
+      ->check(CLI::NonNegativeNumber);
+  g->add_option("--temperature", gen.temperature, "Sampling temperature; 0 is greedy (default 1)")
+      ->check(CLI::NonNegativeNumber);
+  g->add_option("--top-k", gen.top_k, "Keep the k most likely tokens (0: off)");
+  g->add_option("--top-p", gen.top_p, "Nucleus sampling mass (1: off)")->check(CLI::Range(0.0, 1.0));
+  g->add_option("--min-p", gen.params.min_p, "Drop tokens below min_p x the top probability")
+      ->check(CLI::Range(0.0, 1.0));
+  g->add_option("--seed", gen.seed, "Random seed: the same seed gives the same output");
+  g->add_flag("--ignore-eos", gen.params.ignore_eos, "Do not stop at the end-of-sequence token");
+  g->add_option("--logprobs", gen.params.logprobs, "Report the top-K log-probabilities per token")
+      ->check(CLI::Range(0, 20));
+  g->add_flag("--json", gen.json,
+              "Print one JSON object: token_ids, text, logprobs (top-K per step), finish_reason");
+
+  std::string tok_model;
+  bool add_special = false;
+  CLI::App* t = app.add_subcommand("tokenize", "Print the token ids of stdin as a JSON array");
+  t->add_option("--model", tok_model, "A .gguf file or a Hugging Face directory")->required();
+  t->add_flag("--add-special", add_special, "Add BOS/EOS as the model's tokenizer config says");
+
+  BenchArgs bench;
+  CLI::App* b = app.add_subcommand("bench", "Benchmarks");
+  b->require_subcommand(1);
+  CLI::App* bo = b->add_subcommand("offline", "Offline throughput: requests submitted at once");
+  bench.eo.add_to(bo);
+  bo->add_option("--num-requests", bench.cfg.num_requests, "Requests")->check(CLI::PositiveNumber)->capture_default_str();
+  bo->add_option("--input-len", bench.cfg.input_len, "Prompt tokens per request (random ids)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  bo->add_option("--output-len", bench.cfg.output_len, "Generated tokens per request")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  bo->add_option("--seed", bench.cfg.seed, "Seed of the random prompts")->capture_default_str();
+  bo->add_option("--result-json", bench.result_json, "Write the result (with command, commit, host) here");
+
+  std::string command;
+  for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  try {
+    if (*g) {
+      if (!gen.prompt && !gen.prompt_ids) nf::fail("generate: give --prompt or --prompt-ids");
+      return cmd_generate(gen);
+    }
+    if (*t) return cmd_tokenize(tok_model, add_special);
+    if (*bo) return cmd_bench_offline(bench, command);
+  } catch (const nf::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "nanoflow: error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

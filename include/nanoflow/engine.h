@@ -1,6 +1,11 @@
-// The engine: requests in, generated tokens out. Offline use: Engine::create, then generate().
+// The engine: requests in, generated tokens out.
+//
+// Offline: Engine::create, then generate(batch). Online: start() runs the engine loop on a
+// thread of its own; any thread may add_request() / abort() and read the output stream with
+// poll_outputs(). Without start(), step() drives the engine from the calling thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,6 +30,8 @@ struct EngineConfig {
   double kv_cache_gb = 1.0;        // KV pool in host memory (CPU backend)
   int64_t num_kv_blocks = 0;       // exact KV pool size; overrides kv_cache_gb (tests)
   int threads = 0;                 // CPU backend threads; 0: all hardware threads
+  bool enable_prefix_caching = true;  // reuse the KV of full blocks with the same prefix
+  bool async_schedule = true;      // plan step i+1 while step i runs (one step ahead)
 };
 
 struct GenerateRequest {
@@ -32,25 +39,51 @@ struct GenerateRequest {
   SamplingParams params;
 };
 
+struct EngineStats {
+  int64_t steps = 0;
+  int64_t scheduled_tokens = 0;
+  int64_t prompt_tokens = 0, cached_prompt_tokens = 0, generated_tokens = 0;
+  int64_t preemptions = 0;
+  int num_running = 0, num_waiting = 0;
+  int64_t kv_blocks_used = 0, kv_blocks_total = 0;
+  double schedule_ms = 0;  // host time spent planning steps
+  double forward_ms = 0;   // executor time (forward + sampling)
+};
+
 class Engine {
  public:
   // Loads the model and builds the backend. Throws nf::Error on user-caused failures.
   static std::unique_ptr<Engine> create(const EngineConfig& config);
-  // An engine over a backend that is already built (tests). eos_ids finish requests.
-  Engine(const EngineConfig& config, std::unique_ptr<nf::Backend> backend,
-         std::vector<int32_t> eos_ids);
+  // An engine over a backend that is already built. eos_ids finish requests.
+  Engine(const EngineConfig& config, std::unique_ptr<nf::Backend> backend, std::vector<int32_t> eos_ids);
   ~Engine();
 
+  // Thread-safe. Throws nf::Error for an invalid request (empty prompt, bad ids, bad params,
+  // longer than the context or the KV pool).
   RequestId add_request(std::vector<int32_t> prompt, const SamplingParams& params);
+  // Thread-safe; the request finishes with FinishReason::Abort and its blocks are freed.
   void abort(RequestId id);
+  // Thread-safe: moves the output deltas produced so far into `out`, waiting up to `timeout`
+  // for the first. Returns whether any arrived.
+  bool poll_outputs(std::vector<RequestOutput>& out, std::chrono::milliseconds timeout);
+
+  // Runs the engine loop on a background thread until stop() (or destruction).
+  void start();
+  void stop();
+  // Without start(): runs one iteration on this thread. Returns false when idle.
+  bool step();
   bool has_unfinished() const;
-  // Runs one iteration; returns the state of every request that produced a token or finished.
-  std::vector<RequestOutput> step();
-  // Submits all requests at once so they batch, runs to completion; outputs in input order.
+
+  // Submits all requests at once so they batch, runs them to completion (on this thread, or
+  // waits for the background loop); outputs in input order.
   std::vector<RequestOutput> generate(const std::vector<GenerateRequest>& batch);
 
+  EngineStats stats() const;
   const nf::ModelConfig& model_config() const;
   const std::vector<int32_t>& eos_ids() const;
+  // Verifies the KV accounting (no leak, no double owner); aborts on violation. Not thread-safe
+  // with a running loop.
+  void check_integrity() const;
 
  private:
   struct Impl;

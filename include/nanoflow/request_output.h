@@ -25,14 +25,27 @@ inline const char* finish_reason_name(FinishReason r) {
 // One generated token's top-K (id, log-probability) pairs, log-softmax of the raw logits.
 using TopLogprobs = std::vector<std::pair<int32_t, float>>;
 
+// From the output stream: the tokens generated since the request's previous RequestOutput (a
+// delta). From generate(): everything the request generated.
 struct RequestOutput {
   RequestId id = 0;
-  std::vector<int32_t> token_ids;         // all generated tokens so far
-  std::vector<float> token_logprobs;      // logprob of each generated token (raw logits)
-  std::vector<TopLogprobs> top_logprobs;  // per generated token, when logprobs > 0
+  std::vector<int32_t> token_ids;         // generated tokens
+  std::vector<float> token_logprobs;      // logprob of each (raw logits)
+  std::vector<TopLogprobs> top_logprobs;  // per token, when SamplingParams::logprobs > 0
   FinishReason finish_reason = FinishReason::None;
-  int prompt_tokens = 0;
+  int prompt_tokens = 0;                  // usage
+  int completion_tokens = 0;              // usage: all generated so far
+  int cached_prompt_tokens = 0;           // prompt tokens served from the prefix cache
   bool finished() const { return finish_reason != FinishReason::None; }
+  // Appends a later delta of the same request.
+  void append(const RequestOutput& delta) {
+    token_ids.insert(token_ids.end(), delta.token_ids.begin(), delta.token_ids.end());
+    token_logprobs.insert(token_logprobs.end(), delta.token_logprobs.begin(), delta.token_logprobs.end());
+    top_logprobs.insert(top_logprobs.end(), delta.top_logprobs.begin(), delta.top_logprobs.end());
+    finish_reason = delta.finish_reason;
+    completion_tokens = delta.completion_tokens;
+    cached_prompt_tokens = delta.cached_prompt_tokens;
+  }
 };
 
 }  // namespace nanoflow

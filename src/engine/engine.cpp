@@ -1,72 +1,238 @@
 #include <nanoflow/engine.h>
 
 #include <algorithm>
-#include <map>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <random>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "backends/cpu/cpu_backend.h"
 #include "common/status.h"
 #include "engine/kv_cache_manager.h"
-#include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "model/model_loader.h"
+#include "runtime/executor.h"
 
 namespace nanoflow {
 
 using nf::Request;
 using nf::RequestState;
 
+// Design: one thread at a time owns the scheduler, the KV manager and the requests (the
+// background loop after start(), else the caller of step()). Other threads reach it only
+// through the input queue (new requests, aborts) and the output queue (deltas). Each step
+// plans and submits step k, then waits for the results of step k-1 (async) or k (sync), so in
+// async mode the host plans one step ahead of the executor.
 struct Engine::Impl {
   EngineConfig config;
   std::unique_ptr<nf::Backend> backend;
   std::vector<int32_t> eos_ids;
+  int64_t max_len;
   nf::KvCacheManager kv;
   nf::Scheduler scheduler;
-  nf::Sampler sampler;
-  std::map<RequestId, std::unique_ptr<Request>> requests;
-  RequestId next_id = 1;
-  nf::ScheduledBatch batch;
-  std::vector<float> logits;  // [S, vocab]
+  std::unique_ptr<nf::Executor> executor;
+
+  std::unordered_map<RequestId, std::unique_ptr<Request>> requests;  // owner thread only
+  std::vector<RequestId> finished_for_executor;                      // owner thread only
+  EngineStats st;
+
+  std::atomic<RequestId> next_id{1};
+  mutable std::mutex in_mu;
+  std::vector<std::unique_ptr<Request>> incoming;
+  std::vector<RequestId> aborts;
+  std::condition_variable in_cv;
+
+  std::mutex out_mu;
+  std::condition_variable out_cv;
+  std::vector<RequestOutput> outputs;
+
+  mutable std::mutex stats_mu;
+  EngineStats published;
+
+  std::thread loop;
+  std::atomic<bool> running{false};
 
   Impl(const EngineConfig& c, std::unique_ptr<nf::Backend> b, std::vector<int32_t> eos)
       : config(c),
         backend(std::move(b)),
         eos_ids(std::move(eos)),
-        kv(backend->num_kv_blocks(), backend->block_size()),
-        scheduler({c.max_batch_tokens, c.max_running_requests,
-                   static_cast<int>(backend->config().max_position_embeddings)},
-                  kv) {}
+        max_len(backend->config().max_position_embeddings),
+        kv(backend->num_kv_blocks(), backend->block_size(), c.enable_prefix_caching),
+        scheduler({c.max_batch_tokens, c.max_running_requests, static_cast<int>(max_len)}, kv),
+        executor(std::make_unique<nf::Executor>(*backend, eos_ids, c.async_schedule)) {}
 
-  void finish(Request& r, FinishReason reason) {
-    scheduler.finish(&r);
-    r.output.finish_reason = reason;
+  void emit(std::vector<RequestOutput>& deltas) {
+    if (deltas.empty()) return;
+    {
+      std::lock_guard<std::mutex> lock(out_mu);
+      for (auto& d : deltas) outputs.push_back(std::move(d));
+    }
+    out_cv.notify_all();
+    deltas.clear();
   }
 
-  // Records a sampled token and decides whether the request is done.
-  void on_token(Request& r, const nf::SampleResult& s) {
-    r.tokens.push_back(s.token);
-    r.output.token_ids.push_back(s.token);
-    r.output.token_logprobs.push_back(s.logprob);
-    if (r.params.logprobs > 0) r.output.top_logprobs.push_back(s.top);
-    const auto& p = r.params;
-    const bool is_eos = std::find(eos_ids.begin(), eos_ids.end(), s.token) != eos_ids.end();
-    const bool is_stop = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), s.token) !=
-                         p.stop_token_ids.end();
-    if ((is_eos && !p.ignore_eos) || is_stop) {
-      finish(r, FinishReason::Stop);
-    } else if (r.num_generated() >= p.max_tokens ||
-               static_cast<int64_t>(r.tokens.size()) >= backend->config().max_position_embeddings) {
-      finish(r, FinishReason::Length);
+  RequestOutput delta_of(const Request& r) const {
+    RequestOutput d;
+    d.id = r.id;
+    d.prompt_tokens = r.prompt_len;
+    d.completion_tokens = r.num_resolved;
+    d.cached_prompt_tokens = r.output.cached_prompt_tokens;
+    return d;
+  }
+
+  void finish(Request& r, FinishReason reason, std::vector<RequestOutput>& deltas, RequestOutput* d) {
+    scheduler.finish(&r);
+    if (r.sent_to_executor) finished_for_executor.push_back(r.id);
+    RequestOutput own;
+    if (!d) {
+      own = delta_of(r);
+      d = &own;
+    }
+    d->finish_reason = reason;
+    if (d == &own) deltas.push_back(std::move(own));
+    requests.erase(r.id);  // results still in flight for it are discarded
+  }
+
+  void take_inputs(std::vector<RequestOutput>& deltas) {
+    std::vector<std::unique_ptr<Request>> in;
+    std::vector<RequestId> ab;
+    {
+      std::lock_guard<std::mutex> lock(in_mu);
+      in.swap(incoming);
+      ab.swap(aborts);
+    }
+    for (auto& r : in) {
+      Request* raw = r.get();
+      requests.emplace(r->id, std::move(r));
+      scheduler.add(raw);
+      st.prompt_tokens += raw->prompt_len;
+    }
+    for (RequestId id : ab) {
+      auto it = requests.find(id);
+      if (it != requests.end()) finish(*it->second, FinishReason::Abort, deltas, nullptr);
+    }
+  }
+
+  // The known prefix of a request's tokens: up to its first unresolved one.
+  int64_t known_tokens(const Request& r) const { return r.prompt_len + r.num_resolved; }
+
+  void commit(Request& r) {
+    kv.commit_full_blocks(r.tokens, std::min<int64_t>(r.num_computed, known_tokens(r)), r.block_table,
+                          r.block_hashes);
+  }
+
+  bool schedule_and_submit() {
+    const auto t0 = std::chrono::steady_clock::now();
+    nf::StepInput in;
+    const auto sched = scheduler.schedule(in.batch);
+    if (sched.empty()) return false;
+    for (const nf::ScheduledRequest& s : sched) {
+      Request& r = *s.request;
+      if (!r.sent_to_executor) {
+        r.sent_to_executor = true;
+        r.output.cached_prompt_tokens = std::max(r.output.cached_prompt_tokens,
+                                                 std::min(r.prompt_len, r.num_computed - s.num_tokens));
+        in.new_requests.push_back({r.id, std::vector<int32_t>(r.tokens.begin(), r.tokens.begin() + r.prompt_len),
+                                   r.params, r.seed});
+      }
+      commit(r);
+      st.scheduled_tokens += s.num_tokens;
+      if (!s.sampled) continue;
+      in.sample_ids.push_back(r.id);
+      r.tokens.push_back(nf::kTokenFromDevice);
+      if (r.num_generated() >= r.params.max_tokens || static_cast<int64_t>(r.tokens.size()) >= max_len)
+        r.stop_pending = true;
+    }
+    in.finished.swap(finished_for_executor);
+    st.schedule_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    executor->submit(std::move(in));
+    ++st.steps;
+    return true;
+  }
+
+  void process(const nf::StepOutput& out, std::vector<RequestOutput>& deltas) {
+    st.forward_ms += out.forward_ms;
+    for (size_t i = 0; i < out.ids.size(); ++i) {
+      auto it = requests.find(out.ids[i]);
+      if (it == requests.end()) continue;  // finished one step ago: the extra token is dropped
+      Request& r = *it->second;
+      const nf::SampleResult& s = out.results[i];
+      r.tokens[known_tokens(r)] = s.token;
+      ++r.num_resolved;
+      ++st.generated_tokens;
+      RequestOutput d = delta_of(r);
+      d.token_ids.push_back(s.token);
+      d.token_logprobs.push_back(s.logprob);
+      if (r.params.logprobs > 0) d.top_logprobs.push_back(s.top);
+      const auto& p = r.params;
+      const bool is_eos = std::find(eos_ids.begin(), eos_ids.end(), s.token) != eos_ids.end();
+      const bool is_stop = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), s.token) != p.stop_token_ids.end();
+      if ((is_eos && !p.ignore_eos) || is_stop) {
+        finish(r, FinishReason::Stop, deltas, &d);
+      } else if (r.num_resolved >= p.max_tokens || known_tokens(r) >= max_len) {
+        finish(r, FinishReason::Length, deltas, &d);
+      } else {
+        commit(r);
+      }
+      deltas.push_back(std::move(d));
+    }
+  }
+
+  bool step() {
+    std::vector<RequestOutput> deltas;
+    take_inputs(deltas);
+    const bool submitted = schedule_and_submit();
+    const int depth = config.async_schedule ? 2 : 1;
+    while (executor->in_flight() >= depth || (!submitted && executor->in_flight() > 0)) {
+      process(executor->wait(), deltas);
+      if (!submitted) break;
+    }
+    emit(deltas);
+    publish_stats();
+#ifdef NANOFLOW_DEBUG
+    check_integrity();
+#endif
+    return submitted || executor->in_flight() > 0 || !scheduler.empty();
+  }
+
+  void publish_stats() {
+    st.num_running = static_cast<int>(scheduler.num_running());
+    st.num_waiting = static_cast<int>(scheduler.num_waiting());
+    st.kv_blocks_used = kv.num_used_blocks();
+    st.kv_blocks_total = kv.num_blocks();
+    st.cached_prompt_tokens = kv.stats().prefix_hits;
+    st.preemptions = scheduler.num_preemptions();
+    std::lock_guard<std::mutex> lock(stats_mu);
+    published = st;
+  }
+
+  void check_integrity() const { scheduler.check_integrity(); }
+
+  bool has_work() const {
+    std::lock_guard<std::mutex> lock(in_mu);
+    return !incoming.empty() || !aborts.empty() || !scheduler.empty() || executor->in_flight() > 0;
+  }
+
+  void run_loop() {
+    while (running.load()) {
+      if (!step()) {
+        std::unique_lock<std::mutex> lock(in_mu);
+        in_cv.wait_for(lock, std::chrono::milliseconds(50),
+                       [&] { return !running.load() || !incoming.empty() || !aborts.empty(); });
+      }
     }
   }
 };
 
 std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
-  nf::LoadedModel model = nf::load_model(config.model).take();
   if (config.device != "cpu") {
     nf::fail("--device {}: this build runs models on the CPU only (the CUDA backend is not "
              "implemented yet)", config.device);
   }
+  nf::LoadedModel model = nf::load_model(config.model).take();
   nf::CpuBackendConfig cpu;
   cpu.block_size = config.block_size;
   cpu.kv_cache_gb = config.kv_cache_gb;
@@ -78,11 +244,10 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
   return std::make_unique<Engine>(config, std::move(backend), std::move(eos));
 }
 
-Engine::Engine(const EngineConfig& config, std::unique_ptr<nf::Backend> backend,
-               std::vector<int32_t> eos_ids)
+Engine::Engine(const EngineConfig& config, std::unique_ptr<nf::Backend> backend, std::vector<int32_t> eos_ids)
     : impl_(std::make_unique<Impl>(config, std::move(backend), std::move(eos_ids))) {}
 
-Engine::~Engine() = default;
+Engine::~Engine() { stop(); }
 
 const nf::ModelConfig& Engine::model_config() const { return impl_->backend->config(); }
 const std::vector<int32_t>& Engine::eos_ids() const { return impl_->eos_ids; }
@@ -96,19 +261,22 @@ RequestId Engine::add_request(std::vector<int32_t> prompt, const SamplingParams&
       nf::fail("prompt token id {} is outside the vocabulary (size {})", t, mc.vocab_size);
   }
   if (static_cast<int64_t>(prompt.size()) >= mc.max_position_embeddings)
-    nf::fail("the prompt has {} tokens; the model's context is {}", prompt.size(),
-             mc.max_position_embeddings);
+    nf::fail("the prompt has {} tokens; the model's context is {}", prompt.size(), mc.max_position_embeddings);
   if (params.max_tokens < 1) nf::fail("max_tokens must be at least 1, got {}", params.max_tokens);
-  if (params.temperature < 0) nf::fail("temperature must be >= 0, got {}", params.temperature);
-  if (params.top_p <= 0 || params.top_p > 1) nf::fail("top_p must be in (0, 1], got {}", params.top_p);
-  if (params.min_p < 0 || params.min_p > 1) nf::fail("min_p must be in [0, 1], got {}", params.min_p);
-  if (params.logprobs < 0) nf::fail("logprobs must be >= 0, got {}", params.logprobs);
+  if (params.min_tokens < 0) nf::fail("min_tokens must be >= 0, got {}", params.min_tokens);
+  if (!(params.temperature >= 0)) nf::fail("temperature must be >= 0, got {}", params.temperature);
+  if (!(params.top_p > 0 && params.top_p <= 1)) nf::fail("top_p must be in (0, 1], got {}", params.top_p);
+  if (!(params.min_p >= 0 && params.min_p <= 1)) nf::fail("min_p must be in [0, 1], got {}", params.min_p);
+  if (!(params.repetition_penalty > 0)) nf::fail("repetition_penalty must be > 0, got {}", params.repetition_penalty);
+  if (params.logprobs < 0 || params.logprobs > 20) nf::fail("logprobs must be in [0, 20], got {}", params.logprobs);
+  for (const auto& [id, bias] : params.logit_bias)
+    if (id < 0 || id >= mc.vocab_size) nf::fail("logit_bias token id {} is outside the vocabulary", id);
   // A request must fit the KV pool on its own, or preemption could never make room for it.
   const int64_t max_len = std::min<int64_t>(static_cast<int64_t>(prompt.size()) + params.max_tokens,
                                             mc.max_position_embeddings);
   if (m.kv.blocks_for(max_len) > m.kv.num_blocks())
-    nf::fail("the request needs up to {} tokens of KV cache but the pool holds {} (raise "
-             "--kv-cache-gb)", max_len, m.kv.num_blocks() * m.kv.block_size());
+    nf::fail("the request needs up to {} tokens of KV cache but the pool holds {} (raise --kv-cache-gb)",
+             max_len, m.kv.num_blocks() * m.kv.block_size());
 
   auto r = std::make_unique<Request>();
   r->id = m.next_id++;
@@ -119,69 +287,83 @@ RequestId Engine::add_request(std::vector<int32_t> prompt, const SamplingParams&
                         : (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
   r->output.id = r->id;
   r->output.prompt_tokens = r->prompt_len;
-  Request* raw = r.get();
-  m.requests.emplace(r->id, std::move(r));
-  m.scheduler.add(raw);
-  return raw->id;
+  const RequestId id = r->id;
+  {
+    std::lock_guard<std::mutex> lock(m.in_mu);
+    m.incoming.push_back(std::move(r));
+  }
+  m.in_cv.notify_all();
+  return id;
 }
 
 void Engine::abort(RequestId id) {
-  auto it = impl_->requests.find(id);
-  if (it == impl_->requests.end() || it->second->state == RequestState::Finished) return;
-  impl_->finish(*it->second, FinishReason::Abort);
-}
-
-bool Engine::has_unfinished() const { return !impl_->scheduler.empty(); }
-
-std::vector<RequestOutput> Engine::step() {
-  Impl& m = *impl_;
-  const auto scheduled = m.scheduler.schedule(m.batch);
-  std::vector<RequestOutput> outs;
-  if (scheduled.empty()) return outs;
-  const int64_t V = m.backend->config().vocab_size;
-  m.logits.resize(m.batch.sample_rows.size() * V);
-  m.backend->forward(m.batch, m.logits);
-  size_t row = 0;
-  std::vector<int32_t> banned;
-  for (const nf::ScheduledRequest& s : scheduled) {
-    Request& r = *s.request;
-    r.num_computed += s.num_tokens;
-    if (!s.sampled) continue;
-    banned.clear();
-    if (r.num_generated() < r.params.min_tokens) {
-      banned = r.params.stop_token_ids;
-      if (!r.params.ignore_eos) banned.insert(banned.end(), m.eos_ids.begin(), m.eos_ids.end());
-    }
-    const std::span<const float> lrow(m.logits.data() + row * V, static_cast<size_t>(V));
-    ++row;
-    nf::SampleContext ctx;
-    ctx.params = &r.params;
-    ctx.prompt = std::span<const int32_t>(r.tokens.data(), r.prompt_len);
-    ctx.output = std::span<const int32_t>(r.tokens.data() + r.prompt_len, r.num_generated());
-    ctx.banned = banned;
-    ctx.seed = r.seed;
-    m.on_token(r, m.sampler.sample(lrow, ctx));
-    outs.push_back(r.output);
+  {
+    std::lock_guard<std::mutex> lock(impl_->in_mu);
+    impl_->aborts.push_back(id);
   }
-#ifdef NANOFLOW_DEBUG
-  m.scheduler.check_integrity();
-#endif
-  return outs;
+  impl_->in_cv.notify_all();
 }
+
+bool Engine::poll_outputs(std::vector<RequestOutput>& out, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(impl_->out_mu);
+  impl_->out_cv.wait_for(lock, timeout, [&] { return !impl_->outputs.empty(); });
+  if (impl_->outputs.empty()) return false;
+  for (auto& o : impl_->outputs) out.push_back(std::move(o));
+  impl_->outputs.clear();
+  return true;
+}
+
+void Engine::start() {
+  if (impl_->running.exchange(true)) return;
+  impl_->loop = std::thread([this] { impl_->run_loop(); });
+}
+
+void Engine::stop() {
+  if (!impl_->running.exchange(false)) return;
+  impl_->in_cv.notify_all();
+  impl_->loop.join();
+}
+
+bool Engine::step() {
+  NF_CHECK(!impl_->running.load(), "step() while the background loop runs");
+  return impl_->step();
+}
+
+bool Engine::has_unfinished() const { return impl_->has_work(); }
 
 std::vector<RequestOutput> Engine::generate(const std::vector<GenerateRequest>& batch) {
   std::vector<RequestId> ids;
   ids.reserve(batch.size());
   for (const auto& g : batch) ids.push_back(add_request(g.prompt, g.params));
-  while (has_unfinished()) step();
+  std::unordered_map<RequestId, RequestOutput> acc;
+  for (RequestId id : ids) {
+    acc[id].id = id;
+  }
+  size_t done = 0;
+  std::vector<RequestOutput> deltas;
+  while (done < ids.size()) {
+    if (!impl_->running.load()) step();
+    deltas.clear();
+    poll_outputs(deltas, std::chrono::milliseconds(impl_->running.load() ? 100 : 0));
+    for (const auto& d : deltas) {
+      auto it = acc.find(d.id);
+      if (it == acc.end()) continue;
+      it->second.prompt_tokens = d.prompt_tokens;
+      it->second.append(d);
+      done += d.finished();
+    }
+  }
   std::vector<RequestOutput> outs;
   outs.reserve(ids.size());
-  for (RequestId id : ids) {
-    auto it = impl_->requests.find(id);
-    outs.push_back(it->second->output);
-    impl_->requests.erase(it);
-  }
+  for (RequestId id : ids) outs.push_back(std::move(acc[id]));
   return outs;
 }
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->stats_mu);
+  return impl_->published;
+}
+
+void Engine::check_integrity() const { impl_->check_integrity(); }
 
 }  // namespace nanoflow

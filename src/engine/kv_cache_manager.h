@@ -1,33 +1,80 @@
-// KV block accounting on the host: which block ids are free, and growing or releasing a
-// request's block table. The manager never sees KV bytes; the backend owns them by block id.
+// KV block accounting on the host, with prefix caching. The manager never sees KV bytes; the
+// backend owns them by block id.
+//
+// Design: a block is in exactly one of three states: free (on the free list, content
+// meaningless), evictable (no user, but holding the KV of a full block registered under its
+// prefix hash, kept in LRU order), or in use (ref > 0: the number of block tables holding it).
+// A full block's hash chains its parent's hash with its tokens, so equal hashes mean equal
+// prefixes; a hit is still verified against the block's stored tokens. New blocks come from the
+// free list first, then by evicting the least recently used evictable block.
 #pragma once
 
 #include <cstdint>
+#include <list>
+#include <span>
+#include <unordered_map>
 #include <vector>
 
 namespace nf {
 
+struct KvCacheStats {
+  int64_t prefix_queries = 0;  // prompt tokens looked up
+  int64_t prefix_hits = 0;     // of those, tokens served from the cache
+};
+
 class KvCacheManager {
  public:
-  KvCacheManager(int64_t num_blocks, int block_size);
+  KvCacheManager(int64_t num_blocks, int block_size, bool prefix_caching = true);
 
   int block_size() const { return block_size_; }
   int64_t num_blocks() const { return num_blocks_; }
-  int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size()); }
+  // Blocks that reserve() can hand out: free plus evictable.
+  int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size() + lru_.size()); }
+  int64_t num_used_blocks() const { return num_blocks_ - num_free_blocks(); }
   int64_t blocks_for(int64_t num_tokens) const { return (num_tokens + block_size_ - 1) / block_size_; }
+  bool prefix_caching() const { return prefix_caching_; }
+  const KvCacheStats& stats() const { return stats_; }
 
+  // For an empty table: appends the cached blocks that hold the longest prefix of `tokens`
+  // (full blocks only, and never the block holding the last token, which must be computed to
+  // get its logits), taking a reference on each. Fills `hashes` with their chain. Returns the
+  // number of tokens covered.
+  int64_t match_prefix(std::span<const int32_t> tokens, std::vector<int32_t>& table,
+                       std::vector<uint64_t>& hashes);
   // Grows `table` so that it covers num_tokens tokens. All or nothing: returns false and
-  // changes nothing when there are not enough free blocks.
+  // changes nothing when there are not enough free or evictable blocks.
   bool reserve(std::vector<int32_t>& table, int64_t num_tokens);
-  // Returns every block of `table` to the free pool and clears it.
+  // Registers the full blocks among the first num_computed tokens (whose KV is now written)
+  // that are not registered yet; `hashes` holds the chain so far and grows.
+  void commit_full_blocks(std::span<const int32_t> tokens, int64_t num_computed,
+                          const std::vector<int32_t>& table, std::vector<uint64_t>& hashes);
+  // Drops one reference on every block of `table` and clears it.
   void release(std::vector<int32_t>& table);
-  // Aborts when a block is both free and owned, owned twice, or neither (a leak).
+  // Aborts when the states above are inconsistent with the given tables (a leak, a double
+  // owner, a wrong reference count).
   void check_integrity(const std::vector<const std::vector<int32_t>*>& tables) const;
 
+  static uint64_t chain_hash(uint64_t parent, std::span<const int32_t> block_tokens);
+
  private:
+  struct Block {
+    int32_t ref = 0;
+    bool registered = false;           // its hash is in cached_
+    uint64_t hash = 0;
+    std::vector<int32_t> tokens;       // the block's tokens, to verify a hit
+    std::list<int32_t>::iterator lru;  // valid while evictable
+  };
+  int32_t take_block();
+  void unregister(int32_t b);
+
   int64_t num_blocks_;
   int block_size_;
-  std::vector<int32_t> free_;  // stack of free block ids
+  bool prefix_caching_;
+  std::vector<Block> blocks_;
+  std::vector<int32_t> free_;                    // stack of free block ids
+  std::list<int32_t> lru_;                       // evictable blocks, least recently used first
+  std::unordered_map<uint64_t, int32_t> cached_; // prefix hash -> block
+  KvCacheStats stats_;
 };
 
 }  // namespace nf

@@ -14,10 +14,14 @@ enum class RequestState { Waiting, Running, Finished };
 struct Request {
   nanoflow::RequestId id = 0;
   nanoflow::SamplingParams params;
-  std::vector<int32_t> tokens;      // prompt, then generated tokens
+  std::vector<int32_t> tokens;      // prompt, then generated tokens (kTokenFromDevice until resolved)
   int prompt_len = 0;
-  int num_computed = 0;             // tokens whose KV is in the cache
+  int num_computed = 0;             // tokens whose KV is in the cache, or scheduled to be
+  int num_resolved = 0;             // generated tokens whose id the host has seen
+  bool stop_pending = false;        // will stop after its last sampled token: schedule no more
+  bool sent_to_executor = false;
   std::vector<int32_t> block_table; // KV block ids in position order
+  std::vector<uint64_t> block_hashes;  // prefix hashes of the full blocks registered so far
   RequestState state = RequestState::Waiting;
   uint64_t seed = 0;                // params.seed, or drawn at random when it is not set
   nanoflow::RequestOutput output;

@@ -24,6 +24,7 @@ void Scheduler::finish(Request* r) {
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), r));
   }
   kv_.release(r->block_table);
+  r->block_hashes.clear();
   r->state = RequestState::Finished;
 }
 
@@ -31,7 +32,9 @@ void Scheduler::preempt(Request* r) {
   NF_CHECK(r->state == RequestState::Running, "preempting request {} that is not running", r->id);
   running_.erase(std::find(running_.begin(), running_.end(), r));
   kv_.release(r->block_table);
+  r->block_hashes.clear();
   r->num_computed = 0;
+  ++preemptions_;
   r->state = RequestState::Waiting;
   waiting_.push_front(r);
 }
@@ -45,6 +48,10 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
   // already scheduled this step is never preempted.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Request* r = running_[i];
+    if (r->stop_pending) {
+      ++i;
+      continue;
+    }
     const int n = std::min(static_cast<int>(r->tokens.size()) - r->num_computed, budget);
     NF_CHECK(n > 0, "running request {} has nothing to compute", r->id);
     while (!kv_.reserve(r->block_table, r->num_computed + n)) {
@@ -58,13 +65,25 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
     budget -= n;
     ++i;
   }
-  // Admit waiting requests in arrival order; none in a step that had to preempt.
-  while (!preempted && !waiting_.empty() && budget > 0 &&
-         static_cast<int>(running_.size()) < config_.max_running_requests) {
-    Request* r = waiting_.front();
+  // Admit waiting requests in arrival order; none in a step that had to preempt. A request
+  // whose last token is still being sampled (preempted while stop_pending) is passed over.
+  for (size_t w = 0; !preempted && w < waiting_.size() && budget > 0 &&
+                     static_cast<int>(running_.size()) < config_.max_running_requests;) {
+    Request* r = waiting_[w];
+    if (r->stop_pending) {
+      ++w;
+      continue;
+    }
+    if (r->block_table.empty())
+      r->num_computed = static_cast<int>(kv_.match_prefix(r->tokens, r->block_table, r->block_hashes));
     const int n = std::min(static_cast<int>(r->tokens.size()) - r->num_computed, budget);
-    if (!kv_.reserve(r->block_table, r->num_computed + n)) break;
-    waiting_.pop_front();
+    if (!kv_.reserve(r->block_table, r->num_computed + n)) {
+      kv_.release(r->block_table);  // give the prefix hits back; retried next step
+      r->block_hashes.clear();
+      r->num_computed = 0;
+      break;
+    }
+    waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(w));
     r->state = RequestState::Running;
     running_.push_back(r);
     out.push_back({r, n, r->num_computed + n == static_cast<int>(r->tokens.size())});
@@ -76,7 +95,7 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
     const Request& r = *s.request;
     for (int j = 0; j < s.num_tokens; ++j) {
       const int pos = r.num_computed + j;
-      batch.token_ids.push_back(r.tokens[pos]);
+      batch.token_ids.push_back(r.tokens[pos]);  // kTokenFromDevice where still pending
       batch.positions.push_back(pos);
       batch.slot_mapping.push_back(static_cast<int64_t>(r.block_table[pos / bs]) * bs + pos % bs);
     }
@@ -87,6 +106,7 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
     batch.request_ids.push_back(r.id);
     if (s.sampled) batch.sample_rows.push_back(static_cast<int32_t>(batch.token_ids.size()) - 1);
   }
+  for (const ScheduledRequest& s : out) s.request->num_computed += s.num_tokens;
   return out;
 }
 

@@ -8,7 +8,9 @@
 // get a partial chunk (chunked prefill). When a running request cannot get KV blocks, the
 // newest running request is preempted: its blocks are freed and it goes back to the front of
 // the queue to be recomputed later. A request's row is sampled when its chunk reaches the end
-// of its known tokens.
+// of its known tokens. Scheduled tokens count as computed at once (num_computed), so the next
+// step can be planned while this one runs; a request waiting for its last token's result
+// (stop_pending) is skipped.
 #pragma once
 
 #include <cstdint>
@@ -43,8 +45,11 @@ class Scheduler {
   bool empty() const { return waiting_.empty() && running_.empty(); }
   size_t num_waiting() const { return waiting_.size(); }
   size_t num_running() const { return running_.size(); }
+  int64_t num_preemptions() const { return preemptions_; }
 
-  // Plans the next iteration into `batch`; returns the requests in batch order.
+  // Plans the next iteration into `batch` and advances each scheduled request's num_computed;
+  // returns the requests in batch order. Token ids the host has not seen yet are written as
+  // kTokenFromDevice.
   std::vector<ScheduledRequest> schedule(ScheduledBatch& batch);
   void check_integrity() const;
 
@@ -55,6 +60,7 @@ class Scheduler {
   KvCacheManager& kv_;
   std::deque<Request*> waiting_;
   std::vector<Request*> running_;  // admission order: oldest first
+  int64_t preemptions_ = 0;
 };
 
 }  // namespace nf

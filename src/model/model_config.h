@@ -2,9 +2,8 @@
 // metadata, or a named preset; and the RoPE frequencies they imply.
 #pragma once
 
-#include <nlohmann/json_fwd.hpp>
-
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,17 +15,21 @@ class GgufFile;
 enum class ModelArch { Llama, Qwen2 };
 
 struct RopeConfig {
-  std::string type = "default";  // default | linear | llama3
+  // default | linear | llama3 | freq_factors (a GGUF file's rope_freqs.weight, which is how
+  // llama.cpp stores Llama-3.1 scaling)
+  std::string type = "default";
   double theta = 10000;
-  double factor = 1;
-  double low_freq_factor = 1;    // llama3
-  double high_freq_factor = 4;   // llama3
+  double factor = 1;                             // linear, llama3
+  double low_freq_factor = 1;                    // llama3
+  double high_freq_factor = 4;                   // llama3
   int64_t original_max_position_embeddings = 0;  // llama3
+  std::vector<float>
+      freq_factors;  // [head_dim / 2] freq_factors only: inv_freq[i] is divided by it
 };
 
 struct ModelConfig {
   ModelArch arch = ModelArch::Llama;
-  std::string arch_name = "LlamaForCausalLM";
+  std::string arch_name = "LlamaForCausalLM";  // LlamaForCausalLM | Qwen2ForCausalLM
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -38,18 +41,19 @@ struct ModelConfig {
   double rms_norm_eps = 1e-5;
   RopeConfig rope;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;  // Qwen2
+  bool qkv_bias = false;  // Qwen2 (or Llama with attention_bias)
   std::optional<int32_t> bos_token_id;
   std::vector<int32_t> eos_token_ids;
+  std::string dtype;  // torch_dtype / dtype of config.json, or the GGUF file type; informational
 };
 
-// `source` names the file in error messages.
+// `source` names the file in error messages. Throws nf::Error naming the file and the key.
 ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& source);
 ModelConfig config_from_gguf(const GgufFile& g);
 // llama3-8b, llama3-70b, llama2-7b, qwen2-7b, smollm2-135m.
 ModelConfig preset_config(const std::string& name);
 std::vector<std::string> preset_names();
-// Checks sizes are positive and consistent; throws nf::Error naming `source`.
+// Checks sizes are positive and consistent; throws nf::Error naming `source` and the key.
 void validate_config(const ModelConfig& c, const std::string& source);
 
 // head_dim / 2 inverse frequencies with the configured scaling (as transformers computes them).

@@ -1,11 +1,8 @@
 #include "model/model_loader.h"
 
-#include <nlohmann/json.hpp>
-
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <set>
+#include <nlohmann/json.hpp>
 
 #include "model/gguf.h"
 
@@ -24,23 +21,15 @@ nlohmann::json read_json(const fs::path& p) {
   }
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-void check_weights(const LoadedModel& m) {
-  const WeightSource& w = *m.weights;
-  for (const TensorSpec& t : expected_tensors(m.config)) {
-    if (!w.has(t.name)) fail("{}: tensor '{}' is missing", w.describe(), t.name);
+// Every tensor the config needs: present, the exact shape, a dtype read_f32 can convert.
+void check_weights(const ModelConfig& c, const WeightSource& w) {
+  for (const TensorSpec& t : expected_tensors(c)) {
+    if (!w.has(t.name)) fail("{} is missing", w.tensor_label(t.name));
     const auto s = w.shape(t.name);
     if (s != t.shape)
-      fail("{}: tensor '{}': shape {} does not match expected {}", w.describe(), t.name,
-           shape_str(s), shape_str(t.shape));
-    if (!w.can_read(t.name))
-      fail("{}: tensor '{}': unsupported dtype or quantization {}", w.describe(), t.name,
-           w.dtype_name(t.name));
+      fail("{}: shape {} does not match expected {}", w.tensor_label(t.name), shape_str(s),
+           shape_str(t.shape));
+    w.check_readable(t.name);
   }
 }
 
@@ -49,52 +38,53 @@ GenerationDefaults read_generation_config(const fs::path& p) {
   if (!fs::exists(p)) return g;
   const auto j = read_json(p);
   const std::string src = p.string();
-  if (j.contains("eos_token_id")) {
-    const auto& v = j["eos_token_id"];
-    if (v.is_number_integer()) g.eos_token_ids = {v.get<int32_t>()};
-    else if (v.is_array()) g.eos_token_ids = v.get<std::vector<int32_t>>();
-    else if (!v.is_null()) fail("{}: key 'eos_token_id' must be an integer or a list", src);
+  if (!j.is_object()) fail("{}: not a JSON object", src);
+  auto number = [&](const char* key) -> std::optional<double> {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return std::nullopt;
+    if (!it->is_number()) fail("{}: key '{}' must be a number, got {}", src, key, it->dump());
+    return it->get<double>();
+  };
+  if (auto it = j.find("eos_token_id"); it != j.end() && !it->is_null()) {
+    auto id = [&](const nlohmann::json& v) {
+      if (!v.is_number_integer())
+        fail("{}: key 'eos_token_id' must be an integer or a list of integers", src);
+      return v.get<int32_t>();
+    };
+    if (it->is_array()) {
+      for (const auto& v : *it) g.eos_token_ids.push_back(id(v));
+    } else {
+      g.eos_token_ids = {id(*it)};
+    }
   }
-  if (j.contains("temperature") && j["temperature"].is_number()) g.temperature = j["temperature"].get<float>();
-  if (j.contains("top_p") && j["top_p"].is_number()) g.top_p = j["top_p"].get<float>();
-  if (j.contains("top_k") && j["top_k"].is_number_integer()) g.top_k = j["top_k"].get<int>();
+  if (auto v = number("temperature")) g.temperature = static_cast<float>(*v);
+  if (auto v = number("top_p")) g.top_p = static_cast<float>(*v);
+  if (auto v = number("top_k")) g.top_k = static_cast<int>(*v);
   return g;
 }
 
-std::vector<std::string> safetensors_files(const fs::path& dir) {
-  const fs::path index = dir / "model.safetensors.index.json";
-  std::vector<std::string> files;
-  if (fs::exists(index)) {
-    const auto j = read_json(index);
-    if (!j.contains("weight_map") || !j["weight_map"].is_object())
-      fail("{}: key 'weight_map' is missing", index.string());
-    std::set<std::string> names;
-    for (const auto& [tensor, file] : j["weight_map"].items()) names.insert(file.get<std::string>());
-    for (const auto& n : names) files.push_back((dir / n).string());
-    return files;
+// dummy:<preset> or dummy:<config.json or a directory holding one>.
+LoadedModel load_dummy(const std::string& spec) {
+  LoadedModel m;
+  m.path = spec;
+  m.format = "dummy";
+  const std::string name = spec.substr(6);
+  if (name.ends_with(".json") || fs::exists(name)) {
+    fs::path cfg = name;
+    if (fs::is_directory(cfg)) cfg /= "config.json";
+    m.config = parse_hf_config(read_json(cfg), cfg.string());
+    m.generation = read_generation_config(cfg.parent_path() / "generation_config.json");
+  } else {
+    m.config = preset_config(name);
   }
-  if (fs::exists(dir / "model.safetensors")) return {(dir / "model.safetensors").string()};
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
-  std::sort(files.begin(), files.end());
-  if (files.empty()) fail("{}: no *.safetensors weights found", dir.string());
-  return files;
+  m.weights = open_dummy_weights(m.config, spec);
+  return m;
 }
 
 LoadedModel load(const std::string& spec) {
+  if (spec.starts_with("dummy:")) return load_dummy(spec);
   LoadedModel m;
   m.path = spec;
-  if (spec.rfind("dummy:", 0) == 0) {
-    const std::string name = spec.substr(6);
-    m.format = "dummy";
-    if (name.ends_with(".json") || fs::exists(name)) {
-      m.config = parse_hf_config(read_json(name), name);
-    } else {
-      m.config = preset_config(name);
-    }
-    m.weights = open_dummy_weights(m.config, spec);
-    return m;
-  }
   const fs::path p(spec);
   if (!fs::exists(p)) fail("{}: no such file or directory", spec);
   if (fs::is_directory(p)) {
@@ -103,21 +93,30 @@ LoadedModel load(const std::string& spec) {
     if (!fs::exists(cfg)) fail("{}: no config.json in this directory", spec);
     m.config = parse_hf_config(read_json(cfg), cfg.string());
     m.generation = read_generation_config(p / "generation_config.json");
-    m.weights = open_safetensors(spec, safetensors_files(p));
+    m.weights = open_safetensors(spec);
   } else {
     m.format = "gguf";
     std::shared_ptr<const GgufFile> g = GgufFile::open(spec);
     m.config = config_from_gguf(*g);
     m.weights = open_gguf_weights(g, m.config);
   }
-  check_weights(m);
+  if (m.config.eos_token_ids.empty()) m.config.eos_token_ids = m.generation.eos_token_ids;
+  check_weights(m.config, *m.weights);
   return m;
 }
 
 }  // namespace
 
 Result<LoadedModel> load_model(const std::string& spec) {
-  return capture([&] { return load(spec); });
+  try {
+    return capture([&] { return load(spec); });
+  } catch (const nlohmann::json::exception& e) {
+    return Result<LoadedModel>::error(fmt::format("{}: {}", spec, e.what()));
+  } catch (const std::filesystem::filesystem_error& e) {
+    return Result<LoadedModel>::error(fmt::format("{}: {}", spec, e.what()));
+  } catch (const std::bad_alloc&) {
+    return Result<LoadedModel>::error(fmt::format("{}: out of memory while loading", spec));
+  }
 }
 
 }  // namespace nf

@@ -29,9 +29,12 @@ struct LoadedModel {
 
 // spec: a .gguf file; a Hugging Face directory (config.json, *.safetensors with or without
 // model.safetensors.index.json, optional generation_config.json); dummy:<preset>; or
-// dummy:<path to config.json>. Every tensor the model needs is checked (present, exact shape,
-// loadable dtype) before this returns, so a bad file fails here with one message naming the
-// file and the tensor or key.
+// dummy:<config.json, or a directory holding one> (random weights, see open_dummy_weights).
+// Every tensor the model needs is checked (present, exact shape, convertible dtype) before this
+// returns, so a bad file fails here with one line naming the file and the tensor or key.
+// Tensors the model does not use (rotary_emb.inv_freq, a tied model's lm_head.weight) are
+// ignored. When config.json has no eos_token_id, config.eos_token_ids come from
+// generation_config.json.
 Result<LoadedModel> load_model(const std::string& spec);
 
 }  // namespace nf

@@ -44,7 +44,77 @@ TEST(KvCacheManagerDeathTest, DetectsALeak) {
   KvCacheManager kv(4, 16);
   std::vector<int32_t> a;
   kv.reserve(a, 16);
-  EXPECT_DEATH(kv.check_integrity({}), "leaked");
+  EXPECT_DEATH(kv.check_integrity({}), "references but 0 tables");
+}
+
+std::vector<int32_t> iota_tokens(int n, int start = 0) {
+  std::vector<int32_t> t(n);
+  for (int i = 0; i < n; ++i) t[i] = start + i;
+  return t;
+}
+
+TEST(KvCacheManager, PrefixHitsShareFullBlocksOnly) {
+  KvCacheManager kv(8, 4);
+  const auto prompt = iota_tokens(10);  // blocks [0..3], [4..7], partial [8, 9]
+  std::vector<int32_t> a, b;
+  std::vector<uint64_t> ha, hb;
+  EXPECT_EQ(kv.match_prefix(prompt, a, ha), 0);
+  ASSERT_TRUE(kv.reserve(a, 10));
+  kv.commit_full_blocks(prompt, 10, a, ha);
+  EXPECT_EQ(ha.size(), 2u);
+  // The same prompt: two full blocks hit, shared with a.
+  EXPECT_EQ(kv.match_prefix(prompt, b, hb), 8);
+  EXPECT_EQ(b, std::vector<int32_t>(a.begin(), a.begin() + 2));
+  ASSERT_TRUE(kv.reserve(b, 10));
+  EXPECT_NE(b[2], a[2]);
+  kv.check_integrity({&a, &b});
+  // A prompt of exactly 8 tokens must compute its last token: only one block may hit.
+  std::vector<int32_t> c;
+  std::vector<uint64_t> hc;
+  EXPECT_EQ(kv.match_prefix(iota_tokens(8), c, hc), 4);
+  kv.release(c);
+  // A different second block: only the first hits.
+  auto other = prompt;
+  other[5] = 99;
+  EXPECT_EQ(kv.match_prefix(other, c, hc = {}), 4);
+  kv.release(c);
+  kv.release(a);
+  kv.release(b);
+  kv.check_integrity({});
+  EXPECT_EQ(kv.num_free_blocks(), 8);
+}
+
+TEST(KvCacheManager, EvictsLeastRecentlyUsedCachedBlocks) {
+  KvCacheManager kv(4, 2);
+  std::vector<int32_t> a, b;
+  std::vector<uint64_t> ha, hb;
+  const auto pa = iota_tokens(5), pb = iota_tokens(5, 100);
+  ASSERT_TRUE(kv.reserve(a, 5));
+  kv.commit_full_blocks(pa, 5, a, ha);
+  kv.release(a);  // two cached blocks become evictable, one block free
+  EXPECT_EQ(kv.num_free_blocks(), 4);
+  ASSERT_TRUE(kv.reserve(b, 7));  // needs all four: evicts both cached blocks
+  kv.commit_full_blocks(pb, 5, b, hb);
+  kv.check_integrity({&b});
+  std::vector<int32_t> c;
+  std::vector<uint64_t> hc;
+  EXPECT_EQ(kv.match_prefix(pa, c, hc), 0);  // evicted
+  kv.release(b);
+  EXPECT_EQ(kv.match_prefix(pb, c, hc), 4);
+  kv.release(c);
+  kv.check_integrity({});
+}
+
+TEST(KvCacheManager, PrefixCachingOffNeverHits) {
+  KvCacheManager kv(8, 4, false);
+  const auto p = iota_tokens(10);
+  std::vector<int32_t> a, b;
+  std::vector<uint64_t> ha, hb;
+  ASSERT_TRUE(kv.reserve(a, 10));
+  kv.commit_full_blocks(p, 10, a, ha);
+  kv.release(a);
+  EXPECT_EQ(kv.match_prefix(p, b, hb), 0);
+  kv.check_integrity({});
 }
 
 }  // namespace

@@ -1,0 +1,104 @@
+#include "backends/cuda/attention.h"
+
+#include <algorithm>
+
+#include "backends/cuda/launch.h"
+#include "common/status.h"
+
+namespace nf::cuda {
+
+int paged_attention_num_splits(int64_t tokens, int num_heads, int num_kv_heads, int64_t max_context,
+                               int sm_count) {
+  NF_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0 && sm_count > 0,
+           "paged_attention_num_splits: {} heads, {} kv heads, {} SMs", num_heads, num_kv_heads,
+           sm_count);
+  const int64_t group = num_heads / num_kv_heads;
+  const int64_t chunks = (group + launch::kAttentionMaxGroup - 1) / launch::kAttentionMaxGroup;
+  const int64_t ctas = std::max<int64_t>(1, tokens * num_kv_heads * chunks);
+  // About 8 CTAs per SM (4 resident, and a second wave to even out the tails).
+  const int64_t target = 8 * static_cast<int64_t>(sm_count);
+  if (ctas >= target) return 1;
+  // At least 8 tiles of keys per split, so the combine pass stays cheap.
+  const int64_t by_context = max_context / (8 * launch::kAttentionTile);
+  const int64_t splits =
+      std::min({(target + ctas - 1) / ctas, by_context, int64_t{launch::kAttentionMaxSplits}});
+  return static_cast<int>(std::max<int64_t>(1, splits));
+}
+
+size_t paged_attention_workspace_bytes(int64_t tokens, int num_heads, int head_dim,
+                                       int num_splits) {
+  if (num_splits <= 1) return 0;
+  return static_cast<size_t>(
+             launch::attention_workspace_floats(tokens, num_heads, head_dim, num_splits)) *
+         sizeof(float);
+}
+
+void paged_attention(const PagedAttentionArgs& args, cudaStream_t stream) {
+  constexpr const char* op = "paged_attention";
+  check_tensor(args.q, op, "q", DType::kBf16, 2);
+  check_tensor(args.kv_cache, op, "kv_cache", DType::kBf16, 5);
+  check_tensor(args.positions, op, "positions", DType::kI32, 1);
+  check_tensor(args.seq_indptr, op, "seq_indptr", DType::kI32, 1);
+  check_tensor(args.block_indptr, op, "block_indptr", DType::kI32, 1);
+  check_tensor(args.block_ids, op, "block_ids", DType::kI32, 1);
+  check_tensor(args.out, op, "out", DType::kBf16, 2);
+  const TensorView& kv = args.kv_cache;
+  const int64_t tokens = args.q.size(0);
+  const int kv_heads = static_cast<int>(kv.size(2));
+  const int head_dim = static_cast<int>(kv.size(4));
+  const int heads = args.num_heads;
+  NF_CHECK(head_dim == 64 || head_dim == 128, "{}: head_dim {} (64 and 128 are built)", op,
+           head_dim);
+  check_dim(kv, op, "kv_cache", 1, 2);
+  NF_CHECK(kv_heads > 0 && heads > 0 && heads % kv_heads == 0,
+           "{}: {} query heads over {} kv heads", op, heads, kv_heads);
+  NF_CHECK(kv.size(3) > 0, "{}: kv_cache {} has empty blocks", op, kv.str());
+  NF_CHECK(args.q.size(1) >= static_cast<int64_t>(heads) * head_dim,
+           "{}: q {} is narrower than {} heads of {}", op, args.q.str(), heads, head_dim);
+  check_dim(args.positions, op, "positions", 0, tokens);
+  check_dim(args.out, op, "out", 0, tokens);
+  check_dim(args.out, op, "out", 1, static_cast<int64_t>(heads) * head_dim);
+  const int64_t num_seqs = args.seq_indptr.size(0) - 1;
+  NF_CHECK(num_seqs >= 1 || tokens == 0, "{}: seq_indptr {} holds no request", op,
+           args.seq_indptr.str());
+  check_dim(args.block_indptr, op, "block_indptr", 0, num_seqs + 1);
+  NF_CHECK(args.scale > 0.0f, "{}: scale {} must be positive", op, args.scale);
+  NF_CHECK(args.num_splits >= 1 && args.num_splits <= launch::kAttentionMaxSplits,
+           "{}: num_splits {} outside [1, {}]", op, args.num_splits, launch::kAttentionMaxSplits);
+  NF_CHECK(tokens <= INT32_MAX && num_seqs <= INT32_MAX &&
+               static_cast<int64_t>(kv_heads) * heads <= 65535,
+           "{}: too many tokens ({}), requests ({}) or heads ({})", op, tokens, num_seqs, heads);
+  NF_CHECK(reinterpret_cast<uintptr_t>(kv.data) % 16 == 0, "{}: kv_cache must be 16-byte aligned",
+           op);
+  const size_t ws = paged_attention_workspace_bytes(tokens, heads, head_dim, args.num_splits);
+  if (ws > 0) {
+    check_tensor(args.workspace, op, "workspace", DType::kU8, 1);
+    NF_CHECK(
+        args.workspace.bytes() >= ws && reinterpret_cast<uintptr_t>(args.workspace.data) % 16 == 0,
+        "{}: workspace {} (aligned to 16 bytes) needs {} bytes for {} splits", op,
+        args.workspace.str(), ws, args.num_splits);
+  }
+  if (tokens == 0) return;
+
+  launch::AttentionLaunch a;
+  a.q = args.q.ptr<launch::bf16>();
+  a.q_stride = args.q.size(1);
+  a.kv = kv.ptr<launch::bf16>();
+  a.kv_heads = kv_heads;
+  a.block_size = kv.size(3);
+  a.positions = args.positions.ptr<int32_t>();
+  a.seq_indptr = args.seq_indptr.ptr<int32_t>();
+  a.block_indptr = args.block_indptr.ptr<int32_t>();
+  a.block_ids = args.block_ids.ptr<int32_t>();
+  a.num_seqs = static_cast<int>(num_seqs);
+  a.out = args.out.ptr<launch::bf16>();
+  a.tokens = tokens;
+  a.num_heads = heads;
+  a.head_dim = head_dim;
+  a.scale = args.scale;
+  a.num_splits = args.num_splits;
+  a.workspace = ws > 0 ? args.workspace.ptr<float>() : nullptr;
+  launch::paged_attention(a, stream);
+}
+
+}  // namespace nf::cuda

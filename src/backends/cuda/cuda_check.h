@@ -1,0 +1,33 @@
+// Checked CUDA and cuBLAS calls. A failing call is an internal error: it aborts with the call,
+// the error's name and message, and the file and line (through nf::check_failed).
+// This header stays free of fmt so that nvcc-compiled files can use it (nvcc's front end rejects
+// fmt's consteval format strings); the failure paths are formatted in cuda_check.cpp.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+namespace nf::cuda {
+
+[[noreturn]] void cuda_call_failed(cudaError_t err, const char* expr, const char* file, int line);
+[[noreturn]] void cublas_call_failed(cublasStatus_t st, const char* expr, const char* file,
+                                     int line);
+
+}  // namespace nf::cuda
+
+#define NF_CUDA_CHECK(expr)                                                  \
+  do {                                                                       \
+    const cudaError_t nf_cuda_err_ = (expr);                                 \
+    if (nf_cuda_err_ != cudaSuccess)                                         \
+      ::nf::cuda::cuda_call_failed(nf_cuda_err_, #expr, __FILE__, __LINE__); \
+  } while (0)
+
+#define NF_CUBLAS_CHECK(expr)                                                   \
+  do {                                                                          \
+    const cublasStatus_t nf_cublas_st_ = (expr);                                \
+    if (nf_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                 \
+      ::nf::cuda::cublas_call_failed(nf_cublas_st_, #expr, __FILE__, __LINE__); \
+  } while (0)
+
+// After a kernel launch: catches bad launch configurations (not asynchronous faults).
+#define NF_CUDA_CHECK_LAUNCH() NF_CUDA_CHECK(cudaGetLastError())

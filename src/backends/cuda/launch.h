@@ -1,0 +1,101 @@
+// Raw kernel launchers: plain pointers and sizes, no argument checks. They exist so that the
+// checked launchers (the public API, in *.cpp, compiled by the host compiler with fmt) stay
+// apart from the device code (*.cu). Call the public functions, never these.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace nf::cuda::launch {
+
+using bf16 = __nv_bfloat16;
+
+void embedding(const int32_t* ids, const bf16* table, bf16* out, int32_t* error, int64_t tokens,
+               int64_t vocab, int64_t hidden, cudaStream_t stream);
+
+// residual == nullptr: plain RMSNorm of x; else residual += x first and the norm is of residual.
+void rms_norm(const bf16* x, bf16* residual, const bf16* weight, bf16* out, int64_t tokens,
+              int64_t hidden, float eps, cudaStream_t stream);
+
+void rope_kv_write(bf16* qkv, const int32_t* positions, const float* inv_freq, bf16* cache,
+                   const int64_t* slots, int64_t tokens, int heads, int kv_heads, int head_dim,
+                   int64_t block_size, int64_t num_slots, cudaStream_t stream);
+constexpr int kRopeMaxHeadDim = 512;
+
+void silu_and_mul(const bf16* gate_up, bf16* out, int64_t tokens, int64_t inter,
+                  cudaStream_t stream);
+
+}  // namespace nf::cuda::launch
+
+namespace nf::cuda::launch {
+
+// Paged attention (attention.cu). Device pointers and sizes as the public API documents them.
+constexpr int kAttentionTile = 64;       // keys per step of the online softmax
+constexpr int kAttentionMaxSplits = 64;  // context splits per (token, head)
+constexpr int kAttentionMaxGroup = 8;    // query heads one CTA serves (larger groups use chunks)
+
+struct AttentionLaunch {
+  const bf16* q = nullptr;  // [T, q_stride], head h at columns [h*D, (h+1)*D)
+  int64_t q_stride = 0;
+  const bf16* kv = nullptr;  // [num_blocks, 2, kv_heads, block_size, D]
+  int kv_heads = 0;
+  int64_t block_size = 0;
+  const int32_t* positions = nullptr;     // [T]
+  const int32_t* seq_indptr = nullptr;    // [num_seqs + 1]
+  const int32_t* block_indptr = nullptr;  // [num_seqs + 1]
+  const int32_t* block_ids = nullptr;     // [block_indptr[num_seqs]]
+  int num_seqs = 0;
+  bf16* out = nullptr;  // [T, num_heads * D]
+  int64_t tokens = 0;
+  int num_heads = 0;
+  int head_dim = 0;  // 64 or 128
+  float scale = 0.0f;
+  int num_splits = 1;
+  float* workspace = nullptr;  // attention_workspace_floats(...) floats when num_splits > 1
+};
+
+// Workspace of a split run: partial outputs [T, H, S, D] then (max, sum) pairs [T, H, S, 2].
+inline int64_t attention_workspace_floats(int64_t tokens, int heads, int head_dim, int splits) {
+  return tokens * heads * splits * (head_dim + 2);
+}
+
+void paged_attention(const AttentionLaunch& a, cudaStream_t stream);
+
+}  // namespace nf::cuda::launch
+
+namespace nf::cuda::launch {
+
+// Sampling (sampling.cu); sampling.h documents the semantics.
+constexpr int kSampleRowInfoBytes = 16;
+
+struct SampleLaunch {
+  const float* logits = nullptr;  // [rows, vocab]
+  int64_t rows = 0;
+  int vocab = 0;
+  const void* params = nullptr;            // [rows] SampleRowParams
+  const int32_t* banned_indptr = nullptr;  // [rows + 1] or null
+  const int32_t* banned_ids = nullptr;
+  int32_t* tokens = nullptr;      // [rows]
+  float* logprobs = nullptr;      // [rows]
+  int32_t* top_ids = nullptr;     // [rows, top_cols]
+  float* top_logprobs = nullptr;  // [rows, top_cols]
+  int top_cols = 0;
+  void* row_info = nullptr;       // [rows] kSampleRowInfoBytes each
+  int32_t* seg_begin = nullptr;   // [rows]
+  int32_t* seg_end = nullptr;     // [rows]
+  const int32_t* iota = nullptr;  // [sort_rows, vocab]
+  float* sorted_keys = nullptr;   // [sort_rows, vocab]
+  int32_t* sorted_ids = nullptr;  // [sort_rows, vocab]
+  int sort_rows = 0;
+  void* cub_temp = nullptr;
+  size_t cub_temp_bytes = 0;
+  bool sort = true;  // false: no row needs the sort (known from the host's parameters)
+};
+
+size_t sample_cub_temp_bytes(int sort_rows, int vocab);
+void sample_fill_iota(int32_t* iota, int sort_rows, int vocab, cudaStream_t stream);
+void sample(const SampleLaunch& s, cudaStream_t stream);
+
+}  // namespace nf::cuda::launch

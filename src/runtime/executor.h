@@ -1,0 +1,90 @@
+// The executor: runs ScheduledBatches on a Backend and samples their rows, asynchronously, so
+// that the engine thread can plan step i+1 while step i runs (one step ahead).
+//
+// The executor keeps, per request, what sampling needs on the device side: the prompt, the
+// sampling parameters, the seed, and every token it has sampled. So a batch may name a token
+// the host has not seen yet (kTokenFromDevice): the executor fills it in from that history.
+// Steps run strictly in submission order, which is what makes it safe for the host to reuse a
+// finished request's KV blocks in a step planned while an earlier step still writes them.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <nanoflow/request_output.h>
+#include <nanoflow/sampling_params.h>
+
+#include "engine/sampler.h"
+#include "runtime/backend.h"
+#include "runtime/batch.h"
+
+namespace nf {
+
+// A token id in ScheduledBatch::token_ids that the executor sampled and the host has not seen.
+constexpr int32_t kTokenFromDevice = -1;
+
+struct ExecRequest {
+  nanoflow::RequestId id = 0;
+  std::vector<int32_t> prompt;
+  nanoflow::SamplingParams params;
+  uint64_t seed = 0;
+};
+
+struct StepInput {
+  ScheduledBatch batch;
+  std::vector<ExecRequest> new_requests;      // first scheduled in this step
+  std::vector<nanoflow::RequestId> finished;  // forget these before running
+  std::vector<nanoflow::RequestId> sample_ids;  // [S] the request of each batch.sample_rows entry
+};
+
+struct StepOutput {
+  std::vector<nanoflow::RequestId> ids;  // [S]
+  std::vector<SampleResult> results;     // [S]
+  double forward_ms = 0;                 // time of the forward pass and sampling
+};
+
+class Executor {
+ public:
+  // threaded: run steps on a worker thread; otherwise submit() runs the step at once.
+  Executor(Backend& backend, std::vector<int32_t> eos_ids, bool threaded);
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  void submit(StepInput in);
+  // Results of the oldest submitted step not yet returned; blocks until it has run.
+  StepOutput wait();
+  int in_flight() const;
+
+ private:
+  struct State {
+    std::vector<int32_t> prompt;
+    nanoflow::SamplingParams params;
+    uint64_t seed = 0;
+    std::vector<int32_t> output;  // every token sampled for the request
+  };
+  StepOutput run(StepInput& in);
+  void worker_loop();
+
+  Backend& backend_;
+  std::vector<int32_t> eos_ids_;
+  std::unordered_map<nanoflow::RequestId, State> states_;
+  Sampler sampler_;
+  std::vector<float> logits_;
+
+  bool threaded_;
+  std::thread worker_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<StepInput> inputs_;
+  std::deque<StepOutput> outputs_;
+  int submitted_ = 0, returned_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace nf

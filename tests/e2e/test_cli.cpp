@@ -1,0 +1,153 @@
+// The nanoflow binary as a user runs it: output formats, --help, and bad input (one line on
+// stderr naming the file and the tensor or key, exit code 2, nothing on stdout).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <fstream>
+#include <sys/wait.h>
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kSource = NANOFLOW_SOURCE_DIR;
+const std::string kBinary = NANOFLOW_BINARY;
+const fs::path kSmol = kSource / "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const fs::path kTiny = kSource / "tests/fixtures/models";
+
+struct CliRun {
+  int code = -1;
+  std::string out, err;
+};
+
+CliRun run(const std::string& args, const std::string& stdin_text = "") {
+  const fs::path dir = fs::temp_directory_path() / ("nf_cli_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const fs::path in = dir / "in", out = dir / "out", err = dir / "err";
+  std::ofstream(in) << stdin_text;
+  const std::string cmd = kBinary + " " + args + " <" + in.string() + " >" + out.string() + " 2>" + err.string();
+  const int status = std::system(cmd.c_str());
+  CliRun r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  auto slurp = [](const fs::path& p) {
+    std::ifstream f(p);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+// A copy of a tiny fixture model in a temp dir, to break on purpose.
+fs::path copy_model(const std::string& name, const std::string& tag) {
+  const fs::path dst = fs::temp_directory_path() / ("nf_cli_model_" + tag + std::to_string(::getpid()));
+  fs::remove_all(dst);
+  fs::copy(kTiny / name, dst, fs::copy_options::recursive);
+  return dst;
+}
+
+void edit_config(const fs::path& dir, const std::function<void(nlohmann::json&)>& fn) {
+  nlohmann::json j;
+  {
+    std::ifstream f(dir / "config.json");
+    j = nlohmann::json::parse(f);
+  }
+  fn(j);
+  std::ofstream(dir / "config.json") << j.dump(2);
+}
+
+void expect_user_error(const CliRun& r, const std::vector<std::string>& words) {
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_TRUE(r.out.empty()) << "stdout: " << r.out;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  for (const auto& w : words) EXPECT_NE(r.err.find(w), std::string::npos) << "'" << w << "' not in: " << r.err;
+}
+
+TEST(Cli, HelpForEverySubcommand) {
+  for (const char* sub : {"", "generate", "tokenize", "bench offline"}) {
+    const CliRun r = run(std::string(sub) + " --help");
+    EXPECT_EQ(r.code, 0) << sub;
+    EXPECT_NE(r.out.find("--"), std::string::npos) << sub;
+  }
+  EXPECT_NE(run("generate --help").out.find("--logprobs"), std::string::npos);
+}
+
+TEST(Cli, GenerateJsonMatchesGolden) {
+  std::ifstream f(kSource / "tests/fixtures/golden/llama3-tiny.json");
+  const auto g = nlohmann::json::parse(f);
+  const auto& c = g["cases"][1];
+  std::string ids;
+  for (int id : c["prompt_ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  const CliRun r = run("generate --model " + (kTiny / "llama3-tiny").string() + " --prompt-ids " + ids +
+                    " --max-tokens 16 --temperature 0 --ignore-eos --logprobs 5 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["token_ids"], c["greedy_ids"]);
+  EXPECT_EQ(j["finish_reason"], "length");
+  ASSERT_EQ(j["logprobs"].size(), 16u);
+  EXPECT_EQ(j["logprobs"][0].size(), 5u);
+  EXPECT_EQ(j["logprobs"][0][0][0], c["greedy_ids"][0]);
+  EXPECT_NEAR(j["logprobs"][0][0][1].get<double>(), c["top5"][0][0][1].get<double>(), 2e-3);
+  EXPECT_TRUE(j["text"].is_string());
+}
+
+TEST(Cli, TokenizeAndGenerateText) {
+  if (!fs::exists(kSmol)) GTEST_SKIP() << "default model not fetched";
+  CliRun r = run("tokenize --model " + kSmol.string(), "Hello world");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto ids = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(ids.is_array());
+  EXPECT_EQ(ids.size(), 2u);
+  r = run("generate --model " + kSmol.string() +
+          " --prompt 'The capital of France is' --max-tokens 8 --temperature 0 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_NE(j["text"].get<std::string>().find("Paris"), std::string::npos) << j["text"];
+}
+
+TEST(Cli, BadInputIsOneLineAndExitCode2) {
+  const std::string gen = " --prompt-ids 1,2,3 --max-tokens 2";
+  expect_user_error(run("generate --model /nonexistent/model.gguf" + gen), {"/nonexistent/model.gguf"});
+
+  const fs::path dir = fs::temp_directory_path() / ("nf_cli_bad" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const fs::path bad_magic = dir / "bad_magic.gguf";
+  std::ofstream(bad_magic) << "this is not a gguf file at all";
+  expect_user_error(run("generate --model " + bad_magic.string() + gen), {"bad_magic.gguf", "magic"});
+
+  if (fs::exists(kSmol)) {
+    const fs::path trunc = dir / "truncated.gguf";
+    std::ifstream in(kSmol, std::ios::binary);
+    std::vector<char> buf(20 << 20);
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    std::ofstream(trunc, std::ios::binary).write(buf.data(), static_cast<std::streamsize>(buf.size()));
+    expect_user_error(run("generate --model " + trunc.string() + gen), {"truncated.gguf"});
+  }
+
+  fs::path m = copy_model("llama3-tiny", "arch");
+  edit_config(m, [](nlohmann::json& j) { j["architectures"] = {"GPT2LMHeadModel"}; });
+  expect_user_error(run("generate --model " + m.string() + gen), {"config.json", "architectures"});
+
+  m = copy_model("llama3-tiny", "shape");
+  edit_config(m, [](nlohmann::json& j) { j["intermediate_size"] = 256; });
+  expect_user_error(run("generate --model " + m.string() + gen), {"mlp", "shape"});
+
+  m = copy_model("llama3-tiny", "missing");
+  edit_config(m, [](nlohmann::json& j) { j["num_hidden_layers"] = 3; });
+  expect_user_error(run("generate --model " + m.string() + gen), {"model.layers.2."});
+
+  m = copy_model("llama3-tiny", "trunc_st");
+  fs::resize_file(m / "model.safetensors", fs::file_size(m / "model.safetensors") / 2);
+  expect_user_error(run("generate --model " + m.string() + gen), {"model.safetensors"});
+
+  expect_user_error(run("generate --model " + (kTiny / "llama3-tiny").string() + " --prompt-ids 1,99999"),
+                    {"99999"});
+  const CliRun r = run("generate --model " + (kTiny / "llama3-tiny").string() + " --max-tokens 0 --prompt-ids 1");
+  EXPECT_EQ(r.code, 2);
+}
+
+}  // namespace

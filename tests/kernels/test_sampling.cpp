@@ -1,0 +1,349 @@
+// GPU sampling against the host sampler's rules (src/engine/sampler.cpp): greedy equals the
+// CPU argmax, top-K logprobs equal the CPU log-softmax, seeded draws do not depend on the rest
+// of the batch, top-k/top-p/min-p/banned ids never let an excluded token through, and the
+// empirical distribution over a small vocabulary matches the expected one.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "backends/cuda/sampling.h"
+#include "engine/sampler.h"
+#include "kernel_test_util.h"
+
+namespace nf {
+namespace {
+
+using cuda::DType;
+using cuda::SampleRowParams;
+using cuda::TensorView;
+using test::download;
+using test::upload;
+
+// Log-probabilities: fp32 log-sum-exp on the device vs double on the host.
+constexpr double kLogprobTolerance = 1e-3;
+constexpr int kTopCols = 20;
+
+struct Row {
+  std::vector<float> logits;
+  SampleRowParams params;
+  std::vector<int32_t> banned;
+};
+
+struct Result {
+  std::vector<int32_t> tokens, top_ids;
+  std::vector<float> logprobs, top_logprobs;
+};
+
+// Runs one batch through the sampler with every output poisoned first.
+Result run(cuda::GpuSampler& sampler, const std::vector<Row>& rows) {
+  const int vocab = sampler.config().vocab;
+  const int64_t S = static_cast<int64_t>(rows.size());
+  std::vector<float> logits;
+  std::vector<SampleRowParams> params;
+  std::vector<int32_t> indptr{0}, banned;
+  for (const Row& r : rows) {
+    logits.insert(logits.end(), r.logits.begin(), r.logits.end());
+    params.push_back(r.params);
+    banned.insert(banned.end(), r.banned.begin(), r.banned.end());
+    indptr.push_back(static_cast<int32_t>(banned.size()));
+  }
+  auto d_logits = upload(logits);
+  auto d_params = upload(params);
+  auto d_indptr = upload(indptr);
+  auto d_banned = upload(banned);
+  cuda::DeviceBuffer d_tokens(S * 4), d_lp(S * 4), d_top_ids(S * kTopCols * 4),
+      d_top_lp(S * kTopCols * 4);
+  for (auto* b : {&d_tokens, &d_lp, &d_top_ids, &d_top_lp}) test::poison(*b);
+  cuda::SampleArgs args;
+  args.logits = TensorView(d_logits.data(), DType::kF32, {S, vocab});
+  args.params = TensorView(d_params.data(), DType::kU8, {S, sizeof(SampleRowParams)});
+  args.banned_indptr = TensorView(d_indptr.data(), DType::kI32, {S + 1});
+  args.banned_ids = TensorView(d_banned.data(), DType::kI32, {static_cast<int64_t>(banned.size())});
+  args.tokens = TensorView(d_tokens.data(), DType::kI32, {S});
+  args.logprobs = TensorView(d_lp.data(), DType::kF32, {S});
+  args.top_ids = TensorView(d_top_ids.data(), DType::kI32, {S, kTopCols});
+  args.top_logprobs = TensorView(d_top_lp.data(), DType::kF32, {S, kTopCols});
+  args.host_params = params;
+  sampler.sample(args, nullptr);
+  test::sync();
+  return {download<int32_t>(d_tokens, S), download<int32_t>(d_top_ids, S * kTopCols),
+          download<float>(d_lp, S), download<float>(d_top_lp, S * kTopCols)};
+}
+
+nanoflow::SamplingParams host_params(const SampleRowParams& p) {
+  nanoflow::SamplingParams h;
+  h.temperature = p.temperature;
+  h.top_k = p.top_k;
+  h.top_p = p.top_p;
+  h.min_p = p.min_p;
+  h.logprobs = p.num_logprobs;
+  return h;
+}
+
+// The distribution sampler.cpp draws from: banned ids out, top-k, top-p at temperature T, then
+// min-p; probability 0 for every excluded id.
+std::vector<double> expected_distribution(const Row& r) {
+  const int V = static_cast<int>(r.logits.size());
+  const SampleRowParams& p = r.params;
+  std::vector<double> work(r.logits.begin(), r.logits.end());
+  for (int32_t b : r.banned) work[b] = -INFINITY;
+  std::vector<int32_t> idx(V);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return work[a] > work[b]; });
+  int n = p.top_k > 0 && p.top_k < V ? p.top_k : V;
+  while (n > 1 && std::isinf(work[idx[n - 1]])) --n;
+  const double inv_t = 1.0 / p.temperature, mx = work[idx[0]] * inv_t;
+  std::vector<double> probs(n);
+  double total = 0;
+  for (int i = 0; i < n; ++i) total += probs[i] = std::exp(work[idx[i]] * inv_t - mx);
+  for (auto& x : probs) x /= total;
+  if (p.top_p < 1.0f) {
+    double cum = 0;
+    int keep = 0;
+    while (keep < n) {
+      cum += probs[keep++];
+      if (cum >= p.top_p) break;
+    }
+    n = std::max(1, keep);
+  }
+  if (p.min_p > 0.0f) {
+    int keep = 1;
+    while (keep < n && probs[keep] >= p.min_p * probs[0]) ++keep;
+    n = keep;
+  }
+  std::vector<double> dist(V, 0.0);
+  double mass = 0;
+  for (int i = 0; i < n; ++i) mass += probs[i];
+  for (int i = 0; i < n; ++i) dist[idx[i]] = probs[i] / mass;
+  return dist;
+}
+
+std::vector<float> random_logits(int vocab, std::mt19937& rng, float scale) {
+  return test::randu(vocab, rng, -scale, scale);
+}
+
+SampleRowParams params(float t, int top_k, float top_p, float min_p, uint64_t seed, uint64_t step,
+                       int logprobs = 0) {
+  SampleRowParams p;
+  p.temperature = t;
+  p.top_k = top_k;
+  p.top_p = top_p;
+  p.min_p = min_p;
+  p.seed = seed;
+  p.step = step;
+  p.num_logprobs = logprobs;
+  return p;
+}
+
+// The host sampler on one row (its greedy token and its logprobs are deterministic).
+SampleResult cpu_sample(const Row& r) {
+  static Sampler sampler;
+  const nanoflow::SamplingParams hp = host_params(r.params);
+  SampleContext ctx;
+  ctx.params = &hp;
+  ctx.banned = r.banned;
+  ctx.seed = r.params.seed;
+  return sampler.sample(r.logits, ctx);
+}
+
+class Sampling : public test::KernelTest {};
+
+TEST_F(Sampling, GreedyMatchesCpuArgmax) {
+  for (int vocab : {1000, 152064}) {
+    SCOPED_TRACE(testing::Message() << "vocab " << vocab);
+    cuda::GpuSampler sampler({.max_rows = 97, .vocab = vocab, .sort_rows = 16});
+    std::vector<Row> rows;
+    for (int i = 0; i < 97; ++i) {
+      Row r{random_logits(vocab, rng_, 8.0f),
+            params(i % 2 ? 0.0f : 0.7f, i % 2 ? 0 : 1, 1.0f, 0.0f, rng_(), i, i % 3 == 0 ? 5 : 0),
+            {}};
+      const int32_t a = static_cast<int32_t>(rng_() % vocab),
+                    b = static_cast<int32_t>(rng_() % vocab);
+      if (i % 4 == 0) r.logits[a] = r.logits[b] = 9.0f;  // a tie: the lower id wins
+      if (i % 5 == 0)
+        r.banned = {static_cast<int32_t>(std::max_element(r.logits.begin(), r.logits.end()) -
+                                         r.logits.begin())};
+      rows.push_back(std::move(r));
+    }
+    const Result res = run(sampler, rows);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto want = cpu_sample(rows[i]);
+      EXPECT_EQ(res.tokens[i], want.token) << "row " << i;
+      EXPECT_NEAR(res.logprobs[i], want.logprob, kLogprobTolerance) << "row " << i;
+    }
+  }
+}
+
+TEST_F(Sampling, TopLogprobsMatchCpuLogSoftmax) {
+  for (int vocab : {7, 1000, 152064}) {
+    SCOPED_TRACE(testing::Message() << "vocab " << vocab);
+    cuda::GpuSampler sampler({.max_rows = 40, .vocab = vocab, .sort_rows = 16});
+    std::vector<Row> rows;
+    for (int i = 0; i < 40; ++i) {
+      const int lp = std::vector<int>{0, 1, 5, 20}[i % 4];
+      const float t = i % 3 == 0 ? 0.0f : 1.0f;
+      rows.push_back({random_logits(vocab, rng_, 10.0f),
+                      params(t, i % 5 == 1 ? 10 : 0, i % 5 == 2 ? 0.9f : 1.0f, 0.0f, rng_(), 0, lp),
+                      {}});
+    }
+    const Result res = run(sampler, rows);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      SCOPED_TRACE(testing::Message() << "row " << i);
+      const auto want = cpu_sample(rows[i]);
+      const double lse = log_sum_exp(rows[i].logits);
+      const int32_t tok = res.tokens[i];
+      ASSERT_TRUE(tok >= 0 && tok < vocab) << "token " << tok;
+      EXPECT_NEAR(res.logprobs[i], rows[i].logits[tok] - lse, kLogprobTolerance);
+      const int n = std::min(rows[i].params.num_logprobs, vocab);
+      ASSERT_EQ(static_cast<int>(want.top.size()), n);
+      for (int j = 0; j < kTopCols; ++j) {
+        const int32_t id = res.top_ids[i * kTopCols + j];
+        const float lp = res.top_logprobs[i * kTopCols + j];
+        if (j >= n) {
+          EXPECT_EQ(id, -1) << "slot " << j;
+          EXPECT_TRUE(std::isinf(lp) && lp < 0) << "slot " << j << " holds " << lp;
+          continue;
+        }
+        EXPECT_EQ(id, want.top[j].first) << "slot " << j;
+        EXPECT_NEAR(lp, want.top[j].second, kLogprobTolerance) << "slot " << j;
+      }
+    }
+  }
+}
+
+TEST_F(Sampling, SeededDrawsIgnoreBatchComposition) {
+  const int vocab = 32000;
+  const std::vector<SampleRowParams> kinds = {
+      params(1.0f, 0, 1.0f, 0.0f, 0, 0),       params(0.7f, 40, 1.0f, 0.0f, 0, 0),
+      params(1.0f, 0, 0.9f, 0.0f, 0, 0),       params(1.2f, 0, 1.0f, 0.05f, 0, 0),
+      params(0.8f, 50, 0.95f, 0.02f, 0, 0, 3), params(0.0f, 0, 1.0f, 0.0f, 0, 0, 2)};
+  std::vector<Row> targets;
+  for (int i = 0; i < 12; ++i) {
+    Row r{random_logits(vocab, rng_, 6.0f), kinds[i % kinds.size()], {}};
+    r.params.seed = rng_();
+    r.params.step = rng_() % 1000;
+    if (i % 4 == 3) r.banned = {1, 2, 3};
+    targets.push_back(std::move(r));
+  }
+  auto fillers = [&](int n) {
+    std::vector<Row> f;
+    for (int i = 0; i < n; ++i) {
+      Row r{random_logits(vocab, rng_, 6.0f), kinds[rng_() % kinds.size()], {}};
+      r.params.seed = rng_();
+      f.push_back(std::move(r));
+    }
+    return f;
+  };
+  cuda::GpuSampler sampler({.max_rows = 64, .vocab = vocab, .sort_rows = 5});
+  // A: targets first, then fillers. B: fillers interleaved, targets reversed. C: one at a time.
+  std::vector<Row> a = targets, b;
+  for (auto& r : fillers(20)) a.push_back(r);
+  auto fb = fillers(30);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    b.push_back(fb[2 * i]);
+    b.push_back(targets[targets.size() - 1 - i]);
+    b.push_back(fb[2 * i + 1]);
+  }
+  const Result ra = run(sampler, a), rb = run(sampler, b), ra2 = run(sampler, a);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const Result rc = run(sampler, {targets[i]});
+    const int32_t in_b = rb.tokens[3 * (targets.size() - 1 - i) + 1];
+    EXPECT_EQ(ra.tokens[i], in_b) << "target " << i;
+    EXPECT_EQ(ra.tokens[i], rc.tokens[0]) << "target " << i;
+    EXPECT_EQ(ra.tokens[i], ra2.tokens[i]) << "target " << i;
+  }
+  // Another seed or step changes the draws of non-greedy rows (with overwhelming probability).
+  int changed = 0;
+  std::vector<Row> moved = targets;
+  for (auto& r : moved) ++r.params.step;
+  const Result rm = run(sampler, moved);
+  for (size_t i = 0; i < targets.size(); ++i) changed += rm.tokens[i] != ra.tokens[i];
+  EXPECT_GT(changed, 0);
+}
+
+TEST_F(Sampling, FiltersNeverEmitExcludedTokens) {
+  struct Case {
+    SampleRowParams p;
+    bool ban;
+  };
+  const Case cases[] = {
+      {params(1.0f, 5, 1.0f, 0.0f, 0, 0), false},  {params(1.0f, 0, 0.5f, 0.0f, 0, 0), false},
+      {params(1.0f, 0, 1.0f, 0.3f, 0, 0), false},  {params(0.9f, 50, 0.9f, 0.0f, 0, 0), false},
+      {params(1.5f, 0, 0.95f, 0.0f, 0, 0), false}, {params(1.0f, 3, 1.0f, 0.0f, 0, 0), true},
+      {params(2.0f, 0, 0.8f, 0.05f, 0, 0), true},  {params(1.0f, 0, 1.0f, 0.0f, 0, 0), true}};
+  for (int vocab : {1000, 152064}) {
+    cuda::GpuSampler sampler({.max_rows = 256, .vocab = vocab, .sort_rows = 64});
+    for (const Case& c : cases) {
+      SCOPED_TRACE(testing::Message()
+                   << "vocab " << vocab << " T " << c.p.temperature << " top_k " << c.p.top_k
+                   << " top_p " << c.p.top_p << " min_p " << c.p.min_p << " banned " << c.ban);
+      Row base{random_logits(vocab, rng_, 5.0f), c.p, {}};
+      if (c.ban) {  // ban the three most likely tokens
+        std::vector<int32_t> idx(vocab);
+        std::iota(idx.begin(), idx.end(), 0);
+        std::partial_sort(idx.begin(), idx.begin() + 3, idx.end(),
+                          [&](int32_t a, int32_t b) { return base.logits[a] > base.logits[b]; });
+        base.banned.assign(idx.begin(), idx.begin() + 3);
+      }
+      const auto dist = expected_distribution(base);
+      std::vector<Row> rows(256, base);
+      const uint64_t seed = rng_();
+      for (int i = 0; i < 256; ++i) {
+        rows[i].params.seed = seed + i % 2;
+        rows[i].params.step = i;
+      }
+      const Result res = run(sampler, rows);
+      const double lse = log_sum_exp(base.logits);
+      for (int i = 0; i < 256; ++i) {
+        const int32_t tok = res.tokens[i];
+        ASSERT_TRUE(tok >= 0 && tok < vocab) << "row " << i << " token " << tok;
+        EXPECT_GT(dist[tok], 0.0) << "row " << i << " emitted excluded token " << tok;
+        EXPECT_NEAR(res.logprobs[i], base.logits[tok] - lse, kLogprobTolerance) << "row " << i;
+      }
+    }
+  }
+}
+
+TEST_F(Sampling, EmpiricalDistributionMatchesExpected) {
+  const std::vector<float> logits = {2.0f, 1.5f, 1.0f, 0.5f, 0.0f, -0.5f, -1.0f, 3.0f, 0.2f, 1.2f};
+  const int vocab = static_cast<int>(logits.size());
+  const SampleRowParams kinds[] = {
+      params(0.8f, 0, 1.0f, 0.0f, 0, 0), params(1.0f, 4, 1.0f, 0.0f, 0, 0),
+      params(1.0f, 0, 0.7f, 0.0f, 0, 0), params(1.0f, 0, 1.0f, 0.15f, 0, 0),
+      params(1.3f, 6, 0.9f, 0.0f, 0, 0)};
+  constexpr int kRows = 4096, kCalls = 8;
+  cuda::GpuSampler sampler({.max_rows = kRows, .vocab = vocab, .sort_rows = 1024});
+  for (const SampleRowParams& k : kinds) {
+    SCOPED_TRACE(testing::Message() << "T " << k.temperature << " top_k " << k.top_k << " top_p "
+                                    << k.top_p << " min_p " << k.min_p);
+    Row base{logits, k, {}};
+    const auto dist = expected_distribution(base);
+    std::vector<int64_t> counts(vocab, 0);
+    for (int call = 0; call < kCalls; ++call) {
+      std::vector<Row> rows(kRows, base);
+      const uint64_t seed = rng_();
+      for (int i = 0; i < kRows; ++i) {
+        rows[i].params.seed = seed;
+        rows[i].params.step = i;
+      }
+      const Result res = run(sampler, rows);
+      for (int32_t t : res.tokens) {
+        ASSERT_TRUE(t >= 0 && t < vocab) << "token " << t;
+        ++counts[t];
+      }
+    }
+    const double n = static_cast<double>(kRows) * kCalls;
+    double tv = 0;
+    for (int i = 0; i < vocab; ++i) {
+      const double expect = n * dist[i];
+      const double sigma = std::sqrt(n * dist[i] * (1 - dist[i]));
+      EXPECT_LE(std::abs(counts[i] - expect), 5 * sigma + 1)
+          << "token " << i << ": " << counts[i] << " draws, expected " << expect;
+      tv += std::abs(counts[i] / n - dist[i]) / 2;
+    }
+    EXPECT_LT(tv, 0.015) << "total variation distance";
+  }
+}
+
+}  // namespace
+}  // namespace nf
