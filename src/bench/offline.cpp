@@ -28,6 +28,7 @@ nlohmann::json run_offline_bench(nanoflow::Engine& engine, const OfflineBenchCon
     engine.generate(w);
   }
   const auto reqs = make(cfg.num_requests);
+  const nanoflow::EngineStats before = engine.stats();
   const auto t0 = std::chrono::steady_clock::now();
   const auto outs = engine.generate(reqs);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -44,6 +45,11 @@ nlohmann::json run_offline_bench(nanoflow::Engine& engine, const OfflineBenchCon
   j["total_tokens_per_s"] = static_cast<double>(in_tokens + out_tokens) / secs;
   j["output_tokens_per_s"] = static_cast<double>(out_tokens) / secs;
   j["requests_per_s"] = cfg.num_requests / secs;
+  const nanoflow::EngineStats after = engine.stats();
+  j["steps"] = after.steps - before.steps;
+  j["host_schedule_ms_per_step"] = (after.schedule_ms - before.schedule_ms) / std::max<int64_t>(1, after.steps - before.steps);
+  j["executor_ms_per_step"] = (after.forward_ms - before.forward_ms) / std::max<int64_t>(1, after.steps - before.steps);
+  j["preemptions"] = after.preemptions - before.preemptions;
   return j;
 }
 

@@ -303,10 +303,12 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
     if (block == 0) {
       fail("{}: tensor '{}': unknown tensor type {}", path, t.name, static_cast<uint32_t>(t.type));
     }
+    uint64_t n = 1;
     for (uint64_t d : t.dims) {
       if (d == 0 || d > (uint64_t{1} << 40)) fail("{}: tensor '{}': invalid dimension {}", path, t.name, d);
+      if (__builtin_mul_overflow(n, d, &n) || n > (uint64_t{1} << 48))
+        fail("{}: tensor '{}': too many elements", path, t.name);
     }
-    const uint64_t n = t.numel();
     if (t.dims[0] % block != 0)
       fail("{}: tensor '{}': row length {} is not a multiple of the {} block size {}", path, t.name,
            t.dims[0], ggml_type_name(t.type), block);

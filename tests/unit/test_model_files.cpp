@@ -279,6 +279,46 @@ TEST(GgufWeights, Qwen2IsNotPermutedAndHasBiases) {
   }
 }
 
+TEST(GgufWeights, RopeScalingFromMetadataAndRopeFreqs) {
+  const ModelConfig c = parse_hf_config(tiny_llama_config(), "config.json");
+  const auto tensors = tiny_tensors(c);
+  const fs::path p = fresh_dir("gguf_rope") / "m.gguf";
+
+  // llama.cpp stores Llama-3.1 scaling as rope_freqs.weight: inv_freq[i] / factors[i].
+  GgufWriter w = tiny_gguf(c, tensors);
+  w.add_tensor_f32("rope_freqs.weight", {4}, {1.0f, 1.5f, 8.0f, 8.0f});
+  w.write(p);
+  auto m = load_model(p.string());
+  ASSERT_TRUE(m.ok()) << m.error();
+  const RopeConfig& r = m.value().config.rope;
+  EXPECT_EQ(r.type, "freq_factors");
+  RopeConfig plain;
+  plain.theta = 10000;
+  const auto base = rope_inv_freq(plain, 8);
+  const auto got = rope_inv_freq(r, 8);
+  EXPECT_FLOAT_EQ(got[1], base[1] / 1.5f);
+  EXPECT_FLOAT_EQ(got[3], base[3] / 8);
+
+  GgufWriter lin = tiny_gguf(c, tensors);
+  lin.add_string("llama.rope.scaling.type", "linear");
+  lin.add_f32("llama.rope.scaling.factor", 4);
+  lin.write(p);
+  m = load_model(p.string());
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_EQ(m.value().config.rope.type, "linear");
+  EXPECT_DOUBLE_EQ(m.value().config.rope.factor, 4);
+
+  GgufWriter yarn = tiny_gguf(c, tensors);
+  yarn.add_string("llama.rope.scaling.type", "yarn");
+  yarn.write(p);
+  EXPECT_HAS(load_error(p), p.string() + ": key 'llama.rope.scaling.type': rope scaling 'yarn'");
+
+  GgufWriter bad = tiny_gguf(c, tensors);
+  bad.add_tensor_f32("rope_freqs.weight", {3}, {1.0f, 1.0f, 1.0f});
+  bad.write(p);
+  EXPECT_HAS(load_error(p), p.string() + ": tensor 'rope_freqs.weight'");
+}
+
 TEST(GgufWeights, QuantizedRoundTrip) {
   json cfg = tiny_llama_config();
   cfg["intermediate_size"] = 64;  // every row a whole number of 32-element blocks
