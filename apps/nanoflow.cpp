@@ -125,8 +125,6 @@ int cmd_generate(GenerateArgs& a) {
   const nanoflow::RequestId id = engine->add_request(prompt, p);
   RequestOutput all;
   all.id = id;
-  std::optional<nf::IncrementalDetokenizer> detok;
-  if (tok && !a.json) detok.emplace(*tok);
   std::vector<RequestOutput> deltas;
   while (!all.finished()) {
     engine->step();
@@ -134,9 +132,7 @@ int cmd_generate(GenerateArgs& a) {
     engine->poll_outputs(deltas, std::chrono::milliseconds(0));
     for (const RequestOutput& d : deltas) {
       all.append(d);
-      if (!detok) continue;
-      for (int32_t t : d.token_ids) std::cout << detok->push(t);
-      std::cout << std::flush;
+      if (!a.json) std::cout << d.text << std::flush;
     }
   }
   const RequestOutput& last = all;
@@ -144,7 +140,7 @@ int cmd_generate(GenerateArgs& a) {
   if (a.json) {
     nlohmann::json j;
     j["token_ids"] = last.token_ids;
-    j["text"] = tok ? tok->decode(last.token_ids) : "";
+    j["text"] = last.text;
     nlohmann::json lp = nlohmann::json::array();
     for (const auto& step : last.top_logprobs) {
       nlohmann::json s = nlohmann::json::array();
@@ -155,7 +151,6 @@ int cmd_generate(GenerateArgs& a) {
     j["finish_reason"] = nanoflow::finish_reason_name(last.finish_reason);
     std::cout << json_dump(j) << "\n";
   } else {
-    if (detok) std::cout << detok->finish();
     std::cout << "\n";
     std::fprintf(stderr, "[%zu prompt tokens, %zu generated, %.2f s, %.1f tokens/s, finish: %s]\n",
                  prompt.size(), last.token_ids.size(), secs,
@@ -231,6 +226,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0));
   g->add_option("--seed", gen.seed, "Random seed: the same seed gives the same output");
   g->add_flag("--ignore-eos", gen.params.ignore_eos, "Do not stop at the end-of-sequence token");
+  g->add_option("--stop", gen.params.stop, "Stop string (repeatable); it is not printed");
+  g->add_option("--repetition-penalty", gen.params.repetition_penalty, "Penalty for repeated tokens (1: off)");
+  g->add_option("--frequency-penalty", gen.params.frequency_penalty, "Frequency penalty (0: off)");
+  g->add_option("--presence-penalty", gen.params.presence_penalty, "Presence penalty (0: off)");
   g->add_option("--logprobs", gen.params.logprobs, "Report the top-K log-probabilities per token")
       ->check(CLI::Range(0, 20));
   g->add_flag("--json", gen.json,

@@ -16,6 +16,7 @@
 
 namespace nf {
 class Backend;
+class Tokenizer;
 struct ModelConfig;
 }  // namespace nf
 
@@ -54,12 +55,16 @@ class Engine {
  public:
   // Loads the model and builds the backend. Throws nf::Error on user-caused failures.
   static std::unique_ptr<Engine> create(const EngineConfig& config);
-  // An engine over a backend that is already built. eos_ids finish requests.
-  Engine(const EngineConfig& config, std::unique_ptr<nf::Backend> backend, std::vector<int32_t> eos_ids);
+  // An engine over a backend that is already built. eos_ids finish requests; the tokenizer (may
+  // be null) gives outputs their text and enables stop strings.
+  Engine(const EngineConfig& config, std::unique_ptr<nf::Backend> backend, std::vector<int32_t> eos_ids,
+         std::shared_ptr<const nf::Tokenizer> tokenizer = nullptr);
   ~Engine();
 
   // Thread-safe. Throws nf::Error for an invalid request (empty prompt, bad ids, bad params,
-  // longer than the context or the KV pool).
+  // longer than the context or the KV pool). With params.n > 1 the n completions get the ids
+  // first, first + 1, ..., first + n - 1 (RequestOutput::index 0..n-1); the returned id is
+  // first. They share the prompt's KV blocks: the others start once the first has computed it.
   RequestId add_request(std::vector<int32_t> prompt, const SamplingParams& params);
   // Thread-safe; the request finishes with FinishReason::Abort and its blocks are freed.
   void abort(RequestId id);
@@ -75,12 +80,13 @@ class Engine {
   bool has_unfinished() const;
 
   // Submits all requests at once so they batch, runs them to completion (on this thread, or
-  // waits for the background loop); outputs in input order.
+  // waits for the background loop); outputs in input order, n per request with params.n = n.
   std::vector<RequestOutput> generate(const std::vector<GenerateRequest>& batch);
 
   EngineStats stats() const;
   const nf::ModelConfig& model_config() const;
   const std::vector<int32_t>& eos_ids() const;
+  const nf::Tokenizer* tokenizer() const;  // null for models without one (dummy)
   // Verifies the KV accounting (no leak, no double owner); aborts on violation. Not thread-safe
   // with a running loop.
   void check_integrity() const;

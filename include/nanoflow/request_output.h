@@ -29,9 +29,11 @@ using TopLogprobs = std::vector<std::pair<int32_t, float>>;
 // delta). From generate(): everything the request generated.
 struct RequestOutput {
   RequestId id = 0;
+  int index = 0;                          // which of the n completions of one add_request
   std::vector<int32_t> token_ids;         // generated tokens
   std::vector<float> token_logprobs;      // logprob of each (raw logits)
   std::vector<TopLogprobs> top_logprobs;  // per token, when SamplingParams::logprobs > 0
+  std::string text;                       // detokenized text (when the model has a tokenizer)
   FinishReason finish_reason = FinishReason::None;
   int prompt_tokens = 0;                  // usage
   int completion_tokens = 0;              // usage: all generated so far
@@ -42,6 +44,7 @@ struct RequestOutput {
     token_ids.insert(token_ids.end(), delta.token_ids.begin(), delta.token_ids.end());
     token_logprobs.insert(token_logprobs.end(), delta.token_logprobs.begin(), delta.token_logprobs.end());
     top_logprobs.insert(top_logprobs.end(), delta.top_logprobs.begin(), delta.top_logprobs.end());
+    text += delta.text;
     finish_reason = delta.finish_reason;
     completion_tokens = delta.completion_tokens;
     cached_prompt_tokens = delta.cached_prompt_tokens;

@@ -19,6 +19,8 @@ struct SamplingParams {
   std::optional<uint64_t> seed;    // same seed, same output, whatever else is batched
   bool ignore_eos = false;         // do not stop at the model's EOS tokens
   std::vector<int32_t> stop_token_ids;  // extra token ids that finish the request ("stop")
+  std::vector<std::string> stop;   // stop strings, matched on the text (never streamed)
+  int n = 1;                       // completions of the same prompt (they share its KV blocks)
   int logprobs = 0;                // top-K log-probabilities of the raw logits per generated token
   float repetition_penalty = 1.0f; // >1 discourages tokens seen in the prompt or output (1: off)
   float frequency_penalty = 0.0f;  // subtracts count(token in output) * this from its logit

@@ -15,6 +15,7 @@
 #include "engine/scheduler.h"
 #include "model/model_loader.h"
 #include "runtime/executor.h"
+#include "tokenizer/tokenizer.h"
 
 namespace nanoflow {
 
@@ -30,6 +31,7 @@ struct Engine::Impl {
   EngineConfig config;
   std::unique_ptr<nf::Backend> backend;
   std::vector<int32_t> eos_ids;
+  std::shared_ptr<const nf::Tokenizer> tokenizer;
   int64_t max_len;
   nf::KvCacheManager kv;
   nf::Scheduler scheduler;
@@ -55,10 +57,12 @@ struct Engine::Impl {
   std::thread loop;
   std::atomic<bool> running{false};
 
-  Impl(const EngineConfig& c, std::unique_ptr<nf::Backend> b, std::vector<int32_t> eos)
+  Impl(const EngineConfig& c, std::unique_ptr<nf::Backend> b, std::vector<int32_t> eos,
+       std::shared_ptr<const nf::Tokenizer> tok)
       : config(c),
         backend(std::move(b)),
         eos_ids(std::move(eos)),
+        tokenizer(std::move(tok)),
         max_len(backend->config().max_position_embeddings),
         kv(backend->num_kv_blocks(), backend->block_size(), c.enable_prefix_caching),
         scheduler({c.max_batch_tokens, c.max_running_requests, static_cast<int>(max_len)}, kv),
@@ -77,6 +81,7 @@ struct Engine::Impl {
   RequestOutput delta_of(const Request& r) const {
     RequestOutput d;
     d.id = r.id;
+    d.index = r.output.index;
     d.prompt_tokens = r.prompt_len;
     d.completion_tokens = r.num_resolved;
     d.cached_prompt_tokens = r.output.cached_prompt_tokens;
@@ -92,6 +97,8 @@ struct Engine::Impl {
       d = &own;
     }
     d->finish_reason = reason;
+    if (r.text) d->text += r.text->finish();
+    if (r.leads_siblings) *r.prompt_ready = true;  // never leave the others waiting
     if (d == &own) deltas.push_back(std::move(own));
     requests.erase(r.id);  // results still in flight for it are discarded
   }
@@ -131,6 +138,7 @@ struct Engine::Impl {
     if (sched.empty()) return false;
     for (const nf::ScheduledRequest& s : sched) {
       Request& r = *s.request;
+      if (r.leads_siblings && r.num_computed >= r.prompt_len) *r.prompt_ready = true;
       if (!r.sent_to_executor) {
         r.sent_to_executor = true;
         r.output.cached_prompt_tokens = std::max(r.output.cached_prompt_tokens,
@@ -170,7 +178,9 @@ struct Engine::Impl {
       const auto& p = r.params;
       const bool is_eos = std::find(eos_ids.begin(), eos_ids.end(), s.token) != eos_ids.end();
       const bool is_stop = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), s.token) != p.stop_token_ids.end();
-      if ((is_eos && !p.ignore_eos) || is_stop) {
+      bool stop_string = false;
+      if (r.text) d.text = r.text->push(s.token, stop_string);
+      if ((is_eos && !p.ignore_eos) || is_stop || stop_string) {
         finish(r, FinishReason::Stop, deltas, &d);
       } else if (r.num_resolved >= p.max_tokens || known_tokens(r) >= max_len) {
         finish(r, FinishReason::Length, deltas, &d);
@@ -241,11 +251,19 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
   auto backend = std::make_unique<nf::CpuBackend>(model.config, *model.weights, cpu);
   std::vector<int32_t> eos = model.generation.eos_token_ids;
   if (eos.empty()) eos = model.config.eos_token_ids;
-  return std::make_unique<Engine>(config, std::move(backend), std::move(eos));
+  std::shared_ptr<const nf::Tokenizer> tok;
+  if (model.format != "dummy") tok = nf::Tokenizer::load(config.model);
+  if (tok)
+    for (int32_t e : tok->eos_ids())
+      if (std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
+  return std::make_unique<Engine>(config, std::move(backend), std::move(eos), std::move(tok));
 }
 
-Engine::Engine(const EngineConfig& config, std::unique_ptr<nf::Backend> backend, std::vector<int32_t> eos_ids)
-    : impl_(std::make_unique<Impl>(config, std::move(backend), std::move(eos_ids))) {}
+Engine::Engine(const EngineConfig& config, std::unique_ptr<nf::Backend> backend, std::vector<int32_t> eos_ids,
+               std::shared_ptr<const nf::Tokenizer> tokenizer)
+    : impl_(std::make_unique<Impl>(config, std::move(backend), std::move(eos_ids), std::move(tokenizer))) {}
+
+const nf::Tokenizer* Engine::tokenizer() const { return impl_->tokenizer.get(); }
 
 Engine::~Engine() { stop(); }
 
@@ -278,22 +296,35 @@ RequestId Engine::add_request(std::vector<int32_t> prompt, const SamplingParams&
     nf::fail("the request needs up to {} tokens of KV cache but the pool holds {} (raise --kv-cache-gb)",
              max_len, m.kv.num_blocks() * m.kv.block_size());
 
-  auto r = std::make_unique<Request>();
-  r->id = m.next_id++;
-  r->params = params;
-  r->prompt_len = static_cast<int>(prompt.size());
-  r->tokens = std::move(prompt);
-  r->seed = params.seed ? *params.seed
-                        : (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
-  r->output.id = r->id;
-  r->output.prompt_tokens = r->prompt_len;
-  const RequestId id = r->id;
+  if (params.n < 1 || params.n > 128) nf::fail("n must be in [1, 128], got {}", params.n);
+  if (!params.stop.empty() && !m.tokenizer) nf::fail("stop strings need a model with a tokenizer");
+
+  const RequestId first = m.next_id.fetch_add(static_cast<RequestId>(params.n));
+  auto ready = params.n > 1 ? std::make_shared<bool>(false) : nullptr;
+  std::vector<std::unique_ptr<Request>> made;
+  for (int i = 0; i < params.n; ++i) {
+    auto r = std::make_unique<Request>();
+    r->id = first + static_cast<RequestId>(i);
+    r->params = params;
+    r->params.n = 1;
+    r->prompt_len = static_cast<int>(prompt.size());
+    r->tokens = prompt;
+    r->seed = params.seed ? *params.seed + static_cast<uint64_t>(i)
+                          : (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+    r->output.id = r->id;
+    r->output.index = i;
+    r->output.prompt_tokens = r->prompt_len;
+    r->prompt_ready = ready;
+    r->leads_siblings = ready && i == 0;
+    if (m.tokenizer) r->text = std::make_unique<nf::TextStream>(*m.tokenizer, params.stop);
+    made.push_back(std::move(r));
+  }
   {
     std::lock_guard<std::mutex> lock(m.in_mu);
-    m.incoming.push_back(std::move(r));
+    for (auto& r : made) m.incoming.push_back(std::move(r));
   }
   m.in_cv.notify_all();
-  return id;
+  return first;
 }
 
 void Engine::abort(RequestId id) {
@@ -332,13 +363,13 @@ bool Engine::step() {
 bool Engine::has_unfinished() const { return impl_->has_work(); }
 
 std::vector<RequestOutput> Engine::generate(const std::vector<GenerateRequest>& batch) {
-  std::vector<RequestId> ids;
-  ids.reserve(batch.size());
-  for (const auto& g : batch) ids.push_back(add_request(g.prompt, g.params));
-  std::unordered_map<RequestId, RequestOutput> acc;
-  for (RequestId id : ids) {
-    acc[id].id = id;
+  std::vector<RequestId> ids;  // one per completion, in input order
+  for (const auto& g : batch) {
+    const RequestId first = add_request(g.prompt, g.params);
+    for (int i = 0; i < std::max(1, g.params.n); ++i) ids.push_back(first + static_cast<RequestId>(i));
   }
+  std::unordered_map<RequestId, RequestOutput> acc;
+  for (RequestId id : ids) acc[id].id = id;
   size_t done = 0;
   std::vector<RequestOutput> deltas;
   while (done < ids.size()) {
@@ -349,6 +380,7 @@ std::vector<RequestOutput> Engine::generate(const std::vector<GenerateRequest>& 
       auto it = acc.find(d.id);
       if (it == acc.end()) continue;
       it->second.prompt_tokens = d.prompt_tokens;
+      it->second.index = d.index;
       it->second.append(d);
       done += d.finished();
     }

@@ -5,6 +5,10 @@
 #include <vector>
 
 #include <nanoflow/request_output.h>
+
+#include <memory>
+
+#include "engine/text_stream.h"
 #include <nanoflow/sampling_params.h>
 
 namespace nf {
@@ -25,6 +29,11 @@ struct Request {
   RequestState state = RequestState::Waiting;
   uint64_t seed = 0;                // params.seed, or drawn at random when it is not set
   nanoflow::RequestOutput output;
+  std::unique_ptr<TextStream> text;  // when the engine has a tokenizer
+  // n > 1: set once the first completion's prompt is scheduled; the others wait for it so
+  // that they find its blocks in the prefix cache. Null for single requests.
+  std::shared_ptr<bool> prompt_ready;
+  bool leads_siblings = false;
 
   int num_generated() const { return static_cast<int>(tokens.size()) - prompt_len; }
 };

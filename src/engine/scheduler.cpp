@@ -70,7 +70,7 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
   for (size_t w = 0; !preempted && w < waiting_.size() && budget > 0 &&
                      static_cast<int>(running_.size()) < config_.max_running_requests;) {
     Request* r = waiting_[w];
-    if (r->stop_pending) {
+    if (r->stop_pending || (r->prompt_ready && !r->leads_siblings && !*r->prompt_ready)) {
       ++w;
       continue;
     }

@@ -122,3 +122,71 @@ TEST(EngineCpuThreaded, BackgroundLoopServesRequests) {
 }
 
 }  // namespace
+
+namespace {
+
+std::vector<int32_t> some_prompt() {
+  std::vector<int32_t> p;
+  for (int i = 0; i < 37; ++i) p.push_back(5 + (i * 37) % 400);
+  return p;
+}
+
+TEST(EngineCpuText, StopStringsEndTheTextAndAreNeverStreamed) {
+  auto e = Engine::create(base());
+  ASSERT_NE(e->tokenizer(), nullptr);
+  GenerateRequest r;
+  r.prompt = some_prompt();
+  r.params.temperature = 0;
+  r.params.max_tokens = 24;
+  r.params.ignore_eos = true;
+  const std::string full = e->generate({r})[0].text;
+  ASSERT_GT(full.size(), 12u) << full;
+  const std::string stop = full.substr(full.size() / 2, 3);
+  const size_t cut = full.find(stop);
+  r.params.stop = {"no such stop string in this text at all", stop};
+  const auto id = e->add_request(r.prompt, r.params);
+  std::string streamed;
+  nanoflow::RequestOutput all;
+  while (!all.finished()) {
+    e->step();
+    std::vector<RequestOutput> d;
+    e->poll_outputs(d, std::chrono::milliseconds(0));
+    for (const auto& o : d) {
+      ASSERT_EQ(o.id, id);
+      streamed += o.text;
+      EXPECT_EQ(streamed.find(stop), std::string::npos) << "stop string streamed";
+      all.append(o);
+    }
+  }
+  EXPECT_EQ(all.finish_reason, nanoflow::FinishReason::Stop);
+  EXPECT_EQ(all.text, full.substr(0, cut));
+  EXPECT_EQ(streamed, all.text);
+}
+
+TEST(EngineCpuText, NCompletionsShareThePromptBlocks) {
+  auto e = Engine::create(base());
+  GenerateRequest r;
+  r.prompt = some_prompt();  // 37 tokens: two full blocks of 16
+  r.params.n = 3;
+  r.params.temperature = 1.0f;
+  r.params.seed = 7;
+  r.params.max_tokens = 8;
+  r.params.ignore_eos = true;
+  const auto outs = e->generate({r});
+  ASSERT_EQ(outs.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(outs[i].index, i);
+    EXPECT_EQ(outs[i].token_ids.size(), 8u);
+  }
+  EXPECT_EQ(outs[0].cached_prompt_tokens, 0);
+  EXPECT_EQ(outs[1].cached_prompt_tokens, 32);
+  EXPECT_EQ(outs[2].cached_prompt_tokens, 32);
+  EXPECT_NE(outs[0].token_ids, outs[1].token_ids);  // seeds seed, seed+1, seed+2
+  // Greedy completions of one prompt are all the same.
+  r.params.temperature = 0;
+  const auto g = e->generate({r});
+  EXPECT_EQ(g[0].token_ids, g[1].token_ids);
+  EXPECT_EQ(g[1].token_ids, g[2].token_ids);
+}
+
+}  // namespace

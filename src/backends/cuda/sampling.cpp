@@ -66,10 +66,9 @@ void GpuSampler::sample(const SampleArgs& args, cudaStream_t stream) {
              "{}: {} host params for {} rows", op, args.host_params.size(), rows);
     sort = false;
     for (const SampleRowParams& p : args.host_params) {
-      NF_CHECK(
-          p.top_p > 0.0f && p.min_p <= 1.0f && p.num_logprobs >= 0 && p.num_logprobs <= top_cols,
-          "{}: bad row parameters (top_p {}, min_p {}, num_logprobs {} of {} columns)", op, p.top_p,
-          p.min_p, p.num_logprobs, top_cols);
+      NF_CHECK(p.num_logprobs >= 0 && p.num_logprobs <= top_cols,
+               "{}: a row asks for {} logprobs, top_ids has {} columns", op, p.num_logprobs,
+               top_cols);
       const bool greedy = p.temperature <= 0.0f || p.top_k == 1;
       const bool filtered =
           !greedy && ((p.top_k > 0 && p.top_k < config_.vocab) || p.top_p < 1.0f || p.min_p > 0.0f);
