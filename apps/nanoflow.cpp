@@ -12,8 +12,10 @@
 #include <iterator>
 #include <optional>
 #include <sstream>
+#include <unordered_map>
 
 #include "bench/offline.h"
+#include "engine/sampling_json.h"
 #include "common/status.h"
 #include "model/model_config.h"
 #include "tokenizer/tokenizer.h"
@@ -98,7 +100,113 @@ struct GenerateArgs {
   std::optional<int> top_k;
   std::optional<uint64_t> seed;
   bool json = false;
+  std::string input, output;  // batch mode
 };
+
+// One result object in the format of generate --json.
+nlohmann::json result_json(const RequestOutput& o) {
+  nlohmann::json j;
+  j["token_ids"] = o.token_ids;
+  j["text"] = o.text;
+  nlohmann::json lp = nlohmann::json::array();
+  for (const auto& step : o.top_logprobs) {
+    nlohmann::json s = nlohmann::json::array();
+    for (const auto& [id, l] : step) s.push_back({id, l});
+    lp.push_back(s);
+  }
+  j["logprobs"] = lp;
+  j["finish_reason"] = nanoflow::finish_reason_name(o.finish_reason);
+  return j;
+}
+
+// Batch mode: every line of the input is a request; all are submitted at once so they batch;
+// one result line per request, in input order (with n > 1, "choices" holds the n results).
+int cmd_generate_batch(GenerateArgs& a) {
+  std::ifstream in(a.input);
+  if (!in) nf::fail("{}: cannot open", a.input);
+  auto engine = Engine::create(a.eo.engine);
+  const nf::Tokenizer* tok = engine->tokenizer();
+  std::vector<nanoflow::GenerateRequest> reqs;
+  std::string line;
+  for (int lineno = 1; std::getline(in, line); ++lineno) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = fmt::format("{}:{}", a.input, lineno);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      nf::fail("{}: invalid JSON: {}", where, e.what());
+    }
+    nanoflow::GenerateRequest r;
+    r.params = nf::sampling_params_from_json(j, where);
+    if (j.contains("prompt_ids")) {
+      if (!j["prompt_ids"].is_array()) nf::fail("{}: field 'prompt_ids': expected a list of token ids", where);
+      for (const auto& x : j["prompt_ids"]) {
+        if (!x.is_number_integer()) nf::fail("{}: field 'prompt_ids': expected a list of token ids", where);
+        r.prompt.push_back(x.get<int32_t>());
+      }
+    } else if (j.contains("prompt") && j["prompt"].is_string()) {
+      if (!tok) nf::fail("{}: field 'prompt' needs a model with a tokenizer; use prompt_ids", where);
+      nf::EncodeOptions opts;
+      opts.add_special = true;
+      r.prompt = tok->encode(j["prompt"].get<std::string>(), opts);
+    } else {
+      nf::fail("{}: needs 'prompt' (a string) or 'prompt_ids'", where);
+    }
+    reqs.push_back(std::move(r));
+  }
+  std::ofstream out(a.output);
+  if (!out) nf::fail("{}: cannot write", a.output);
+  // Validate and submit everything before running anything.
+  std::vector<nanoflow::RequestId> firsts;
+  size_t total = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    try {
+      firsts.push_back(engine->add_request(reqs[i].prompt, reqs[i].params));
+    } catch (const nf::Error& e) {
+      nf::fail("{}: request {}: {}", a.input, i + 1, e.what());
+    }
+    total += static_cast<size_t>(reqs[i].params.n);
+  }
+  std::unordered_map<nanoflow::RequestId, RequestOutput> acc;
+  size_t done = 0;
+  int64_t generated = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last_draw = t0 - std::chrono::seconds(1);
+  std::vector<RequestOutput> deltas;
+  while (done < total) {
+    engine->step();
+    deltas.clear();
+    engine->poll_outputs(deltas, std::chrono::milliseconds(0));
+    for (const auto& d : deltas) {
+      auto& o = acc[d.id];
+      o.id = d.id;
+      o.index = d.index;
+      o.append(d);
+      generated += static_cast<int64_t>(d.token_ids.size());
+      done += d.finished();
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_draw > std::chrono::milliseconds(200) || done == total) {
+      last_draw = now;
+      const double secs = std::chrono::duration<double>(now - t0).count();
+      const int width = 30, filled = static_cast<int>(width * done / std::max<size_t>(1, total));
+      std::fprintf(stderr, "\r[%s%s] %zu/%zu  %.1f tokens/s", std::string(filled, '#').c_str(),
+                   std::string(width - filled, '.').c_str(), done, total, generated / std::max(secs, 1e-9));
+    }
+  }
+  std::fprintf(stderr, "\n");
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    if (reqs[i].params.n == 1) {
+      out << json_dump(result_json(acc[firsts[i]])) << "\n";
+      continue;
+    }
+    nlohmann::json choices = nlohmann::json::array();
+    for (int k = 0; k < reqs[i].params.n; ++k) choices.push_back(result_json(acc[firsts[i] + k]));
+    out << json_dump({{"choices", choices}}) << "\n";
+  }
+  return 0;
+}
 
 int cmd_generate(GenerateArgs& a) {
   const std::string& model = a.eo.engine.model;
@@ -138,18 +246,7 @@ int cmd_generate(GenerateArgs& a) {
   const RequestOutput& last = all;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (a.json) {
-    nlohmann::json j;
-    j["token_ids"] = last.token_ids;
-    j["text"] = last.text;
-    nlohmann::json lp = nlohmann::json::array();
-    for (const auto& step : last.top_logprobs) {
-      nlohmann::json s = nlohmann::json::array();
-      for (const auto& [id, l] : step) s.push_back({id, l});
-      lp.push_back(s);
-    }
-    j["logprobs"] = lp;
-    j["finish_reason"] = nanoflow::finish_reason_name(last.finish_reason);
-    std::cout << json_dump(j) << "\n";
+    std::cout << json_dump(result_json(last)) << "\n";
   } else {
     std::cout << "\n";
     std::fprintf(stderr, "[%zu prompt tokens, %zu generated, %.2f s, %.1f tokens/s, finish: %s]\n",
@@ -232,6 +329,15 @@ int main(int argc, char** argv) {
   g->add_option("--presence-penalty", gen.params.presence_penalty, "Presence penalty (0: off)");
   g->add_option("--logprobs", gen.params.logprobs, "Report the top-K log-probabilities per token")
       ->check(CLI::Range(0, 20));
+  auto* in_opt = g->add_option("--input", gen.input,
+                                "Batch mode: a JSONL file, one request per line ('prompt' or 'prompt_ids' and "
+                                "OpenAI sampling fields: max_tokens, temperature, top_p, top_k, min_p, seed, stop, "
+                                "ignore_eos, logprobs, n, ...)");
+  auto* out_opt = g->add_option("--output", gen.output, "Batch mode: results, one JSON line per request in input order");
+  in_opt->needs(out_opt);
+  out_opt->needs(in_opt);
+  in_opt->excludes(po);
+  in_opt->excludes(pio);
   g->add_flag("--json", gen.json,
               "Print one JSON object: token_ids, text, logprobs (top-K per step), finish_reason");
 
@@ -264,7 +370,8 @@ int main(int argc, char** argv) {
   }
   try {
     if (*g) {
-      if (!gen.prompt && !gen.prompt_ids) nf::fail("generate: give --prompt or --prompt-ids");
+      if (!gen.input.empty()) return cmd_generate_batch(gen);
+      if (!gen.prompt && !gen.prompt_ids) nf::fail("generate: give --prompt, --prompt-ids or --input");
       return cmd_generate(gen);
     }
     if (*t) return cmd_tokenize(tok_model, add_special);

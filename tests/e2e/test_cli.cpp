@@ -109,6 +109,39 @@ TEST(Cli, TokenizeAndGenerateText) {
   EXPECT_NE(j["text"].get<std::string>().find("Paris"), std::string::npos) << j["text"];
 }
 
+TEST(Cli, BatchModeKeepsInputOrderAndMatchesSingleRuns) {
+  const std::string model = (kTiny / "llama3-tiny").string();
+  const fs::path dir = fs::temp_directory_path() / ("nf_cli_batch" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  {
+    std::ofstream in(dir / "in.jsonl");
+    in << R"({"prompt_ids": [5, 6, 7, 8, 9, 10, 11], "max_tokens": 9, "temperature": 0, "ignore_eos": true})" << "\n";
+    in << "\n";  // blank lines are skipped
+    in << R"({"prompt": "hello world", "max_tokens": 5, "temperature": 0.9, "seed": 4, "n": 3, "ignore_eos": true})" << "\n";
+    in << R"({"prompt_ids": [40], "max_tokens": 3, "temperature": 0, "logprobs": 2, "ignore_eos": true})" << "\n";
+  }
+  const CliRun r = run("generate --model " + model + " --input " + (dir / "in.jsonl").string() + " --output " +
+                       (dir / "out.jsonl").string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::ifstream f(dir / "out.jsonl");
+  std::vector<nlohmann::json> lines;
+  for (std::string l; std::getline(f, l);) lines.push_back(nlohmann::json::parse(l));
+  ASSERT_EQ(lines.size(), 3u);
+  const CliRun single = run("generate --model " + model +
+                            " --prompt-ids 5,6,7,8,9,10,11 --max-tokens 9 --temperature 0 --ignore-eos --json");
+  ASSERT_EQ(single.code, 0) << single.err;
+  EXPECT_EQ(lines[0]["token_ids"], nlohmann::json::parse(single.out)["token_ids"]);
+  ASSERT_EQ(lines[1]["choices"].size(), 3u);
+  for (const auto& c : lines[1]["choices"]) EXPECT_EQ(c["token_ids"].size(), 5u);
+  EXPECT_EQ(lines[2]["logprobs"].size(), 3u);
+  EXPECT_EQ(lines[2]["logprobs"][0].size(), 2u);
+
+  std::ofstream(dir / "bad.jsonl") << R"({"prompt_ids": [1], "temperature": "hot"})" << "\n";
+  expect_user_error(run("generate --model " + model + " --input " + (dir / "bad.jsonl").string() + " --output " +
+                        (dir / "out2.jsonl").string()),
+                    {"bad.jsonl:1", "temperature"});
+}
+
 TEST(Cli, BadInputIsOneLineAndExitCode2) {
   const std::string gen = " --prompt-ids 1,2,3 --max-tokens 2";
   expect_user_error(run("generate --model /nonexistent/model.gguf" + gen), {"/nonexistent/model.gguf"});
