@@ -226,8 +226,8 @@ TEST(EngineProperty, EveryRequestEndsExactlyOnceAndNoBlockLeaks) {
     Harness h(32, 40, async, 8);
     std::set<nanoflow::RequestId> live;
     std::vector<nanoflow::RequestId> all;
-    for (int step = 0; step < 1500 || h.engine->has_unfinished(); ++step) {
-      if (step < 1500 && rng() % 3 == 0) {
+    for (int step = 0; step < 6000 || h.engine->has_unfinished(); ++step) {
+      if (step < 6000 && rng() % 3 == 0) {
         const int len = 1 + static_cast<int>(rng() % 40);
         auto id = h.engine->add_request(prompt_of(len, static_cast<int32_t>(rng() % 8)), greedy(1 + rng() % 30));
         live.insert(id);
@@ -240,7 +240,7 @@ TEST(EngineProperty, EveryRequestEndsExactlyOnceAndNoBlockLeaks) {
       }
       h.step();
       for (auto it = live.begin(); it != live.end();) it = h.finishes.count(*it) ? live.erase(it) : std::next(it);
-      ASSERT_LT(step, 20000) << "the engine does not drain";
+      ASSERT_LT(step, 50000) << "the engine does not drain";
     }
     for (auto id : all) {
       ASSERT_EQ(h.finishes[id], 1) << "request " << id;
@@ -248,7 +248,7 @@ TEST(EngineProperty, EveryRequestEndsExactlyOnceAndNoBlockLeaks) {
       if (o.finish_reason == FinishReason::Length) EXPECT_GT(o.token_ids.size(), 0u);
     }
     EXPECT_EQ(h.engine->stats().kv_blocks_used, 0);
-    EXPECT_GT(all.size(), 300u);
+    EXPECT_GT(all.size(), 1500u);
   }
 }
 
