@@ -1,5 +1,7 @@
 #include "model/model_loader.h"
 
+#include "common/json_file.h"
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,15 +13,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-nlohmann::json read_json(const fs::path& p) {
-  std::ifstream f(p);
-  if (!f) fail("{}: cannot open", p.string());
-  try {
-    return nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: invalid JSON: {}", p.string(), e.what());
-  }
-}
 
 // Every tensor the config needs: present, the exact shape, a dtype read_f32 can convert.
 void check_weights(const ModelConfig& c, const WeightSource& w) {
@@ -36,7 +29,7 @@ void check_weights(const ModelConfig& c, const WeightSource& w) {
 GenerationDefaults read_generation_config(const fs::path& p) {
   GenerationDefaults g;
   if (!fs::exists(p)) return g;
-  const auto j = read_json(p);
+  const auto j = read_json_file(p.string());
   const std::string src = p.string();
   if (!j.is_object()) fail("{}: not a JSON object", src);
   auto number = [&](const char* key) -> std::optional<double> {
@@ -72,7 +65,7 @@ LoadedModel load_dummy(const std::string& spec) {
   if (name.ends_with(".json") || fs::exists(name)) {
     fs::path cfg = name;
     if (fs::is_directory(cfg)) cfg /= "config.json";
-    m.config = parse_hf_config(read_json(cfg), cfg.string());
+    m.config = parse_hf_config(read_json_file(cfg.string()), cfg.string());
     m.generation = read_generation_config(cfg.parent_path() / "generation_config.json");
   } else {
     m.config = preset_config(name);
@@ -91,7 +84,7 @@ LoadedModel load(const std::string& spec) {
     m.format = "hf";
     const fs::path cfg = p / "config.json";
     if (!fs::exists(cfg)) fail("{}: no config.json in this directory", spec);
-    m.config = parse_hf_config(read_json(cfg), cfg.string());
+    m.config = parse_hf_config(read_json_file(cfg.string()), cfg.string());
     m.generation = read_generation_config(p / "generation_config.json");
     m.weights = open_safetensors(spec);
   } else {

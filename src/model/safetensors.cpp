@@ -12,6 +12,7 @@
 #include <set>
 
 #include "common/half.h"
+#include "common/json_file.h"
 #include "common/mapped_file.h"
 #include "common/status.h"
 #include "model/weight_source.h"
@@ -42,21 +43,12 @@ uint16_t load_u16(const uint8_t* p) {
   return v;
 }
 
-json read_index(const fs::path& p) {
-  std::ifstream f(p);
-  if (!f) fail("{}: cannot open", p.string());
-  try {
-    return json::parse(f);
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON: {}", p.string(), e.what());
-  }
-}
 
 // The shard files of a checkpoint directory (see open_safetensors).
 std::vector<std::string> shard_files(const fs::path& dir) {
   const fs::path index = dir / "model.safetensors.index.json";
   if (fs::exists(index)) {
-    const json j = read_index(index);
+    const json j = read_json_file(index.string());
     auto wm = j.is_object() ? j.find("weight_map") : j.end();
     if (!j.is_object() || wm == j.end() || !wm->is_object())
       fail("{}: key 'weight_map' is missing", index.string());
