@@ -1,3 +1,4 @@
+#include "common/strings.h"
 #include "tokenizer/pre_tokenizer.h"
 
 #include <utility>
@@ -78,20 +79,6 @@ void split_piece(const PreTokenizerStep& step, std::string_view piece,
   }
 }
 
-std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
-  std::string out;
-  out.reserve(s.size());
-  size_t pos = 0;
-  while (true) {
-    const size_t hit = s.find(from, pos);
-    if (hit == std::string_view::npos) break;
-    out.append(s.substr(pos, hit - pos));
-    out.append(to);
-    pos = hit + from.size();
-  }
-  out.append(s.substr(pos));
-  return out;
-}
 
 }  // namespace
 

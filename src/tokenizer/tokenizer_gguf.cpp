@@ -5,6 +5,7 @@
 #include <array>
 #include <string_view>
 
+#include "common/strings.h"
 #include "common/status.h"
 #include "model/gguf.h"
 #include "tokenizer/tokenizer.h"
@@ -34,19 +35,6 @@ constexpr std::array<std::string_view, 8> kEndOfTurnTexts = {
     "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>",
     "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>"};
 
-std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
-  std::string out;
-  size_t pos = 0;
-  while (true) {
-    const size_t hit = s.find(from, pos);
-    if (hit == std::string_view::npos) break;
-    out.append(s.substr(pos, hit - pos));
-    out.append(to);
-    pos = hit + from.size();
-  }
-  out.append(s.substr(pos));
-  return out;
-}
 
 // The bytes of a byte-level token ("Ġthe" -> " the"); the text itself when a character is not
 // in the byte-level alphabet.

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/strings.h"
 #include "common/status.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_core.h"
@@ -52,20 +53,6 @@ std::string get_string(const json& j, const char* key, const std::string& dflt =
   return it == j.end() || it->is_null() ? dflt : it->get<std::string>();
 }
 
-std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
-  if (from.empty()) return std::string(s);
-  std::string out;
-  size_t pos = 0;
-  while (true) {
-    const size_t hit = s.find(from, pos);
-    if (hit == std::string_view::npos) break;
-    out.append(s.substr(pos, hit - pos));
-    out.append(to);
-    pos = hit + from.size();
-  }
-  out.append(s.substr(pos));
-  return out;
-}
 
 // The token text of a tokenizer_config.json / special_tokens_map.json entry: "text" or
 // {"content": "text", ...}; nullopt when absent or null.
