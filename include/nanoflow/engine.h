@@ -77,6 +77,7 @@ class Engine {
   void stop();
   // Without start(): runs one iteration on this thread. Returns false when idle.
   bool step();
+  // Without start(): whether any request is queued, running or in flight.
   bool has_unfinished() const;
 
   // Submits all requests at once so they batch, runs them to completion (on this thread, or

@@ -100,7 +100,8 @@ struct Engine::Impl {
     if (r.text) d->text += r.text->finish();
     if (r.leads_siblings) *r.prompt_ready = true;  // never leave the others waiting
     if (d == &own) deltas.push_back(std::move(own));
-    requests.erase(r.id);  // results still in flight for it are discarded
+    const RequestId id = r.id;
+    requests.erase(id);  // destroys r; results still in flight for it are discarded
   }
 
   void take_inputs(std::vector<RequestOutput>& deltas) {
