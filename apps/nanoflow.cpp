@@ -248,7 +248,7 @@ int cmd_generate(GenerateArgs& a) {
   if (a.json) {
     std::cout << json_dump(result_json(last)) << "\n";
   } else {
-    std::cout << "\n";
+    std::cout << std::endl;
     std::fprintf(stderr, "[%zu prompt tokens, %zu generated, %.2f s, %.1f tokens/s, finish: %s]\n",
                  prompt.size(), last.token_ids.size(), secs,
                  static_cast<double>(last.token_ids.size()) / secs,
