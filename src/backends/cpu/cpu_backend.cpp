@@ -1,5 +1,7 @@
 #include "backends/cpu/cpu_backend.h"
 
+#include <cblas.h>
+
 #include <cmath>
 #include <string>
 
@@ -37,6 +39,8 @@ void grow(std::vector<float>& v, int64_t n) {
 
 CpuBackend::CpuBackend(const ModelConfig& c, const WeightSource& w, const CpuBackendConfig& opts)
     : config_(c), opts_(opts), pool_(opts.threads) {
+  // GEMMs are split across pool_ (see cpu::gemm_xwt): OpenBLAS itself runs single-threaded.
+  openblas_set_num_threads(1);
   NF_CHECK(opts_.block_size > 0, "block size {}", opts_.block_size);
   const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t I = c.intermediate_size, V = c.vocab_size;
@@ -114,7 +118,7 @@ void CpuBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
   const float eps = static_cast<float>(c.rms_norm_eps);
   for (Layer& l : layers_) {
     cpu::rms_norm(pool_, x_.data(), l.attn_norm.data(), h_.data(), T, H, eps);
-    cpu::gemm_xwt(h_.data(), l.w_qkv.data(), qkv_.data(), T, qkv_w, H);
+    cpu::gemm_xwt(h_.data(), l.w_qkv.data(), qkv_.data(), T, qkv_w, H, 0.0f, &pool_);
     if (!l.b_qkv.empty()) {
       for (int64_t t = 0; t < T; ++t)
         for (int64_t i = 0; i < qkv_w; ++i) qkv_[t * qkv_w + i] += l.b_qkv[i];
@@ -125,11 +129,11 @@ void CpuBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
     cpu::kv_cache_write(cache, qkv_.data() + nh * hd, qkv_.data() + (nh + nkv) * hd, qkv_w,
                         b.slot_mapping);
     cpu::paged_attention(pool_, qkv_.data(), qkv_w, cache, ab, nh, scale, attn_.data());
-    cpu::gemm_xwt(attn_.data(), l.w_o.data(), x_.data(), T, H, nh * hd, 1.0f);
+    cpu::gemm_xwt(attn_.data(), l.w_o.data(), x_.data(), T, H, nh * hd, 1.0f, &pool_);
     cpu::rms_norm(pool_, x_.data(), l.ffn_norm.data(), h_.data(), T, H, eps);
-    cpu::gemm_xwt(h_.data(), l.w_gate_up.data(), gate_up_.data(), T, 2 * I, H);
+    cpu::gemm_xwt(h_.data(), l.w_gate_up.data(), gate_up_.data(), T, 2 * I, H, 0.0f, &pool_);
     cpu::silu_and_mul(pool_, gate_up_.data(), act_.data(), T, I);
-    cpu::gemm_xwt(act_.data(), l.w_down.data(), x_.data(), T, H, I, 1.0f);
+    cpu::gemm_xwt(act_.data(), l.w_down.data(), x_.data(), T, H, I, 1.0f, &pool_);
   }
   // Final norm and LM head only for the sampled rows.
   grow(rows_, S * H);
@@ -140,7 +144,7 @@ void CpuBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
   }
   cpu::rms_norm(pool_, rows_.data(), final_norm_.data(), rows_.data(), S, H, eps);
   const float* head = lm_head_.empty() ? embed_.data() : lm_head_.data();
-  cpu::gemm_xwt(rows_.data(), head, logits.data(), S, V, H);
+  cpu::gemm_xwt(rows_.data(), head, logits.data(), S, V, H, 0.0f, &pool_);
 }
 
 }  // namespace nf

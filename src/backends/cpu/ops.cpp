@@ -11,12 +11,22 @@
 namespace nf::cpu {
 
 void gemm_xwt(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
-              float beta) {
+              float beta, ThreadPool* pool) {
   NF_CHECK(m >= 0 && n > 0 && k > 0, "gemm_xwt: bad shape m={} n={} k={}", m, n, k);
   if (m == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, x, static_cast<blasint>(k),
-              w, static_cast<blasint>(k), beta, y, static_cast<blasint>(n));
+  auto cols = [&](int64_t j0, int64_t j1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
+                static_cast<blasint>(j1 - j0), static_cast<blasint>(k), 1.0f, x,
+                static_cast<blasint>(k), w + j0 * k, static_cast<blasint>(k), beta, y + j0,
+                static_cast<blasint>(n));
+  };
+  if (!pool || pool->size() == 1 || n < 128) {
+    cols(0, n);
+    return;
+  }
+  // Column chunks of 64, so each call still gets full micro-kernel tiles.
+  const int64_t blocks = (n + 63) / 64;
+  pool->parallel_for(blocks, [&](int64_t b0, int64_t b1) { cols(b0 * 64, std::min(n, b1 * 64)); });
 }
 
 void rms_norm(ThreadPool& pool, const float* x, const float* weight, float* out, int64_t tokens,

@@ -10,8 +10,11 @@
 namespace nf::cpu {
 
 // y[m, n] = x[m, k] @ w[n, k]^T + beta * y  (w in Hugging Face [out, in] layout). OpenBLAS.
+// With a pool, the n output columns are split across its threads, each running a
+// single-threaded OpenBLAS call (use with openblas_set_num_threads(1): one set of threads for
+// everything instead of OpenBLAS's spinning workers competing with the pool's).
 void gemm_xwt(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
-              float beta = 0.0f);
+              float beta = 0.0f, ThreadPool* pool = nullptr);
 
 // out[t, :] = x[t, :] * rsqrt(mean(x[t, :]^2) + eps) * weight. out may alias x.
 void rms_norm(ThreadPool& pool, const float* x, const float* weight, float* out, int64_t tokens,
