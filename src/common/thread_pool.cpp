@@ -31,8 +31,8 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   std::unique_lock<std::mutex> lock(mu_);
   job_ = &fn;
   job_n_ = n;
-  job_chunks_ = chunks;
   job_chunk_ = (n + chunks - 1) / chunks;
+  job_chunks_ = (n + job_chunk_ - 1) / job_chunk_;  // no empty trailing chunk
   next_chunk_ = 0;
   chunks_done_ = 0;
   ++generation_;

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -140,6 +141,40 @@ TEST_P(PagedAttention, MatchesDenseCausal) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Gqa, PagedAttention, ::testing::Values(1, 4));
+
+}  // namespace
+}  // namespace nf
+
+namespace nf {
+namespace {
+
+// Every index in [0, n) is visited exactly once, and no chunk is empty, for any n.
+TEST(ThreadPool, ChunksCoverTheRangeExactly) {
+  ThreadPool pool(2);
+  for (int64_t n = 1; n < 300; ++n) {
+    std::vector<std::atomic<int>> seen(n);
+    std::atomic<int> empty{0};
+    pool.parallel_for(n, [&](int64_t b, int64_t e) {
+      if (e <= b) ++empty;
+      for (int64_t i = b; i < e; ++i) ++seen[i];
+    });
+    EXPECT_EQ(empty.load(), 0) << n;
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(seen[i].load(), 1) << n;
+  }
+}
+
+TEST(CpuOps, GemmSplitAcrossThreadsMatchesOneCall) {
+  ThreadPool pool(2);
+  std::mt19937 rng(9);
+  for (int64_t n : {128, 130, 577, 1000}) {
+    const int m = 5, k = 48;
+    auto x = randn(m * k, rng), w = randn(n * k, rng);
+    std::vector<float> a(m * n), b(m * n);
+    cpu::gemm_xwt(x.data(), w.data(), a.data(), m, n, k);
+    cpu::gemm_xwt(x.data(), w.data(), b.data(), m, n, k, 0.0f, &pool);
+    for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(a[i], b[i], 1e-4) << n;
+  }
+}
 
 }  // namespace
 }  // namespace nf
