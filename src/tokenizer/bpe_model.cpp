@@ -33,8 +33,8 @@ bool BpeModel::add_merge(const Vocab& vocab, std::string_view left, std::string_
   merged.append(right);
   auto m = vocab.find_model(merged);
   if (!m) return false;
-  const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(*l)) << 32) |
-                       static_cast<uint32_t>(*r);
+  const uint64_t key =
+      (static_cast<uint64_t>(static_cast<uint32_t>(*l)) << 32) | static_cast<uint32_t>(*r);
   // A repeated pair keeps its first (best) rank; it still takes up a rank.
   merges_.try_emplace(key, static_cast<int32_t>(merges_.size()), *m);
   return true;

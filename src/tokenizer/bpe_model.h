@@ -17,7 +17,7 @@
 namespace nf {
 
 struct BpeOptions {
-  bool byte_fallback = false;  // a character outside the vocabulary becomes its <0xXX> tokens
+  bool byte_fallback = false;     // a character outside the vocabulary becomes its <0xXX> tokens
   std::optional<int32_t> unk_id;  // otherwise it becomes unk (dropped when there is none)
   bool fuse_unk = false;          // consecutive unk tokens collapse into one
   bool ignore_merges = false;     // a word that is itself a model token is emitted as is

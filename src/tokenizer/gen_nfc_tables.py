@@ -38,6 +38,7 @@ def main(out_path):
         f"(Unicode {unicodedata.unidata_version}). Do not edit.",
         '#include "tokenizer/unicode_nfc_tables.h"',
         "",
+        "// clang-format off",
         "namespace nf {",
         "",
         "const NfcCccRange kNfcCccRanges[] = {",
@@ -60,7 +61,7 @@ def main(out_path):
             row = []
     if row:
         lines.append("    " + " ".join(row))
-    lines += ["};", f"const size_t kNfcDecompositionCount = {len(pairs)};", "",
+    lines += ["};", f"const size_t kNfcDecompositionCount = {len(pairs)};", "// clang-format on", "",
               "}  // namespace nf", ""]
     with open(out_path, "w") as f:
         f.write("\n".join(lines))

@@ -1,8 +1,8 @@
-#include "common/strings.h"
 #include "tokenizer/pre_tokenizer.h"
 
 #include <utility>
 
+#include "common/strings.h"
 #include "tokenizer/unicode.h"
 
 namespace nf {
@@ -78,7 +78,6 @@ void split_piece(const PreTokenizerStep& step, std::string_view piece,
     }
   }
 }
-
 
 }  // namespace
 

@@ -11,7 +11,9 @@ namespace nf {
 
 namespace {
 
-pcre2_code* as_code(void* p) { return static_cast<pcre2_code*>(p); }
+pcre2_code* as_code(void* p) {
+  return static_cast<pcre2_code*>(p);
+}
 
 // Per-thread JIT stack and match context: the default 32 KiB JIT stack can run out on patterns
 // with nested repeats over long inputs.
@@ -54,7 +56,9 @@ Regex::Regex(const std::string& pattern, bool literal) : pattern_(pattern) {
   code_ = code;
 }
 
-Regex::~Regex() { pcre2_code_free(as_code(code_)); }
+Regex::~Regex() {
+  pcre2_code_free(as_code(code_));
+}
 
 void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) const {
   pcre2_code* code = as_code(code_);

@@ -31,9 +31,10 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
     auto gguf = GgufFile::open(path);
     return from_gguf(*gguf);
   }
-  fail("{}: not a tokenizer source (expected a .gguf file, a model directory with "
-       "tokenizer.json, or a tokenizer.json path)",
-       path);
+  fail(
+      "{}: not a tokenizer source (expected a .gguf file, a model directory with "
+      "tokenizer.json, or a tokenizer.json path)",
+      path);
 }
 
 // ---- encoding ----
@@ -117,15 +118,23 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
 
 // ---- accessors ----
 
-int32_t Tokenizer::vocab_size() const { return core_->vocab.size(); }
-std::optional<int32_t> Tokenizer::bos_id() const { return core_->bos_id; }
-std::vector<int32_t> Tokenizer::eos_ids() const { return core_->eos_ids; }
+int32_t Tokenizer::vocab_size() const {
+  return core_->vocab.size();
+}
+std::optional<int32_t> Tokenizer::bos_id() const {
+  return core_->bos_id;
+}
+std::vector<int32_t> Tokenizer::eos_ids() const {
+  return core_->eos_ids;
+}
 
 bool Tokenizer::is_special(int32_t id) const {
   return id >= 0 && id < vocab_size() && core_->special[id] != 0;
 }
 
-const std::string& Tokenizer::chat_template() const { return core_->chat_template; }
+const std::string& Tokenizer::chat_template() const {
+  return core_->chat_template;
+}
 
 std::string Tokenizer::token_text(int32_t id) const {
   check_id(id);

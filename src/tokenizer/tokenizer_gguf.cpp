@@ -5,8 +5,8 @@
 #include <array>
 #include <string_view>
 
-#include "common/strings.h"
 #include "common/status.h"
+#include "common/strings.h"
 #include "model/gguf.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_core.h"
@@ -32,29 +32,14 @@ constexpr std::string_view kSpmSpace = "\xE2\x96\x81";  // U+2581, SentencePiece
 // Control tokens that end a turn in common chat formats; like llama.cpp, they count as EOS even
 // when the file names another eos_token_id.
 constexpr std::array<std::string_view, 8> kEndOfTurnTexts = {
-    "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>",
+    "<|eot_id|>",    "<|eom_id|>",    "<|im_end|>",      "<|end|>",
     "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>"};
-
-
-// The bytes of a byte-level token ("Ġthe" -> " the"); the text itself when a character is not
-// in the byte-level alphabet.
-std::string byte_level_decode(std::string_view token) {
-  std::string out;
-  for (size_t i = 0; i < token.size();) {
-    const Utf8Step st = utf8_step(token, i);
-    std::optional<uint8_t> b;
-    if (st.status == Utf8Status::kOk) b = byte_level_byte(st.cp);
-    if (!b) return std::string(token);
-    out.push_back(static_cast<char>(*b));
-    i += st.len;
-  }
-  return out;
-}
 
 std::optional<int32_t> token_id_key(const GgufFile& g, const std::string& key, int32_t n) {
   auto v = g.get_int(key);
   if (!v) return std::nullopt;
-  if (*v < 0 || *v >= n) fail("{}: {} = {} is outside the vocabulary [0, {})", g.path(), key, *v, n);
+  if (*v < 0 || *v >= n)
+    fail("{}: {} = {} is outside the vocabulary [0, {})", g.path(), key, *v, n);
   return static_cast<int32_t>(*v);
 }
 
@@ -104,14 +89,16 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& g) {
     const int64_t t = type_of(id);
     const std::string& text = (*tokens)[id];
     if (t == kTypeNormal || t == kTypeUndefined) {
-      core->pieces[id] = spm ? replace_all(text, kSpmSpace, " ") : byte_level_decode(text);
+      core->pieces[id] =
+          spm ? replace_all(text, kSpmSpace, " ") : byte_level_decode(text).value_or(text);
     } else {
       core->pieces[id] = text;
     }
   }
   for (int b = 0; b < 256; ++b) {
     const int32_t id = core->vocab.byte_token(static_cast<uint8_t>(b));
-    if (id >= 0 && type_of(id) == kTypeByte) core->pieces[id] = std::string(1, static_cast<char>(b));
+    if (id >= 0 && type_of(id) == kTypeByte)
+      core->pieces[id] = std::string(1, static_cast<char>(b));
   }
 
   const auto unk = token_id_key(g, "tokenizer.ggml.unknown_token_id", n);
@@ -133,9 +120,10 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& g) {
     pre = g.get_string("tokenizer.ggml.pre").value_or("default");
     auto pt = gguf_pre_tokenizer(pre);
     if (!pt) {
-      fail("{}: tokenizer.ggml.pre '{}' is not supported (supported: default, gpt-2, starcoder, "
-           "refact, smollm, llama-bpe, llama3, qwen2)",
-           src, pre);
+      fail(
+          "{}: tokenizer.ggml.pre '{}' is not supported (supported: default, gpt-2, starcoder, "
+          "refact, smollm, llama-bpe, llama3, qwen2)",
+          src, pre);
     }
     core->pre_tokenizer = std::move(*pt);
     BpeOptions opts;
@@ -146,7 +134,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& g) {
     for (size_t i = 0; i < merges->size(); ++i) {
       const std::string& m = (*merges)[i];
       const size_t sp = m.find(' ', 1);
-      if (sp == std::string::npos) fail("{}: tokenizer.ggml.merges[{}] '{}' has no space", src, i, m);
+      if (sp == std::string::npos)
+        fail("{}: tokenizer.ggml.merges[{}] '{}' has no space", src, i, m);
       // A merge whose parts are not tokens cannot apply to token ids; llama.cpp ignores it too.
       core->bpe.add_merge(core->vocab, std::string_view(m).substr(0, sp),
                           std::string_view(m).substr(sp + 1));
@@ -161,8 +150,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& g) {
   for (int32_t id = 0; id < n; ++id) {
     if (type_of(id) != kTypeControl) continue;
     for (std::string_view t : kEndOfTurnTexts) {
-      if ((*tokens)[id] == t && std::find(core->eos_ids.begin(), core->eos_ids.end(), id) ==
-                                    core->eos_ids.end()) {
+      if ((*tokens)[id] == t &&
+          std::find(core->eos_ids.begin(), core->eos_ids.end(), id) == core->eos_ids.end()) {
         core->eos_ids.push_back(id);
       }
     }

@@ -5,15 +5,14 @@
 // Sequence; post-processors TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing and
 // Sequence; decoders ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace and Sequence.
 // Anything else is a clear nf::Error rather than a silently different tokenization.
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "common/strings.h"
 #include "common/status.h"
+#include "common/strings.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_core.h"
 #include "tokenizer/unicode.h"
@@ -52,7 +51,6 @@ std::string get_string(const json& j, const char* key, const std::string& dflt =
   auto it = j.find(key);
   return it == j.end() || it->is_null() ? dflt : it->get<std::string>();
 }
-
 
 // The token text of a tokenizer_config.json / special_tokens_map.json entry: "text" or
 // {"content": "text", ...}; nullopt when absent or null.
@@ -103,9 +101,10 @@ class HfBuilder {
       if (p.regex) fail("{}: {}: Replace with a Regex pattern is not supported", src_, where);
       c_.normalizers.push_back({NormalizerStep::Kind::kReplace, p.text, n.at("content")});
     } else {
-      fail("{}: {}.type '{}' is not a supported normalizer (supported: Sequence, NFC, Prepend, "
-           "Replace)",
-           src_, where, type);
+      fail(
+          "{}: {}.type '{}' is not a supported normalizer (supported: Sequence, NFC, Prepend, "
+          "Replace)",
+          src_, where, type);
     }
   }
 
@@ -141,13 +140,14 @@ class HfBuilder {
       step.prepend = prepend_scheme(p, where);
       pt.add(std::move(step));
       if (get_bool(p, "split", true)) {
-        split(get_string(p, "replacement", "\xE2\x96\x81"), SplitBehavior::kMergedWithNext,
-              false, true, where);
+        split(get_string(p, "replacement", "\xE2\x96\x81"), SplitBehavior::kMergedWithNext, false,
+              true, where);
       }
     } else {
-      fail("{}: {}.type '{}' is not a supported pre-tokenizer (supported: Sequence, Split, "
-           "ByteLevel, Digits, Metaspace)",
-           src_, where, type);
+      fail(
+          "{}: {}.type '{}' is not a supported pre-tokenizer (supported: Sequence, Split, "
+          "ByteLevel, Digits, Metaspace)",
+          src_, where, type);
     }
   }
 
@@ -177,8 +177,8 @@ class HfBuilder {
         } else if (auto id = c_.vocab.find(name)) {
           ids = {*id};
         } else {
-          fail("{}: {}.single names special token '{}' that is not in the vocabulary", src_,
-               where, name);
+          fail("{}: {}.single names special token '{}' that is not in the vocabulary", src_, where,
+               name);
         }
         auto& dst = seen_sequence ? c_.special_suffix : c_.special_prefix;
         dst.insert(dst.end(), ids.begin(), ids.end());
@@ -195,6 +195,8 @@ class HfBuilder {
   // The per-token steps of the decoder chain are applied to every id's text once, here; what
   // acts on the whole output (a Strip after Fuse, Metaspace's first-token prefix) becomes
   // strip_leading_space.
+  // Without a decoder the token texts are concatenated (the tokenizers library would join them
+  // with spaces, which no LLM tokenizer relies on).
   void decoder(const json& d, const std::string& where) {
     if (d.is_null()) return;
     const std::string type = get_string(d, "type");
@@ -204,17 +206,9 @@ class HfBuilder {
         decoder(list[i], fmt::format("{}.decoders[{}]", where, i));
       }
     } else if (type == "ByteLevel") {
+      // A token with a character outside the byte-level alphabet is kept as it is.
       for_each_piece([](std::string& p, int32_t) {
-        std::string out;
-        for (size_t i = 0; i < p.size();) {
-          const Utf8Step st = utf8_step(p, i);
-          std::optional<uint8_t> b;
-          if (st.status == Utf8Status::kOk) b = byte_level_byte(st.cp);
-          if (!b) return;  // not a byte-level token: kept as it is
-          out.push_back(static_cast<char>(*b));
-          i += st.len;
-        }
-        p = std::move(out);
+        if (auto bytes = byte_level_decode(p)) p = std::move(*bytes);
       });
     } else if (type == "Replace") {
       const Pattern pat = parse_pattern(d.at("pattern"), src_ + ": " + where);
@@ -250,9 +244,10 @@ class HfBuilder {
       for_each_piece([&](std::string& p, int32_t) { p = replace_all(p, rep, " "); });
       if (prepend_scheme(d, where) != PrependScheme::kNever) c_.strip_leading_space = true;
     } else {
-      fail("{}: {}.type '{}' is not a supported decoder (supported: Sequence, ByteLevel, Replace, "
-           "ByteFallback, Fuse, Strip, Metaspace)",
-           src_, where, type);
+      fail(
+          "{}: {}.type '{}' is not a supported decoder (supported: Sequence, ByteLevel, Replace, "
+          "ByteFallback, Fuse, Strip, Metaspace)",
+          src_, where, type);
     }
   }
 
@@ -301,6 +296,14 @@ class HfBuilder {
   bool has_post_processor_ = false;
 };
 
+// Token ids above this are a corrupt file, not a vocabulary (the largest real ones are ~256k).
+constexpr int64_t kMaxTokenId = int64_t{1} << 24;
+
+int32_t checked_id(int64_t id, const std::string& src, const char* where) {
+  if (id < 0 || id >= kMaxTokenId) fail("{}: {} has token id {} out of range", src, where, id);
+  return static_cast<int32_t>(id);
+}
+
 void load_model(TokenizerCore& c, const json& m, const std::string& src) {
   const std::string type = get_string(m, "type", "BPE");
   if (type != "BPE") {
@@ -313,7 +316,9 @@ void load_model(TokenizerCore& c, const json& m, const std::string& src) {
   if (m.contains("dropout") && !m["dropout"].is_null() && m["dropout"].get<double>() != 0.0) {
     fail("{}: model.dropout is not supported", src);
   }
-  for (const auto& [text, id] : m.at("vocab").items()) c.vocab.set(id.get<int32_t>(), text, true);
+  for (const auto& [text, id] : m.at("vocab").items()) {
+    c.vocab.set(checked_id(id.get<int64_t>(), src, "model.vocab"), text, true);
+  }
 }
 
 void load_merges(TokenizerCore& c, const json& m, const std::string& src) {
@@ -360,7 +365,8 @@ std::string read_text_file(const fs::path& p) {
 
 std::string find_chat_template(const fs::path& dir, const json& cfg) {
   std::error_code ec;
-  if (fs::exists(dir / "chat_template.jinja", ec)) return read_text_file(dir / "chat_template.jinja");
+  if (fs::exists(dir / "chat_template.jinja", ec))
+    return read_text_file(dir / "chat_template.jinja");
   auto it = cfg.find("chat_template");
   if (it == cfg.end()) {
     const json j = read_json_if_exists(dir / "chat_template.json");
@@ -403,7 +409,7 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
     std::vector<AddedToken> added;
     for (const json& a : tj.value("added_tokens", json::array())) {
       AddedToken t;
-      t.id = a.at("id").get<int32_t>();
+      t.id = checked_id(a.at("id").get<int64_t>(), src, "added_tokens");
       t.content = a.at("content").get<std::string>();
       t.special = get_bool(a, "special", false);
       t.lstrip = get_bool(a, "lstrip", false);
@@ -447,7 +453,9 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
       if (!text) text = special_token_text(stm, key);
       if (!text) return std::nullopt;
       auto id = c.vocab.find(*text);
-      if (!id) fail("{}: {} '{}' is not in the vocabulary", (d / "tokenizer_config.json").string(), key, *text);
+      if (!id)
+        fail("{}: {} '{}' is not in the vocabulary", (d / "tokenizer_config.json").string(), key,
+             *text);
       return id;
     };
     c.bos_id = config_token("bos_token");
@@ -456,7 +464,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
       std::vector<int32_t> ids = it->is_array() ? it->get<std::vector<int32_t>>()
                                                 : std::vector<int32_t>{it->get<int32_t>()};
       for (int32_t id : ids) {
-        if (id >= 0 && id < n && std::find(c.eos_ids.begin(), c.eos_ids.end(), id) == c.eos_ids.end()) {
+        if (id >= 0 && id < n &&
+            std::find(c.eos_ids.begin(), c.eos_ids.end(), id) == c.eos_ids.end()) {
           c.eos_ids.push_back(id);
         }
       }
@@ -469,7 +478,7 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
     }
     c.chat_template = find_chat_template(d, cfg);
   } catch (const json::exception& e) {
-    fail("{}: unexpected tokenizer.json content: {}", src, e.what());
+    fail("{}: unexpected JSON content in tokenizer.json or its config files: {}", dir, e.what());
   }
   return std::make_unique<Tokenizer>(std::move(core));
 }

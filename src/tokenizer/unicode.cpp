@@ -96,9 +96,9 @@ bool byte_is_printable(uint32_t b) {
 }
 
 struct ByteLevelTables {
-  std::array<uint32_t, 256> chars{};     // byte -> code point
-  std::array<std::string, 256> utf8{};   // byte -> UTF-8 of chars[byte]
-  std::array<int16_t, 512> bytes{};      // code point (< 0x200) -> byte, or -1
+  std::array<uint32_t, 256> chars{};    // byte -> code point
+  std::array<std::string, 256> utf8{};  // byte -> UTF-8 of chars[byte]
+  std::array<int16_t, 512> bytes{};     // code point (< 0x200) -> byte, or -1
   ByteLevelTables() {
     bytes.fill(-1);
     uint32_t next = 0x100;
@@ -117,9 +117,13 @@ const ByteLevelTables& byte_level_tables() {
 
 }  // namespace
 
-uint32_t byte_level_char(uint8_t b) { return byte_level_tables().chars[b]; }
+uint32_t byte_level_char(uint8_t b) {
+  return byte_level_tables().chars[b];
+}
 
-const std::array<std::string, 256>& byte_level_table() { return byte_level_tables().utf8; }
+const std::array<std::string, 256>& byte_level_table() {
+  return byte_level_tables().utf8;
+}
 
 std::optional<uint8_t> byte_level_byte(uint32_t cp) {
   if (cp >= 512) return std::nullopt;
@@ -133,6 +137,20 @@ std::string byte_level_encode(std::string_view s) {
   std::string out;
   out.reserve(s.size() * 2);
   for (char c : s) out.append(t[static_cast<uint8_t>(c)]);
+  return out;
+}
+
+std::optional<std::string> byte_level_decode(std::string_view token) {
+  std::string out;
+  out.reserve(token.size());
+  for (size_t i = 0; i < token.size();) {
+    const Utf8Step st = utf8_step(token, i);
+    if (st.status != Utf8Status::kOk) return std::nullopt;
+    const auto b = byte_level_byte(st.cp);
+    if (!b) return std::nullopt;
+    out.push_back(static_cast<char>(*b));
+    i += st.len;
+  }
   return out;
 }
 

@@ -43,6 +43,9 @@ const std::array<std::string, 256>& byte_level_table();
 std::optional<uint8_t> byte_level_byte(uint32_t cp);
 // Maps every byte of s to its byte-level character.
 std::string byte_level_encode(std::string_view s);
+// The bytes a byte-level token stands for ("\u0120the" -> " the"), or nullopt when a character
+// of token is outside the byte-level alphabet.
+std::optional<std::string> byte_level_decode(std::string_view token);
 
 // Unicode NFC (canonical decomposition, canonical ordering, canonical composition) of valid
 // UTF-8. ASCII-only text is returned unchanged without table lookups.

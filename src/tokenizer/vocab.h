@@ -35,8 +35,8 @@ class Vocab {
   void index_bytes();
 
  private:
-  std::vector<std::string> tokens_;     // [size] token text as stored; "" for unused ids
-  std::vector<uint8_t> model_token_;    // [size] 1 when the model may produce the id from text
+  std::vector<std::string> tokens_;   // [size] token text as stored; "" for unused ids
+  std::vector<uint8_t> model_token_;  // [size] 1 when the model may produce the id from text
   TokenMap ids_;  // text -> id; for a repeated text a model token first, then the lowest id
   std::array<int32_t, 256> byte_tokens_{};
 };

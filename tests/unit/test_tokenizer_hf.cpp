@@ -4,15 +4,18 @@
 // tests/fixtures/README.md).
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
+#include <thread>
 
 #include "common/status.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode.h"
 #include "tokenizer_test_util.h"
 
 namespace nf {
@@ -50,7 +53,8 @@ class HfFixture : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (!fs::exists(model_path(GetParam()))) {
-      GTEST_SKIP() << model_path(GetParam()) << " is missing (models/ comes from scripts/fetch_model.sh)";
+      GTEST_SKIP() << model_path(GetParam())
+                   << " is missing (models/ comes from scripts/fetch_model.sh)";
     }
     tok_ = Tokenizer::load(model_path(GetParam()).string());
     cases_ = fixture(GetParam());
@@ -77,8 +81,7 @@ TEST_P(HfFixture, EncodesLikeTransformers) {
     const std::string text = c.at("text");
     const auto want = c.at(smol ? "ids_digit_split" : "ids").get<std::vector<int32_t>>();
     // add_bos_token is false in the SmolLM2 GGUF: ids_special == ids there.
-    const auto want_special =
-        smol ? want : c.at("ids_special").get<std::vector<int32_t>>();
+    const auto want_special = smol ? want : c.at("ids_special").get<std::vector<int32_t>>();
     const auto ids = tok_->encode(text, {.add_special = false});
     const auto ids_special = tok_->encode(text, {.add_special = true});
     EXPECT_EQ(ids, want) << GetParam() << " ids for \"" << text << "\"\n  expected"
@@ -98,7 +101,8 @@ TEST_P(HfFixture, DecodesLikeTransformers) {
   for (const json& c : cases_) {
     const std::string want = c.at("decoded");
     const std::string got = tok_->decode(c.at("ids").get<std::vector<int32_t>>(), false);
-    EXPECT_EQ(got, want) << GetParam() << " decode of \"" << c.at("text").get<std::string>() << "\"";
+    EXPECT_EQ(got, want) << GetParam() << " decode of \"" << c.at("text").get<std::string>()
+                         << "\"";
     ok += got == want;
   }
   std::cout << "[ fixture  ] " << GetParam() << ": decoded " << ok << "/" << cases_.size() << "\n";
@@ -213,18 +217,95 @@ void expect_load_error(const std::string& name, const std::function<void(json&)>
 }
 
 TEST(HfTokenizer, UnsupportedConfigsAreClearErrors) {
-  expect_load_error("normalizer", [](json& j) { j["normalizer"] = {{"type", "NFKD"}}; },
-                    "normalizer.type 'NFKD'");
-  expect_load_error("pre", [](json& j) { j["pre_tokenizer"]["pretokenizers"][1] = {{"type", "Whitespace"}}; },
-                    "pre_tokenizer.pretokenizers[1].type 'Whitespace'");
-  expect_load_error("model", [](json& j) { j["model"]["type"] = "Unigram"; }, "model.type");
-  expect_load_error("regex", [](json& j) {
-    j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(unclosed";
-  }, "pre_tokenizer.pretokenizers[0]");
-  expect_load_error("merge", [](json& j) { j["model"]["merges"][0] = {"Ġ", "nope-not-a-token"}; },
-                    "model.merges[0]");
-  expect_load_error("decoder", [](json& j) { j["decoder"] = {{"type", "WordPiece"}}; },
-                    "decoder.type 'WordPiece'");
+  expect_load_error(
+      "normalizer",
+      [](json& j) {
+        j["normalizer"] = {{"type", "NFKD"}};
+      },
+      "normalizer.type 'NFKD'");
+  expect_load_error(
+      "pre",
+      [](json& j) {
+        j["pre_tokenizer"]["pretokenizers"][1] = {{"type", "Whitespace"}};
+      },
+      "pre_tokenizer.pretokenizers[1].type 'Whitespace'");
+  expect_load_error(
+      "model", [](json& j) { j["model"]["type"] = "Unigram"; }, "model.type");
+  expect_load_error(
+      "regex",
+      [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(unclosed"; },
+      "pre_tokenizer.pretokenizers[0]");
+  expect_load_error(
+      "merge",
+      [](json& j) {
+        j["model"]["merges"][0] = {"Ġ", "nope-not-a-token"};
+      },
+      "model.merges[0]");
+  expect_load_error(
+      "decoder",
+      [](json& j) {
+        j["decoder"] = {{"type", "WordPiece"}};
+      },
+      "decoder.type 'WordPiece'");
+}
+
+// llama2-tiny has no pre-tokenizer, so a whole segment is one BPE word; qwen2-tiny runs NFC and
+// the Qwen2 regex. Neither may be quadratic in the text length.
+TEST(HfTokenizer, LongTextsEncodeQuickly) {
+  std::string text;
+  for (const json& c : fixture("llama2-tiny")) {
+    // Without special-token texts, decoding gives the text back.
+    const std::string t = c.at("text");
+    if (t.find('<') == std::string::npos) text += t + "\n";
+  }
+  while (text.size() < 60000) text += text;
+  for (const char* name : {"llama2-tiny", "llama3-tiny", "qwen2-tiny"}) {
+    auto tok = tiny(name);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<int32_t> ids;
+    for (int rep = 0; rep < 3; ++rep) ids = tok->encode(text);
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::cout << "[ perf     ] " << name << ": 3 x " << text.size() << " bytes -> " << ids.size()
+              << " ids in " << ms << " ms\n";
+    // qwen2-tiny normalizes to NFC (the fixtures include a combining accent).
+    EXPECT_EQ(tok->decode(ids, false),
+              std::string(name) == "qwen2-tiny" ? nfc_normalize(text) : text);
+  }
+}
+
+// encode/decode are const and may run on many threads at once.
+TEST(HfTokenizer, ConcurrentEncode) {
+  auto tok = tiny("qwen2-tiny");
+  const auto cases = fixture("qwen2-tiny");
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int rep = 0; rep < 20; ++rep) {
+        for (const json& c : cases) {
+          if (tok->encode(c.at("text").get<std::string>()) !=
+              c.at("ids").get<std::vector<int32_t>>()) {
+            ++mismatches;
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(HfTokenizer, InvalidUtf8IsEncodedAsReplacementCharacter) {
+  auto tok = tiny("llama3-tiny");
+  EXPECT_EQ(tok->encode("a\xFF"
+                        "b"),
+            tok->encode("a\xEF\xBF\xBD"
+                        "b"));
+  EXPECT_EQ(tok->decode(tok->encode("a\xFF"
+                                    "b\xE2\x82")),
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD");
 }
 
 TEST(HfTokenizer, MissingTokenizerJsonIsAnError) {

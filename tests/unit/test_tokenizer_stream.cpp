@@ -41,7 +41,8 @@ void expect_stream_matches(const Tokenizer& tok, const std::vector<int32_t>& ids
 const char* kMultibyteTexts[] = {
     "héllo wörld",
     "日本語のテキスト and 中文分词测试，你好世界！",
-    "emoji 😀🎉👍 and a family 👨\u200d👩\u200d👧\u200d👦 and a flag 🏳️\u200d🌈",
+    "emoji 😀🎉👍 and a family 👨\u200d👩\u200d👧\u200d👦 and a flag "
+    "🏳️\u200d🌈",
     "한국어 텍스트, Привет, мир! مرحبا بالعالم",
     " leading space, tabs\tand\nnewlines\n\n",
     "Cửa Việt ½ months 🦙.cpp",
@@ -131,8 +132,12 @@ TEST(Stream, ByteFallbackHeldBackUntilComplete) {
   // A broken sequence is replaced as soon as it is known to be broken.
   IncrementalDetokenizer d2(*tok);
   EXPECT_EQ(d2.push(e2), "");
-  EXPECT_EQ(d2.push(*tok->token_id("<0x41>")), "\xEF\xBF\xBD" "A");
-  EXPECT_EQ(tok->decode(std::vector<int32_t>{e2, *tok->token_id("<0x41>")}), "\xEF\xBF\xBD" "A");
+  EXPECT_EQ(d2.push(*tok->token_id("<0x41>")),
+            "\xEF\xBF\xBD"
+            "A");
+  EXPECT_EQ(tok->decode(std::vector<int32_t>{e2, *tok->token_id("<0x41>")}),
+            "\xEF\xBF\xBD"
+            "A");
 }
 
 TEST(Stream, LeadingSpaceStrippedOnlyOnce) {
@@ -145,7 +150,10 @@ TEST(Stream, LeadingSpaceStrippedOnlyOnce) {
 }
 
 TEST(Utf8, MaximalSubpartReplacement) {
-  EXPECT_EQ(utf8_sanitize("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(utf8_sanitize("a\xFF"
+                          "b"),
+            "a\xEF\xBF\xBD"
+            "b");
   // E2 82 followed by 'x': one U+FFFD for the two-byte truncated sequence.
   EXPECT_EQ(utf8_sanitize("\xE2\x82x"), "\xEF\xBF\xBDx");
   // A surrogate (ED A0 80) is three ill-formed subparts.
@@ -156,7 +164,7 @@ TEST(Utf8, MaximalSubpartReplacement) {
 }
 
 TEST(Unicode, ByteLevelAlphabet) {
-  EXPECT_EQ(byte_level_char(' '), 0x120u);  // "Ġ"
+  EXPECT_EQ(byte_level_char(' '), 0x120u);   // "Ġ"
   EXPECT_EQ(byte_level_char('\n'), 0x10Au);  // "Ċ"
   EXPECT_EQ(byte_level_char('A'), static_cast<uint32_t>('A'));
   for (int b = 0; b < 256; ++b) {
@@ -166,9 +174,9 @@ TEST(Unicode, ByteLevelAlphabet) {
 }
 
 TEST(Unicode, Nfc) {
-  EXPECT_EQ(nfc_normalize("Cafe\xCC\x81"), "Caf\xC3\xA9");       // e + U+0301 -> é
+  EXPECT_EQ(nfc_normalize("Cafe\xCC\x81"), "Caf\xC3\xA9");               // e + U+0301 -> é
   EXPECT_EQ(nfc_normalize("\xE1\x84\x80\xE1\x85\xA1"), "\xEA\xB0\x80");  // Hangul L+V -> 가
-  EXPECT_EQ(nfc_normalize("\xE2\x84\xAB"), "\xC3\x85");          // Angstrom sign -> Å
+  EXPECT_EQ(nfc_normalize("\xE2\x84\xAB"), "\xC3\x85");                  // Angstrom sign -> Å
   // Canonical ordering: the dot below (ccc 220) moves before the acute (ccc 230); "q" has no
   // precomposed forms, so nothing composes.
   EXPECT_EQ(nfc_normalize("q\xCC\x81\xCC\xA3"), "q\xCC\xA3\xCC\x81");

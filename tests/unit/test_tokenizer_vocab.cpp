@@ -35,9 +35,9 @@ class VocabTest : public ::testing::TestWithParam<std::string> {};
 
 TEST(VocabFiles, AllFivePresent) {
   const auto files = vocab_files();
-  for (const char* name : {"ggml-vocab-gpt-2.gguf", "ggml-vocab-llama-spm.gguf",
-                           "ggml-vocab-phi-3.gguf", "ggml-vocab-refact.gguf",
-                           "ggml-vocab-starcoder.gguf"}) {
+  for (const char* name :
+       {"ggml-vocab-gpt-2.gguf", "ggml-vocab-llama-spm.gguf", "ggml-vocab-phi-3.gguf",
+        "ggml-vocab-refact.gguf", "ggml-vocab-starcoder.gguf"}) {
     EXPECT_NE(std::find(files.begin(), files.end(), name), files.end()) << name;
   }
 }
@@ -50,8 +50,8 @@ TEST_P(VocabTest, EncodesEveryCase) {
   for (size_t i = 0; i < cases.size(); ++i) {
     const auto got = tok->encode(cases[i].text, {.add_special = false, .parse_special = false});
     EXPECT_EQ(got, cases[i].ids) << GetParam() << " case " << i + 1 << " text \"" << cases[i].text
-                                 << "\"\n  expected" << test::ids_str(cases[i].ids) << "\n  got     "
-                                 << test::ids_str(got);
+                                 << "\"\n  expected" << test::ids_str(cases[i].ids)
+                                 << "\n  got     " << test::ids_str(got);
     passed += got == cases[i].ids;
   }
   std::cout << "[ vocab    ] " << GetParam() << ": " << passed << "/" << cases.size()
@@ -71,9 +71,9 @@ TEST_P(VocabTest, DecodeRoundTrips) {
 TEST_P(VocabTest, LongTextIsFast) {
   auto tok = load_vocab(GetParam());
   const auto cases = test::read_vocab_cases(kVocabDir + GetParam());
-  const auto longest = std::max_element(cases.begin(), cases.end(), [](const auto& a, const auto& b) {
-    return a.text.size() < b.text.size();
-  });
+  const auto longest =
+      std::max_element(cases.begin(), cases.end(),
+                       [](const auto& a, const auto& b) { return a.text.size() < b.text.size(); });
   // ~30 KB of mixed text, then a 20 KB word with no pre-tokenizer break and a 20 KB space run:
   // none of them may take quadratic time.
   std::string text;
@@ -95,7 +95,8 @@ TEST_P(VocabTest, LongTextIsFast) {
 TEST_P(VocabTest, MetadataAndSpecialTokens) {
   auto tok = load_vocab(GetParam());
   auto g = GgufFile::open(kVocabDir + GetParam());
-  EXPECT_EQ(tok->vocab_size(), static_cast<int32_t>(g->get_string_array("tokenizer.ggml.tokens")->size()));
+  EXPECT_EQ(tok->vocab_size(),
+            static_cast<int32_t>(g->get_string_array("tokenizer.ggml.tokens")->size()));
   ASSERT_TRUE(tok->bos_id().has_value());
   EXPECT_EQ(*tok->bos_id(), *g->get_int("tokenizer.ggml.bos_token_id"));
   const auto eos = tok->eos_ids();
@@ -115,7 +116,8 @@ TEST_P(VocabTest, MetadataAndSpecialTokens) {
 INSTANTIATE_TEST_SUITE_P(Shared, VocabTest, ::testing::ValuesIn(vocab_files()),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string n = info.param.substr(0, info.param.size() - 5);
-                           std::replace_if(n.begin(), n.end(), [](char c) { return !isalnum(c); }, '_');
+                           std::replace_if(
+                               n.begin(), n.end(), [](char c) { return !isalnum(c); }, '_');
                            return n;
                          });
 
