@@ -1,5 +1,5 @@
-// nanoflow: the single command-line entry point: generate, tokenize, bench (serve and tune come
-// with their issues). User errors print one line and exit with code 2.
+// nanoflow: the single command-line entry point: serve, generate, tokenize, bench (tune comes
+// with its issue). User errors print one line and exit with code 2.
 #include <nanoflow/engine.h>
 
 #include <CLI/CLI.hpp>
@@ -18,6 +18,7 @@
 #include "engine/sampling_json.h"
 #include "common/status.h"
 #include "model/model_config.h"
+#include "server/server.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -360,6 +361,25 @@ int main(int argc, char** argv) {
   bo->add_option("--seed", bench.cfg.seed, "Seed of the random prompts")->capture_default_str();
   bo->add_option("--result-json", bench.result_json, "Write the result (with command, commit, host) here");
 
+  EngineOptions serve_eo;
+  nf::server::ServerConfig serve_cfg;
+  CLI::App* sv = app.add_subcommand("serve", "OpenAI-compatible HTTP server");
+  serve_eo.add_to(sv);
+  sv->add_option("--host", serve_cfg.host, "Address to listen on")->capture_default_str();
+  sv->add_option("--port", serve_cfg.port, "Port to listen on")->check(CLI::Range(0, 65535))->capture_default_str();
+  sv->add_option("--api-key", serve_cfg.api_key, "Require 'Authorization: Bearer KEY' on /v1/*");
+  sv->add_option("--served-model-name", serve_cfg.served_model_name, "Model id for clients (default: --model)");
+  sv->add_option("--http-threads", serve_cfg.network_threads, "Network threads")
+      ->check(CLI::Range(1, 64))->capture_default_str();
+  sv->add_option("--max-body-bytes", serve_cfg.max_body_bytes, "Largest request body (413 beyond)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sv->add_option("--max-waiting-requests", serve_cfg.max_waiting_requests,
+                 "Queued requests beyond which new ones get 503 + Retry-After")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sv->add_option("--shutdown-timeout", serve_cfg.shutdown_timeout_s,
+                 "Seconds in-flight requests may run after SIGTERM before they are aborted")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
   try {
@@ -374,6 +394,7 @@ int main(int argc, char** argv) {
       if (!gen.prompt && !gen.prompt_ids) nf::fail("generate: give --prompt, --prompt-ids or --input");
       return cmd_generate(gen);
     }
+    if (*sv) return nf::server::run_server(serve_eo.engine, serve_cfg);
     if (*t) return cmd_tokenize(tok_model, add_special);
     if (*bo) return cmd_bench_offline(bench, command);
   } catch (const nf::Error& e) {

@@ -10,6 +10,9 @@
 #include <unordered_set>
 
 #include "backends/cpu/cpu_backend.h"
+#ifdef NANOFLOW_HAVE_CUDA
+#include "backends/cuda/cuda_backend.h"
+#endif
 #include "common/status.h"
 #include "engine/kv_cache_manager.h"
 #include "engine/scheduler.h"
@@ -239,17 +242,36 @@ struct Engine::Impl {
 };
 
 std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
-  if (config.device != "cpu") {
-    nf::fail("--device {}: this build runs models on the CPU only (the CUDA backend is not "
-             "implemented yet)", config.device);
+  if (config.device != "cpu" && config.device != "cuda") {
+    nf::fail("--device {}: unknown device (cpu or cuda)", config.device);
   }
+#ifndef NANOFLOW_HAVE_CUDA
+  if (config.device != "cpu") {
+    nf::fail("--device {}: this build runs models on the CPU only (configure with "
+             "-DNANOFLOW_CUDA=ON on a machine with nvcc for the CUDA backend)", config.device);
+  }
+#endif
   nf::LoadedModel model = nf::load_model(config.model).take();
-  nf::CpuBackendConfig cpu;
-  cpu.block_size = config.block_size;
-  cpu.kv_cache_gb = config.kv_cache_gb;
-  cpu.num_kv_blocks = config.num_kv_blocks;
-  cpu.threads = config.threads;
-  auto backend = std::make_unique<nf::CpuBackend>(model.config, *model.weights, cpu);
+  std::unique_ptr<nf::Backend> backend;
+#ifdef NANOFLOW_HAVE_CUDA
+  if (config.device == "cuda") {
+    nf::CudaBackendConfig cuda;
+    cuda.block_size = config.block_size;
+    cuda.num_kv_blocks = config.num_kv_blocks;
+    cuda.max_batch_tokens = config.max_batch_tokens;
+    const std::vector<float> inv_freq =
+        nf::rope_inv_freq(model.config.rope, model.config.head_dim);
+    backend = std::make_unique<nf::CudaBackend>(model.config, *model.weights, inv_freq, cuda);
+  }
+#endif
+  if (!backend) {
+    nf::CpuBackendConfig cpu;
+    cpu.block_size = config.block_size;
+    cpu.kv_cache_gb = config.kv_cache_gb;
+    cpu.num_kv_blocks = config.num_kv_blocks;
+    cpu.threads = config.threads;
+    backend = std::make_unique<nf::CpuBackend>(model.config, *model.weights, cpu);
+  }
   std::vector<int32_t> eos = model.generation.eos_token_ids;
   if (eos.empty()) eos = model.config.eos_token_ids;
   std::shared_ptr<const nf::Tokenizer> tok;

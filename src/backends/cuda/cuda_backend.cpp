@@ -1,0 +1,370 @@
+#include "backends/cuda/cuda_backend.h"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "backends/cuda/activation.h"
+#include "backends/cuda/attention.h"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/embedding.h"
+#include "backends/cuda/norm.h"
+#include "backends/cuda/rope.h"
+#include "common/half.h"
+#include "common/status.h"
+
+namespace nf {
+namespace {
+
+using cuda::DType;
+using cuda::TensorView;
+
+constexpr double kGiB = double{1 << 30};
+
+size_t align_up(size_t n, size_t a) {
+  return (n + a - 1) / a * a;
+}
+
+// Bytes of every weight of the model in bf16.
+size_t weight_bytes(const ModelConfig& c) {
+  const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t I = c.intermediate_size, V = c.vocab_size;
+  int64_t per_layer = 2 * H + (nh + 2 * nkv) * hd * H + H * nh * hd + 3 * I * H;
+  if (c.qkv_bias) per_layer += (nh + 2 * nkv) * hd;
+  const int64_t total = V * H * (c.tie_word_embeddings ? 1 : 2) + H + c.num_layers * per_layer;
+  return static_cast<size_t>(total) * 2;
+}
+
+// dst[i] = bf16(src[i]) on all hardware threads (a Llama-3-8B load converts 8e9 floats).
+void convert_bf16(const float* src, uint16_t* dst, size_t n) {
+  const size_t threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 64);
+  const size_t chunk = std::max<size_t>((n + threads - 1) / threads, size_t{1} << 16);
+  std::vector<std::thread> workers;
+  for (size_t lo = 0; lo < n; lo += chunk) {
+    workers.emplace_back([=] {
+      const size_t hi = std::min(n, lo + chunk);
+      for (size_t j = lo; j < hi; ++j) dst[j] = float_to_bf16(src[j]);
+    });
+  }
+  for (std::thread& t : workers) t.join();
+}
+
+}  // namespace
+
+void CudaBackend::PinnedFree::operator()(void* p) const {
+  if (p != nullptr) cudaFreeHost(p);
+}
+
+CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
+                         std::span<const float> rope_inv_freq, const CudaBackendConfig& opts)
+    : config_(c), opts_(opts) {
+  NF_CHECK(opts_.block_size > 0, "block size {}", opts_.block_size);
+  NF_CHECK(c.num_layers > 0, "model without layers");
+  NF_CHECK(opts_.max_batch_tokens > 0, "max batch tokens {}", opts_.max_batch_tokens);
+  if (opts_.gpu_memory_utilization <= 0 || opts_.gpu_memory_utilization > 1)
+    fail("--gpu-memory-utilization {} must be in (0, 1]", opts_.gpu_memory_utilization);
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    cudaGetLastError();
+    fail("--device cuda: no CUDA device is visible (driver missing or no GPU)");
+  }
+  if (opts_.device < 0 || opts_.device >= devices)
+    fail("CUDA device {} does not exist ({} visible)", opts_.device, devices);
+  if (c.head_dim != 64 && c.head_dim != 128)
+    fail("the CUDA backend supports head_dim 64 or 128, the model has {}", c.head_dim);
+  NF_CUDA_CHECK(cudaSetDevice(opts_.device));
+  NF_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, opts_.device));
+
+  const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t I = c.intermediate_size, V = c.vocab_size, T = opts_.max_batch_tokens;
+  const int64_t qkv_w = (nh + 2 * nkv) * hd;
+  const size_t act_bytes = static_cast<size_t>(T) *
+                           (2 * (2 * H + qkv_w + nh * hd + 3 * I + H) + 4 * static_cast<size_t>(V));
+  const size_t need = weight_bytes(c) + act_bytes + cuda::Gemm::kDefaultWorkspace;
+  size_t free_b = 0, total_b = 0;
+  NF_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  const double budget = std::min(static_cast<double>(free_b),
+                                 opts_.gpu_memory_utilization * static_cast<double>(total_b));
+  if (static_cast<double>(need) > budget) {
+    fail(
+        "model needs {:.2f} GiB ({:.2f} GiB bf16 weights + {:.2f} GiB activations for {} batch "
+        "tokens) but the GPU has {:.2f} GiB free ({:.2f} GiB usable at "
+        "--gpu-memory-utilization {}); use a smaller model or fewer --max-batch-tokens",
+        need / kGiB, weight_bytes(c) / kGiB, act_bytes / kGiB, T, free_b / kGiB, budget / kGiB,
+        opts_.gpu_memory_utilization);
+  }
+  gemm_ = std::make_unique<cuda::Gemm>();
+
+  embed_ = upload(w, {"model.embed_tokens.weight"}, {V * H});
+  final_norm_ = upload(w, {"model.norm.weight"}, {H});
+  if (!c.tie_word_embeddings) lm_head_ = upload(w, {"lm_head.weight"}, {V * H});
+  NF_CHECK(static_cast<int64_t>(rope_inv_freq.size()) == hd / 2,
+           "rope_inv_freq has {} floats, need {}", rope_inv_freq.size(), hd / 2);
+  inv_freq_.reset(rope_inv_freq.size_bytes());
+  NF_CUDA_CHECK(cudaMemcpy(inv_freq_.data(), rope_inv_freq.data(), inv_freq_.bytes(),
+                           cudaMemcpyHostToDevice));
+  layers_.resize(static_cast<size_t>(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    Layer& l = layers_[static_cast<size_t>(i)];
+    l.attn_norm = upload(w, {p + "input_layernorm.weight"}, {H});
+    l.w_qkv = upload(w,
+                     {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
+                      p + "self_attn.v_proj.weight"},
+                     {nh * hd * H, nkv * hd * H, nkv * hd * H});
+    if (c.qkv_bias) {
+      l.b_qkv = upload(
+          w,
+          {p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias"},
+          {nh * hd, nkv * hd, nkv * hd});
+    }
+    l.w_o = upload(w, {p + "self_attn.o_proj.weight"}, {H * nh * hd});
+    l.ffn_norm = upload(w, {p + "post_attention_layernorm.weight"}, {H});
+    l.w_gate_up = upload(w, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}, {I * H, I * H});
+    l.w_down = upload(w, {p + "mlp.down_proj.weight"}, {H * I});
+  }
+  staging_f32_ = {};
+  staging_bf16_ = {};
+
+  residual_.reset(static_cast<size_t>(T * H) * 2);
+  h_.reset(static_cast<size_t>(T * H) * 2);
+  qkv_.reset(static_cast<size_t>(T * qkv_w) * 2);
+  attn_.reset(static_cast<size_t>(T * nh * hd) * 2);
+  gate_up_.reset(static_cast<size_t>(T * 2 * I) * 2);
+  act_.reset(static_cast<size_t>(T * I) * 2);
+  rows_.reset(static_cast<size_t>(T * H) * 2);
+  logits_.reset(static_cast<size_t>(T * V) * 4);
+  error_.reset(sizeof(int32_t));
+  void* eh = nullptr;
+  NF_CUDA_CHECK(cudaHostAlloc(&eh, sizeof(int32_t), cudaHostAllocDefault));
+  error_host_.reset(static_cast<int32_t*>(eh));
+  allocate_kv_pool();
+  // Last: nothing after it throws, so a failed construction leaks no stream.
+  NF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_ != nullptr) {
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+}
+
+cuda::DeviceBuffer CudaBackend::upload(const WeightSource& w, const std::vector<std::string>& names,
+                                       const std::vector<int64_t>& numels) {
+  int64_t total = 0;
+  for (int64_t n : numels) total += n;
+  cuda::DeviceBuffer out(static_cast<size_t>(total) * 2);
+  int64_t off = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const size_t n = static_cast<size_t>(numels[i]);
+    if (staging_f32_.size() < n) {
+      staging_f32_.resize(n);
+      staging_bf16_.resize(n);
+    }
+    w.read_f32(names[i], std::span<float>(staging_f32_.data(), n));
+    const float* src = staging_f32_.data();
+    uint16_t* dst = staging_bf16_.data();
+    convert_bf16(src, dst, n);
+    NF_CUDA_CHECK(cudaMemcpy(out.as<uint16_t>() + off, dst, n * 2, cudaMemcpyHostToDevice));
+    off += numels[i];
+  }
+  return out;
+}
+
+// The KV pool takes what is left of the memory share after weights and activations (or exactly
+// num_kv_blocks blocks), split evenly over the layers.
+void CudaBackend::allocate_kv_pool() {
+  const ModelConfig& c = config_;
+  const size_t block_bytes =
+      static_cast<size_t>(2 * c.num_kv_heads * opts_.block_size * c.head_dim) * 2;
+  const size_t per_block_all_layers = block_bytes * static_cast<size_t>(c.num_layers);
+  num_blocks_ = opts_.num_kv_blocks;
+  size_t free_b = 0, total_b = 0;
+  NF_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  // Headroom for the attention split workspace and cuBLASLt's internal allocations.
+  const double reserve = 256.0 * (1 << 20);
+  const double used = static_cast<double>(total_b - free_b);
+  const double budget =
+      opts_.gpu_memory_utilization * static_cast<double>(total_b) - used - reserve;
+  if (num_blocks_ <= 0)
+    num_blocks_ = static_cast<int64_t>(std::max(0.0, budget) / per_block_all_layers);
+  const double need = static_cast<double>(num_blocks_) * per_block_all_layers;
+  if (num_blocks_ < 1 || need > static_cast<double>(free_b)) {
+    fail(
+        "the KV cache does not fit: {} blocks need {:.2f} GiB, the GPU has {:.2f} GiB free after "
+        "the weights and activations ({:.2f} GiB usable at --gpu-memory-utilization {})",
+        std::max<int64_t>(num_blocks_, 1), std::max(need, double(per_block_all_layers)) / kGiB,
+        free_b / kGiB, std::max(0.0, budget) / kGiB, opts_.gpu_memory_utilization);
+  }
+  for (Layer& l : layers_) l.kv.reset(static_cast<size_t>(num_blocks_) * block_bytes);
+  // Printed directly: nanoflow_cuda links before the core library, which holds the logger.
+  fmt::print(stderr, "CUDA backend: {:.2f} GiB weights, {} KV blocks of {} tokens ({:.2f} GiB)\n",
+             weight_bytes(c) / kGiB, num_blocks_, opts_.block_size, need / kGiB);
+}
+
+// Metadata layout (host pinned and device alike): i64 slot_mapping[T] first (8-byte aligned), then
+// i32 token ids[T], positions[T], seq_indptr[B+1], block_indptr[B+1], block_ids[NB],
+// sample_rows[S].
+int64_t CudaBackend::upload_metadata(const ScheduledBatch& b) {
+  const int64_t T = b.num_tokens(), B = b.num_requests();
+  const int64_t NB = static_cast<int64_t>(b.block_ids.size());
+  const int64_t S = static_cast<int64_t>(b.sample_rows.size());
+  const size_t bytes =
+      static_cast<size_t>(T) * 8 + static_cast<size_t>(2 * T + 2 * (B + 1) + NB + S) * 4;
+  if (meta_host_bytes_ < bytes) {
+    const size_t cap = align_up(std::max<size_t>(bytes * 2, 1 << 16), 4096);
+    void* p = nullptr;
+    NF_CUDA_CHECK(cudaHostAlloc(&p, cap, cudaHostAllocDefault));
+    meta_host_.reset(static_cast<std::byte*>(p));
+    meta_host_bytes_ = cap;
+    meta_dev_.reset(cap);
+  }
+  std::byte* h = meta_host_.get();
+  auto* dev = static_cast<std::byte*>(meta_dev_.data());
+  size_t off = 0;
+  auto put = [&](const void* src, int64_t n, size_t elem, DType t) {
+    const size_t nb = static_cast<size_t>(n) * elem;
+    if (nb > 0) std::memcpy(h + off, src, nb);
+    TensorView v(dev + off, t, {n});
+    off += nb;
+    return v;
+  };
+  slots_ = put(b.slot_mapping.data(), T, 8, DType::kI64);
+  ids_ = put(b.token_ids.data(), T, 4, DType::kI32);
+  positions_ = put(b.positions.data(), T, 4, DType::kI32);
+  seq_indptr_ = put(b.seq_indptr.data(), B + 1, 4, DType::kI32);
+  block_indptr_ = put(b.block_indptr.data(), B + 1, 4, DType::kI32);
+  block_ids_ = put(b.block_ids.data(), NB, 4, DType::kI32);
+  sample_rows_ = put(b.sample_rows.data(), S, 4, DType::kI32);
+  NF_CUDA_CHECK(cudaMemcpyAsync(dev, h, off, cudaMemcpyHostToDevice, stream_));
+  int64_t max_context = 0;
+  for (int32_t p : b.positions) max_context = std::max<int64_t>(max_context, int64_t{p} + 1);
+  return max_context;
+}
+
+void CudaBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
+  const ModelConfig& c = config_;
+  const int64_t T = b.num_tokens(), S = static_cast<int64_t>(b.sample_rows.size());
+  const int64_t H = c.hidden_size, V = c.vocab_size;
+  NF_CHECK(static_cast<int64_t>(b.positions.size()) == T &&
+               static_cast<int64_t>(b.slot_mapping.size()) == T,
+           "forward: {} tokens, {} positions, {} slots", T, b.positions.size(),
+           b.slot_mapping.size());
+  NF_CHECK(
+      static_cast<int64_t>(b.seq_indptr.size()) == b.num_requests() + 1 && b.seq_indptr.back() == T,
+      "forward: seq_indptr does not cover the {} tokens", T);
+  NF_CHECK(static_cast<int64_t>(b.block_indptr.size()) == b.num_requests() + 1 &&
+               b.block_indptr.back() == static_cast<int32_t>(b.block_ids.size()),
+           "forward: block_indptr does not cover the {} block ids", b.block_ids.size());
+  NF_CHECK(static_cast<int64_t>(logits.size()) == S * V,
+           "forward: logits holds {} floats, need {}x{}", logits.size(), S, V);
+  NF_CHECK(T <= opts_.max_batch_tokens,
+           "forward: {} tokens exceed the backend's max batch tokens {}", T,
+           opts_.max_batch_tokens);
+  if (T == 0) return;
+  for (int32_t r : b.sample_rows)
+    NF_CHECK(r >= 0 && r < T, "forward: sample row {} outside {} tokens", r, T);
+  NF_CUDA_CHECK(cudaSetDevice(opts_.device));
+
+  const int64_t max_context = upload_metadata(b);
+  NF_CUDA_CHECK(cudaMemsetAsync(error_.data(), 0, sizeof(int32_t), stream_));
+  const TensorView residual = residual_.view(DType::kBf16, {T, H});
+  cuda::embedding_lookup(ids_, embed_.view(DType::kBf16, {V, H}), residual,
+                         error_.view(DType::kI32, {1}), stream_);
+  run_layers(b, max_context);
+
+  if (S > 0) {
+    // h_ holds the final-normed hidden states of all T tokens; gather the sample rows (the
+    // embedding lookup is a row gather) and run the LM head on them alone.
+    const TensorView rows = rows_.view(DType::kBf16, {S, H});
+    cuda::embedding_lookup(sample_rows_, h_.view(DType::kBf16, {T, H}), rows,
+                           error_.view(DType::kI32, {1}), stream_);
+    const cuda::DeviceBuffer& head = lm_head_.data() != nullptr ? lm_head_ : embed_;
+    gemm_->run(
+        {.x = rows, .w = head.view(DType::kBf16, {V, H}), .y = logits_.view(DType::kF32, {S, V})},
+        stream_);
+    NF_CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits_.data(), logits.size_bytes(),
+                                  cudaMemcpyDeviceToHost, stream_));
+  }
+  NF_CUDA_CHECK(cudaMemcpyAsync(error_host_.get(), error_.data(), sizeof(int32_t),
+                                cudaMemcpyDeviceToHost, stream_));
+  NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  NF_CHECK(*error_host_ == 0, "forward: a token id is outside the vocabulary of {}", V);
+}
+
+// Per layer (residual_ holds the residual stream, h_ the normed input and the GEMM outputs):
+//   h = add_rms_norm(h, residual) (plain rms_norm of the embeddings in layer 0)
+//   qkv = h @ w_qkv^T + b_qkv; RoPE on q, k and K/V into the cache; attn = attention(q, cache)
+//   h = attn @ w_o^T; h = add_rms_norm(h, residual, ffn_norm)
+//   gate_up = h @ w_gate_up^T; act = silu(gate) * up; h = act @ w_down^T
+// and after the last layer h = add_rms_norm(h, residual, final_norm).
+void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
+  const ModelConfig& c = config_;
+  const int64_t T = b.num_tokens();
+  const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t I = c.intermediate_size, qkv_w = (nh + 2 * nkv) * hd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const TensorView residual = residual_.view(DType::kBf16, {T, H});
+  const TensorView h = h_.view(DType::kBf16, {T, H});
+  const TensorView qkv = qkv_.view(DType::kBf16, {T, qkv_w});
+  const TensorView attn = attn_.view(DType::kBf16, {T, nh * hd});
+  const TensorView gate_up = gate_up_.view(DType::kBf16, {T, 2 * I});
+  const TensorView act = act_.view(DType::kBf16, {T, I});
+  const TensorView inv_freq = inv_freq_.view(DType::kF32, {hd / 2});
+
+  const int splits = cuda::paged_attention_num_splits(
+      T, static_cast<int>(nh), static_cast<int>(nkv), max_context, sm_count_);
+  const size_t ws_bytes =
+      cuda::paged_attention_workspace_bytes(T, static_cast<int>(nh), static_cast<int>(hd), splits);
+  if (attn_workspace_.bytes() < ws_bytes) {
+    NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    attn_workspace_.reset(ws_bytes);
+  }
+  const TensorView workspace =
+      ws_bytes > 0 ? attn_workspace_.view(DType::kU8, {static_cast<int64_t>(ws_bytes)})
+                   : TensorView{};
+  const cuda::RopeKvShape rope_shape{static_cast<int>(nh), static_cast<int>(nkv),
+                                     static_cast<int>(hd)};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    Layer& l = layers_[li];
+    const TensorView attn_norm = l.attn_norm.view(DType::kBf16, {H});
+    if (li == 0) {
+      cuda::rms_norm(residual, attn_norm, h, eps, stream_);
+    } else {
+      cuda::add_rms_norm(h, residual, attn_norm, h, eps, stream_);
+    }
+    cuda::GemmArgs qkv_args{.x = h, .w = l.w_qkv.view(DType::kBf16, {qkv_w, H}), .y = qkv};
+    if (l.b_qkv.data() != nullptr) qkv_args.bias = l.b_qkv.view(DType::kBf16, {qkv_w});
+    gemm_->run(qkv_args, stream_);
+    const TensorView kv = l.kv.view(DType::kBf16, {num_blocks_, 2, nkv, opts_.block_size, hd});
+    cuda::rope_kv_write(rope_shape, qkv, positions_, inv_freq, kv, slots_, stream_);
+    cuda::PagedAttentionArgs aa;
+    aa.q = qkv;
+    aa.kv_cache = kv;
+    aa.positions = positions_;
+    aa.seq_indptr = seq_indptr_;
+    aa.block_indptr = block_indptr_;
+    aa.block_ids = block_ids_;
+    aa.out = attn;
+    aa.workspace = workspace;
+    aa.num_heads = static_cast<int>(nh);
+    aa.scale = scale;
+    aa.num_splits = splits;
+    cuda::paged_attention(aa, stream_);
+    gemm_->run({.x = attn, .w = l.w_o.view(DType::kBf16, {H, nh * hd}), .y = h}, stream_);
+    cuda::add_rms_norm(h, residual, l.ffn_norm.view(DType::kBf16, {H}), h, eps, stream_);
+    gemm_->run({.x = h, .w = l.w_gate_up.view(DType::kBf16, {2 * I, H}), .y = gate_up}, stream_);
+    cuda::silu_and_mul(gate_up, act, stream_);
+    gemm_->run({.x = act, .w = l.w_down.view(DType::kBf16, {H, I}), .y = h}, stream_);
+  }
+  cuda::add_rms_norm(h, residual, final_norm_.view(DType::kBf16, {H}), h, eps, stream_);
+}
+
+}  // namespace nf
