@@ -139,6 +139,19 @@ int64_t length_of(const Value& v) {
   }
 }
 
+
+const char* const kFilters[] = {
+    "trim",    "length", "count",   "tojson",     "upper",      "lower",  "default",    "d",
+    "first",   "last",   "join",    "items",      "list",       "string", "capitalize", "title",
+    "replace", "reject", "select",  "selectattr", "rejectattr", "map",    "int",        "float",
+    "abs",     "unique", "reverse", "safe",       "e",          "escape"};
+const char* const kTests[] = {"defined",  "undefined", "none",   "string",  "mapping",
+                              "iterable", "sequence",  "number", "integer", "float",
+                              "boolean",  "true",      "false",  "equalto", "eq",
+                              "ne",       "sameas",    "odd",    "even",    "in"};
+
+}  // namespace
+
 List as_list(const Value& v) {
   if (v.is_list()) return *v.list;
   if (v.is_mapping()) {
@@ -165,18 +178,6 @@ List as_list(const Value& v) {
   }
   fail("{} is not iterable", kind_name(v.kind));
 }
-
-const char* const kFilters[] = {
-    "trim",    "length", "count",   "tojson",     "upper",      "lower",  "default",    "d",
-    "first",   "last",   "join",    "items",      "list",       "string", "capitalize", "title",
-    "replace", "reject", "select",  "selectattr", "rejectattr", "map",    "int",        "float",
-    "abs",     "unique", "reverse", "safe",       "e",          "escape"};
-const char* const kTests[] = {"defined",  "undefined", "none",   "string",  "mapping",
-                              "iterable", "sequence",  "number", "integer", "float",
-                              "boolean",  "true",      "false",  "equalto", "eq",
-                              "ne",       "sameas",    "odd",    "even",    "in"};
-
-}  // namespace
 
 bool filter_supported(const std::string& name) {
   return std::find(std::begin(kFilters), std::end(kFilters), name) != std::end(kFilters);

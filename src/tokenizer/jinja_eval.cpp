@@ -99,34 +99,15 @@ class Evaluator {
   List iterate(const Value& v, size_t pos) {
     switch (v.kind) {
       case Value::Kind::list:
-        return *v.list;
-      case Value::Kind::dict: {
-        List keys;
-        for (const auto& kv : *v.dict) keys.push_back(Value::string(kv.first));
-        return keys;
-      }
-      case Value::Kind::string: {
-        List chars;
-        for (size_t k = 0; k < v.s.size();) {
-          size_t len = 1;
-          unsigned char c = static_cast<unsigned char>(v.s[k]);
-          if (c >= 0xF0)
-            len = 4;
-          else if (c >= 0xE0)
-            len = 3;
-          else if (c >= 0xC0)
-            len = 2;
-          chars.push_back(Value::string(v.s.substr(k, len)));
-          k += len;
-        }
-        return chars;
-      }
+      case Value::Kind::dict:
+      case Value::Kind::string:
       case Value::Kind::undefined:
-        return {};
+        return as_list(v);
       default:
         fail_at(pos, fmt::format("cannot iterate over a {}", kind_name(v.kind)));
     }
   }
+
 
   void bind_targets(const Node& n, const Value& item) {
     auto& frame = frames_.back();

@@ -38,6 +38,9 @@ bool apply_test(const std::string& name, const Value& input, const CallArgs& arg
 // Calls a method of a string or dict value; found = false when the method does not exist.
 Value call_method(const Value& obj, const std::string& name, const CallArgs& args, bool& found);
 // Python-style subscript: list[int], str[int], dict[key]; undefined when missing.
+// The items a for loop or a list filter sees: a list's items, a dict's keys, a string's UTF-8
+// characters, nothing for undefined. Throws nf::Error for other kinds.
+List as_list(const Value& v);
 Value subscript(const Value& obj, const Value& key);
 Value slice_value(const Value& obj, const Value* start, const Value* stop, const Value* step);
 
