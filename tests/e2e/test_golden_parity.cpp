@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../golden_fixture.h"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -22,47 +24,10 @@ using nanoflow::RequestOutput;
 
 const fs::path kSource = NANOFLOW_SOURCE_DIR;
 
-struct GoldenCase {
-  std::vector<int32_t> prompt;
-  std::vector<int32_t> greedy;
-  std::vector<std::vector<std::pair<int32_t, double>>> top5;
-};
-
-struct Golden {
-  std::string name;
-  fs::path model;
-  std::vector<GoldenCase> cases;
-};
-
-Golden load_golden(const fs::path& file) {
-  std::ifstream in(file);
-  const auto j = nlohmann::json::parse(in);
-  Golden g;
-  g.name = j.at("model").get<std::string>();
-  g.model = kSource / j.at("model_path").get<std::string>();
-  for (const auto& c : j.at("cases")) {
-    GoldenCase gc;
-    gc.prompt = c.at("prompt_ids").get<std::vector<int32_t>>();
-    gc.greedy = c.at("greedy_ids").get<std::vector<int32_t>>();
-    for (const auto& step : c.at("top5")) {
-      std::vector<std::pair<int32_t, double>> s;
-      for (const auto& e : step) s.emplace_back(e.at(0).get<int32_t>(), e.at(1).get<double>());
-      gc.top5.push_back(s);
-    }
-    g.cases.push_back(std::move(gc));
-  }
-  return g;
-}
-
-std::vector<fs::path> golden_files() {
-  std::vector<fs::path> out;
-  const fs::path dir = kSource / "tests/fixtures/golden";
-  if (fs::exists(dir))
-    for (const auto& e : fs::directory_iterator(dir))
-      if (e.path().extension() == ".json") out.push_back(e.path());
-  std::sort(out.begin(), out.end());
-  return out;
-}
+using nf::testing::Golden;
+using nf::testing::GoldenCase;
+Golden load_golden(const fs::path& file) { return nf::testing::load_golden(kSource, file); }
+std::vector<fs::path> golden_files() { return nf::testing::golden_files(kSource); }
 
 const std::pair<int32_t, double>* find_id(const std::vector<std::pair<int32_t, double>>& v, int32_t id) {
   for (const auto& e : v)
