@@ -74,6 +74,10 @@ struct EngineOptions {
     app->add_option("--kv-cache-gb", engine.kv_cache_gb, "KV cache size (CPU backend), GiB")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
+    app->add_option("--gpu-memory-utilization", engine.gpu_memory_utilization,
+                    "Share of the GPU's memory for weights, activations and the KV cache (CUDA)")
+        ->check(CLI::Range(0.01, 1.0))
+        ->capture_default_str();
     app->add_option("--threads", engine.threads, "CPU threads (0: all)")->capture_default_str();
     app->add_flag("!--no-prefix-caching", engine.enable_prefix_caching,
                   "Do not reuse the KV cache of shared prompt prefixes");

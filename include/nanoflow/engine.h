@@ -29,6 +29,7 @@ struct EngineConfig {
   int max_running_requests = 256;  // cap on requests in one iteration
   int block_size = 16;             // tokens per KV block
   double kv_cache_gb = 1.0;        // KV pool in host memory (CPU backend)
+  double gpu_memory_utilization = 0.90;  // share of the GPU's memory the CUDA backend may hold
   int64_t num_kv_blocks = 0;       // exact KV pool size; overrides kv_cache_gb (tests)
   int threads = 0;                 // CPU backend threads; 0: all hardware threads
   bool enable_prefix_caching = true;  // reuse the KV of full blocks with the same prefix

@@ -259,6 +259,7 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
     cuda.block_size = config.block_size;
     cuda.num_kv_blocks = config.num_kv_blocks;
     cuda.max_batch_tokens = config.max_batch_tokens;
+    cuda.gpu_memory_utilization = config.gpu_memory_utilization;
     const std::vector<float> inv_freq =
         nf::rope_inv_freq(model.config.rope, model.config.head_dim);
     backend = std::make_unique<nf::CudaBackend>(model.config, *model.weights, inv_freq, cuda);
