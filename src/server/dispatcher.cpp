@@ -83,8 +83,20 @@ void Dispatcher::run() {
         }
       }
     }
-    for (size_t i = 0; i < deltas.size(); ++i)
-      if (targets[i].first) targets[i].first->deliver(targets[i].second, std::move(deltas[i]));
+    for (size_t i = 0; i < deltas.size(); ++i) {
+      if (!targets[i].first) continue;
+      if (merge_ > 1) {
+        auto& [held, count] = held_[deltas[i].id];
+        if (count++ == 0)
+          held = std::move(deltas[i]);
+        else
+          held.append(deltas[i]);
+        if (count < merge_ && !held.finished()) continue;
+        deltas[i] = std::move(held);
+        held_.erase(deltas[i].id);
+      }
+      targets[i].first->deliver(targets[i].second, std::move(deltas[i]));
+    }
   }
 }
 

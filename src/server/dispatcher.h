@@ -13,6 +13,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "server/metrics.h"
@@ -33,6 +34,8 @@ class Dispatcher {
   ~Dispatcher();
   void start();
   void stop();
+  // Test hook (ServerConfig::test_merge_deltas); call before start().
+  void set_merge_deltas(int k) { merge_ = k < 1 ? 1 : k; }
 
   // Adds the request to the engine; its params.n completions report to `sink` as choices
   // first_choice .. first_choice + n - 1. Throws nf::Error (from the engine) for a bad request.
@@ -52,6 +55,9 @@ class Dispatcher {
   };
   void run();
 
+  int merge_ = 1;
+  // merge_ > 1: deltas held back per request, and how many (dispatcher thread only).
+  std::unordered_map<nanoflow::RequestId, std::pair<nanoflow::RequestOutput, int>> held_;
   nanoflow::Engine& engine_;
   Metrics& metrics_;
   std::mutex mu_;

@@ -46,6 +46,18 @@ std::string chunk(const std::string& data) {
   return fmt::format("{:x}\r\n", data.size()) + data + "\r\n";
 }
 
+// The request field an Engine::add_request error names ("logit_bias token id 9 is outside
+// ..."); the prompt when it names none.
+std::string engine_error_param(const std::string& msg, bool chat) {
+  static const char* const kFields[] = {
+      "max_tokens",         "min_tokens", "temperature", "top_p", "min_p",
+      "repetition_penalty", "logprobs",   "logit_bias",  "n",     "stop"};
+  const std::string word = msg.substr(0, msg.find(' '));
+  for (const char* f : kFields)
+    if (word == f) return chat && word == "logprobs" ? "top_logprobs" : word;
+  return chat ? "messages" : "prompt";
+}
+
 class Session;
 
 // The engine requests of one HTTP request. deliver() runs on the dispatcher thread and only
@@ -57,9 +69,10 @@ struct Generation final : Sink, std::enable_shared_from_this<Generation> {
   std::vector<bool> started;                 // [prompts x n] a chunk was sent
   int remaining = 0;                         // choices not finished
   // Keeps the connection alive until the generation finishes (every engine request finishes,
-  // aborted ones too); cleared then, which breaks the cycle with Session::gen_.
+  // aborted ones too); cleared then, which breaks the cycle with Session::gen_. Read and written
+  // on the strand only.
   std::shared_ptr<Session> session;
-  net::any_io_executor strand;
+  net::any_io_executor strand;  // set before the first submit, then constant
 
   std::mutex mu;
   std::vector<std::pair<int, nanoflow::RequestOutput>> pending;  // guarded by mu
@@ -85,26 +98,30 @@ class Session : public std::enable_shared_from_this<Session> {
       batch.swap(g->pending);
       g->posted = false;
     }
-    if (g != gen_) {
-      if (g->remaining > 0) {
-        for (const auto& [choice, d] : batch) g->remaining -= d.finished();
-        if (g->remaining == 0) g->session.reset();
-      }
-      return;
-    }
+    if (g == gen_ && g->spec.stream) too_slow();
     for (auto& [choice, d] : batch) {
-      auto& acc = g->acc[static_cast<size_t>(choice)];
-      acc.prompt_tokens = d.prompt_tokens;
-      acc.index = choice;
-      acc.append(d);
-      if (g->spec.stream) {
-        const bool first = !g->started[static_cast<size_t>(choice)];
-        g->started[static_cast<size_t>(choice)] = true;
-        enqueue(chunk(stream_chunk(g->spec, choice, d, first, st_.api)));
+      const bool finished = d.finished();
+      // Aborted (client gone or too slow): only count the finishing requests down.
+      if (g == gen_) {
+        auto& acc = g->acc[static_cast<size_t>(choice)];
+        acc.prompt_tokens = d.prompt_tokens;
+        acc.index = choice;
+        acc.append(d);
+        if (g->spec.stream) {
+          for (auto& piece : split_delta(std::move(d), st_.api)) {
+            const bool first = !g->started[static_cast<size_t>(choice)];
+            g->started[static_cast<size_t>(choice)] = true;
+            enqueue(chunk(stream_chunk(g->spec, choice, piece, first, st_.api)));
+          }
+        }
       }
-      if (d.finished()) --g->remaining;
+      if (finished && g->remaining > 0) --g->remaining;
     }
-    if (g->remaining == 0) finish_generation();
+    if (g->remaining > 0) return;
+    if (g == gen_)
+      finish_generation();
+    else
+      g->session.reset();
   }
 
  private:
@@ -223,7 +240,7 @@ class Session : public std::enable_shared_from_this<Session> {
         g->remaining = static_cast<int>(g->ids.size());
         if (g->remaining == 0) g->session.reset();
         gen_.reset();
-        return send_error({400, e.what(), chat ? "messages" : "prompt", ""});
+        return send_error({400, e.what(), engine_error_param(e.what(), chat), ""});
       }
       st_.metrics.add_prompt_tokens(static_cast<int64_t>(g->spec.prompts[p].size()) * n);
     }
@@ -277,6 +294,21 @@ class Session : public std::enable_shared_from_this<Session> {
       gen_.reset();
     }
     close();
+  }
+
+  // A client that does not read its stream must not make the server buffer without bound: when
+  // new deltas arrive while more than max_connection_buffer_bytes of earlier chunks are still
+  // queued (not taken by the socket), the request is aborted (its KV blocks are freed at the
+  // engine's next step) and the connection closed. So a connection holds at most the limit plus
+  // one batch of deltas; one large batch alone (n x prompts chunks) never trips it.
+  bool too_slow() {
+    const size_t queued = pending_out_.size() + (writing_ ? writing_buf_.size() : 0);
+    if (static_cast<int64_t>(queued) <= st_.config.max_connection_buffer_bytes) return false;
+    for (auto id : gen_->ids) st_.engine.abort(id);
+    st_.metrics.count_slow_client();
+    gen_.reset();
+    close();
+    return true;
   }
 
   void respond(int status, const std::string& type, std::string body,
@@ -370,8 +402,8 @@ void Generation::deliver(int choice, nanoflow::RequestOutput&& delta) {
     if (posted) return;
     posted = true;
   }
-  net::post(strand, [s = session, g = shared_from_this()] {
-    if (s) s->drain(g);
+  net::post(strand, [g = shared_from_this()] {
+    if (auto s = g->session) s->drain(g);
   });
 }
 

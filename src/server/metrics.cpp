@@ -72,6 +72,9 @@ std::string Metrics::render(const nanoflow::EngineStats& st) const {
   scalar("nanoflow_client_disconnects_total", "counter",
          "Requests aborted because the client went away.",
          static_cast<double>(disconnects_.load()));
+  scalar("nanoflow_slow_client_aborts_total", "counter",
+         "Requests aborted because the client did not read its stream (buffer limit).",
+         static_cast<double>(slow_clients_.load()));
   scalar("nanoflow_num_requests_running", "gauge", "Requests in the running batch.",
          st.num_running);
   scalar("nanoflow_num_requests_waiting", "gauge", "Requests waiting for admission.",

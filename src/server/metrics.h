@@ -34,6 +34,7 @@ class Metrics {
   void add_prompt_tokens(int64_t n) { prompt_tokens_ += n; }
   void add_generated_tokens(int64_t n) { generated_tokens_ += n; }
   void count_disconnect() { ++disconnects_; }
+  void count_slow_client() { ++slow_clients_; }
   void observe_ttft(double s) { ttft_.observe(s); }
   void observe_itl(double s) { itl_.observe(s); }
   void observe_e2e(double s) { e2e_.observe(s); }
@@ -43,7 +44,7 @@ class Metrics {
   mutable std::mutex mu_;
   std::map<int, uint64_t> by_status_;
   std::map<std::string, uint64_t> by_finish_;
-  std::atomic<int64_t> prompt_tokens_{0}, generated_tokens_{0}, disconnects_{0};
+  std::atomic<int64_t> prompt_tokens_{0}, generated_tokens_{0}, disconnects_{0}, slow_clients_{0};
   Histogram ttft_, itl_, e2e_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <random>
@@ -343,6 +344,51 @@ std::string stream_chunk(const GenSpec& spec, int index, const nanoflow::Request
             {"choices", json::array({c})}};
   if (spec.include_usage) j["usage"] = nullptr;
   return "data: " + json_dump(j) + "\n\n";
+}
+
+std::vector<nanoflow::RequestOutput> split_delta(nanoflow::RequestOutput&& delta,
+                                                 const ApiContext& ctx) {
+  std::vector<nanoflow::RequestOutput> out;
+  const size_t k = delta.token_ids.size();
+  if (k <= 1) {
+    out.push_back(std::move(delta));
+    return out;
+  }
+  const std::string& text = delta.text;
+  size_t pos = 0, end = 0;
+  out.resize(k);
+  for (size_t i = 0; i < k; ++i) {
+    auto& p = out[i];
+    p.id = delta.id;
+    p.index = delta.index;
+    p.prompt_tokens = delta.prompt_tokens;
+    p.cached_prompt_tokens = delta.cached_prompt_tokens;
+    p.completion_tokens = delta.completion_tokens - static_cast<int>(k - 1 - i);
+    p.token_ids.push_back(delta.token_ids[i]);
+    if (i < delta.token_logprobs.size()) p.token_logprobs.push_back(delta.token_logprobs[i]);
+    if (i < delta.top_logprobs.size()) p.top_logprobs.push_back(std::move(delta.top_logprobs[i]));
+    if (i + 1 == k) {
+      p.text = text.substr(pos);
+      p.finish_reason = delta.finish_reason;
+      break;
+    }
+    if (ctx.tokenizer) {
+      try {
+        // Special tokens are not streamed (skip_special).
+        if (!ctx.tokenizer->is_special(delta.token_ids[i]))
+          end += ctx.tokenizer->token_bytes(delta.token_ids[i]).size();
+      } catch (const nf::Error&) {
+      }
+    }
+    size_t cut = std::min(end, text.size());
+    while (cut > pos && cut < text.size() && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80)
+      --cut;
+    if (cut > pos) {
+      p.text = text.substr(pos, cut - pos);
+      pos = cut;
+    }
+  }
+  return out;
 }
 
 std::string stream_usage_chunk(const GenSpec& spec,

@@ -60,6 +60,15 @@ nlohmann::json completion_response(const GenSpec& spec,
 // first chunk (chat adds the assistant role; return_token_ids adds prompt_token_ids).
 std::string stream_chunk(const GenSpec& spec, int index, const nanoflow::RequestOutput& delta,
                          bool first, const ApiContext& ctx);
+// Streaming sends one token per chunk: splits a delta with several tokens (the engine or the
+// dispatcher may batch them) into one delta per token. The delta's text is dealt out in order:
+// token i's piece ends where the byte lengths of tokens 0..i end (Tokenizer::token_bytes; 0 for
+// special tokens), moved back to a UTF-8 character boundary, so the bytes of an incomplete
+// character go with the token that completes it; the last token takes the rest (e.g. text held
+// back earlier for a stop string and released now). The pieces concatenate to the delta's text
+// exactly; logprobs go with their token; finish_reason only with the last.
+std::vector<nanoflow::RequestOutput> split_delta(nanoflow::RequestOutput&& delta,
+                                                 const ApiContext& ctx);
 // The final usage event (stream_options.include_usage).
 std::string stream_usage_chunk(const GenSpec& spec,
                                const std::vector<nanoflow::RequestOutput>& choices,

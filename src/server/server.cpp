@@ -8,6 +8,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -100,7 +101,25 @@ class Listener {
 
 }  // namespace
 
-int run_server(const nanoflow::EngineConfig& engine_config, const ServerConfig& config) {
+namespace {
+
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long long x = std::strtoll(v, &end, 10);
+  if (*end || x <= 0) nf::fail("{}={}: expected a positive integer", name, v);
+  return static_cast<int64_t>(x);
+}
+
+}  // namespace
+
+int run_server(const nanoflow::EngineConfig& engine_config, const ServerConfig& cfg) {
+  ServerConfig config = cfg;
+  config.max_connection_buffer_bytes =
+      env_int("NANOFLOW_SERVE_MAX_CONNECTION_BUFFER", config.max_connection_buffer_bytes);
+  config.test_merge_deltas =
+      static_cast<int>(env_int("NANOFLOW_SERVE_TEST_MERGE_DELTAS", config.test_merge_deltas));
   auto engine = nanoflow::Engine::create(engine_config);
   ServerState st(config, *engine);
   std::unique_ptr<nf::ChatTemplate> chat;
@@ -133,6 +152,7 @@ int run_server(const nanoflow::EngineConfig& engine_config, const ServerConfig& 
   std::signal(SIGPIPE, SIG_IGN);
 
   engine->start();
+  st.dispatcher.set_merge_deltas(config.test_merge_deltas);
   st.dispatcher.start();
   listener.accept();
   std::fprintf(stderr, "nanoflow serve: model %s, listening on http://%s:%u\n",

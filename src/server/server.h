@@ -23,6 +23,14 @@ struct ServerConfig {
   int64_t max_body_bytes = 4 << 20;  // larger request bodies get 413
   int max_waiting_requests = 1024;   // beyond this many queued requests: 503 + Retry-After
   double shutdown_timeout_s = 10;    // SIGTERM: in-flight requests get this long, then abort
+  // Per connection: stream bytes queued for a client that does not read them. Beyond this the
+  // request is aborted (its KV blocks freed) and the connection closed. Environment override:
+  // NANOFLOW_SERVE_MAX_CONNECTION_BUFFER=BYTES.
+  int64_t max_connection_buffer_bytes = 1 << 20;
+  // Test hook (environment NANOFLOW_SERVE_TEST_MERGE_DELTAS=K): the dispatcher hands every K
+  // consecutive engine deltas of a request to the connection as one multi-token delta, to test
+  // that streaming still sends one token per chunk.
+  int test_merge_deltas = 1;
 };
 
 // Loads the model, serves until SIGTERM/SIGINT, drains and returns 0. Throws nf::Error for
