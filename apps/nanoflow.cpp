@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -18,6 +19,7 @@
 #include "engine/sampling_json.h"
 #include "common/status.h"
 #include "model/model_config.h"
+#include "server/bench_serve.h"
 #include "server/server.h"
 #include "tokenizer/tokenizer.h"
 
@@ -78,7 +80,16 @@ struct EngineOptions {
                     "Share of the GPU's memory for weights, activations and the KV cache (CUDA)")
         ->check(CLI::Range(0.01, 1.0))
         ->capture_default_str();
+    app->add_option("--attention", engine.attention,
+                    "CUDA attention kernel: auto (FlashInfer where built in), flashinfer, native")
+        ->check(CLI::IsMember({"auto", "flashinfer", "native"}))
+        ->capture_default_str();
     app->add_option("--threads", engine.threads, "CPU threads (0: all)")->capture_default_str();
+    app->add_option("--tensor-parallel-size", engine.tensor_parallel_size,
+                    "Ranks to split the model over (CPU: threads of one process; heads and KV "
+                    "heads must be divisible by it)")
+        ->check(CLI::Range(1, 256))
+        ->capture_default_str();
     app->add_flag("!--no-prefix-caching", engine.enable_prefix_caching,
                   "Do not reuse the KV cache of shared prompt prefixes");
     app->add_flag("!--no-async-schedule", engine.async_schedule,
@@ -280,20 +291,30 @@ struct BenchArgs {
 };
 
 int cmd_bench_offline(BenchArgs& a, const std::string& command) {
-  auto engine = Engine::create(a.eo.engine);
-  nlohmann::json j = nf::run_offline_bench(*engine, a.cfg);
+  nlohmann::json j = nf::run_offline_bench(a.eo.engine, a.cfg);
   j["command"] = command;
-  j["model"] = a.eo.engine.model;
-  j["device"] = a.eo.engine.device;
-  j["max_batch_tokens"] = a.eo.engine.max_batch_tokens;
-  j["git_commit"] = shell_line("git rev-parse HEAD 2>/dev/null");
+  // NF_GIT_COMMIT: the commit of a source snapshot without .git (e.g. on the GPU machine).
+  const char* commit = std::getenv("NF_GIT_COMMIT");
+  j["git_commit"] = commit != nullptr ? std::string(commit) : shell_line("git rev-parse HEAD 2>/dev/null");
   j["host_cpu"] = shell_line("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-");
   j["host_threads"] = shell_line("nproc");
   j["date"] = shell_line("date -u +%Y-%m-%dT%H:%M:%SZ");
-  std::printf("requests %d, input %d, output %d: %.1f total tokens/s, %.1f output tokens/s, %.2f requests/s\n",
-              a.cfg.num_requests, a.cfg.input_len, a.cfg.output_len,
-              j["total_tokens_per_s"].get<double>(), j["output_tokens_per_s"].get<double>(),
-              j["requests_per_s"].get<double>());
+  auto num = [&](const char* k) { return j[k].is_null() ? std::string("-") : j[k].dump(); };
+  std::printf("%-22s %s\n", "model", a.eo.engine.model.c_str());
+  std::printf("%-22s %s\n", "device / gpu", (a.eo.engine.device + " / " + (j["gpu"].is_null() ? std::string("-") : j["gpu"].get<std::string>())).c_str());
+  std::printf("%-22s %s\n", "dataset", j["dataset"].is_null() ? "constant lengths" : j["dataset"].get<std::string>().c_str());
+  std::printf("%-22s %s (mean input %s, output %s)\n", "requests", num("num_requests").c_str(), num("input_len").c_str(), num("output_len").c_str());
+  std::printf("%-22s %.1f\n", "total tokens/s", j["total_tokens_per_s"].get<double>());
+  std::printf("%-22s %.1f\n", "output tokens/s", j["output_tokens_per_s"].get<double>());
+  std::printf("%-22s %.3f\n", "requests/s", j["requests_per_s"].get<double>());
+  std::printf("%-22s %.2f ms, %.0f tokens\n", "per iteration", j["ms_per_step"].get<double>(), j["tokens_per_step"].get<double>());
+  if (!j["optimum_tokens_per_s"].is_null()) {
+    std::printf("%-22s %.1f tokens/s (layer GEMMs at %.0f TFLOP/s, batch %d)\n", "optimum",
+                j["optimum_tokens_per_s"].get<double>(), j["optimum"]["gemm_tflops"].get<double>(),
+                a.eo.engine.max_batch_tokens);
+    std::printf("%-22s %.1f%%\n", "% of optimum", j["pct_of_optimum"].get<double>());
+  }
+  std::fputs(nf::format_op_profile(j).c_str(), stdout);
   if (!a.result_json.empty()) {
     std::ofstream f(a.result_json);
     if (!f) nf::fail("{}: cannot write", a.result_json);
@@ -358,12 +379,18 @@ int main(int argc, char** argv) {
   CLI::App* bo = b->add_subcommand("offline", "Offline throughput: requests submitted at once");
   bench.eo.add_to(bo);
   bo->add_option("--num-requests", bench.cfg.num_requests, "Requests")->check(CLI::PositiveNumber)->capture_default_str();
-  bo->add_option("--input-len", bench.cfg.input_len, "Prompt tokens per request (random ids)")
+  bo->add_option("--input-len", bench.cfg.input_len, "Prompt tokens per request (random ids; without --dataset)")
       ->check(CLI::PositiveNumber)->capture_default_str();
   bo->add_option("--output-len", bench.cfg.output_len, "Generated tokens per request")
       ->check(CLI::PositiveNumber)->capture_default_str();
   bo->add_option("--seed", bench.cfg.seed, "Seed of the random prompts")->capture_default_str();
+  bo->add_option("--dataset", bench.cfg.dataset,
+                 "Trace of request lengths instead of constant ones: Azure LLM inference CSV, "
+                 "ShareGPT length CSV or Mooncake JSONL (the first --num-requests requests)");
+  bo->add_option("--profile-step", bench.cfg.profile_step,
+                 "CUDA: time each op of iterations [N, N+5) (default: the middle of the run)");
   bo->add_option("--result-json", bench.result_json, "Write the result (with command, commit, host) here");
+  CLI::App* bs = nf::server::add_bench_serve_command(b);
 
   EngineOptions serve_eo;
   nf::server::ServerConfig serve_cfg;
@@ -401,6 +428,7 @@ int main(int argc, char** argv) {
     if (*sv) return nf::server::run_server(serve_eo.engine, serve_cfg);
     if (*t) return cmd_tokenize(tok_model, add_special);
     if (*bo) return cmd_bench_offline(bench, command);
+    if (*bs) return nf::server::run_bench_serve_command(bs, command);
   } catch (const nf::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "nanoflow: error: %s\n", e.what());

@@ -30,8 +30,11 @@ struct EngineConfig {
   int block_size = 16;             // tokens per KV block
   double kv_cache_gb = 1.0;        // KV pool in host memory (CPU backend)
   double gpu_memory_utilization = 0.90;  // share of the GPU's memory the CUDA backend may hold
+  std::string attention = "auto";  // CUDA attention kernel: auto | flashinfer | native
+  int profile_first_step = -1;     // CUDA: time each op of forwards [first, first + 5) (-1: off)
   int64_t num_kv_blocks = 0;       // exact KV pool size; overrides kv_cache_gb (tests)
   int threads = 0;                 // CPU backend threads; 0: all hardware threads
+  int tensor_parallel_size = 1;    // ranks the model is split over (CPU: threads of one process)
   bool enable_prefix_caching = true;  // reuse the KV of full blocks with the same prefix
   bool async_schedule = true;      // plan step i+1 while step i runs (one step ahead)
 };
@@ -86,6 +89,9 @@ class Engine {
   std::vector<RequestOutput> generate(const std::vector<GenerateRequest>& batch);
 
   EngineStats stats() const;
+  // The backend's per-op timings of the profiled steps (EngineConfig::profile_first_step), JSON;
+  // empty when there are none.
+  std::string op_profile_json() const;
   const nf::ModelConfig& model_config() const;
   const std::vector<int32_t>& eos_ids() const;
   const nf::Tokenizer* tokenizer() const;  // null for models without one (dummy)

@@ -1,56 +1,179 @@
 #include "bench/offline.h"
 
+#include <fmt/core.h>
+
+#include <algorithm>
 #include <chrono>
 #include <random>
 
+#include "bench/datasets.h"
+#include "common/status.h"
 #include "model/model_config.h"
+#include "model/model_loader.h"
+#ifdef NANOFLOW_HAVE_CUDA
+#include "backends/cuda/device.h"
+#include "backends/cuda/optimum.h"
+#endif
 
 namespace nf {
+namespace {
 
-nlohmann::json run_offline_bench(nanoflow::Engine& engine, const OfflineBenchConfig& cfg) {
-  const auto& mc = engine.model_config();
+struct Workload {
+  std::vector<nanoflow::GenerateRequest> requests;
+  int64_t prompt_tokens = 0, output_tokens = 0;
+};
+
+Workload make_workload(const OfflineBenchConfig& cfg, const ModelConfig& mc) {
+  Workload w;
   std::mt19937_64 rng(cfg.seed);
-  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(mc.vocab_size) - 1);
-  auto make = [&](int n) {
-    std::vector<nanoflow::GenerateRequest> reqs(n);
-    for (auto& r : reqs) {
-      r.prompt.resize(cfg.input_len);
-      for (auto& t : r.prompt) t = tok(rng);
-      r.params.max_tokens = cfg.output_len;
-      r.params.ignore_eos = true;
-      r.params.temperature = 0;
+  const PromptVocab vocab = prompt_vocab(static_cast<int>(mc.vocab_size));
+  std::vector<TraceRequest> trace;
+  if (!cfg.dataset.empty()) {
+    trace = load_trace(cfg.dataset, cfg.num_requests);
+    if (trace.empty()) fail("--dataset {}: no requests", cfg.dataset);
+  } else {
+    trace.resize(static_cast<size_t>(cfg.num_requests));
+    for (TraceRequest& r : trace) {
+      r.input_len = cfg.input_len;
+      r.output_len = cfg.output_len;
     }
-    return reqs;
-  };
-  if (cfg.warmup_requests > 0) {
-    auto w = make(cfg.warmup_requests);
-    for (auto& r : w) r.params.max_tokens = std::min(cfg.output_len, 4);
-    engine.generate(w);
   }
-  const auto reqs = make(cfg.num_requests);
-  const nanoflow::EngineStats before = engine.stats();
+  // Traced lengths that do not fit the context are clipped (prompt first, then output).
+  const int ctx = static_cast<int>(mc.max_position_embeddings);
+  const int max_in = cfg.max_input_len > 0 ? cfg.max_input_len : ctx - 1;
+  for (TraceRequest& r : trace) {
+    r.input_len = std::clamp(r.input_len, 1, max_in);
+    r.output_len = std::clamp(r.output_len, 1, std::max(1, ctx - r.input_len));
+    nanoflow::GenerateRequest g;
+    g.prompt = trace_prompt(r, vocab, cfg.seed, rng);
+    g.params.max_tokens = r.output_len;
+    g.params.ignore_eos = true;
+    g.params.temperature = 0;
+    w.prompt_tokens += r.input_len;
+    w.output_tokens += r.output_len;
+    w.requests.push_back(std::move(g));
+  }
+  return w;
+}
+
+}  // namespace
+
+nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchConfig& cfg) {
+  nlohmann::json j;
+  const ModelConfig mc = load_model(ec.model).take().config;
+  const Workload w = make_workload(cfg, mc);
+  j["gpu"] = nullptr;
+  j["optimum_tokens_per_s"] = nullptr;
+  j["pct_of_optimum"] = nullptr;
+#ifdef NANOFLOW_HAVE_CUDA
+  if (ec.device == "cuda") {
+    const auto devices = cuda::list_devices();
+    if (!devices.empty()) j["gpu"] = devices.front().name;
+    // Before the engine takes the GPU's memory.
+    const cuda::OptimumProfile opt = cuda::profile_optimum(mc, ec.max_batch_tokens);
+    j["optimum_tokens_per_s"] = opt.tokens_per_s;
+    nlohmann::json o;
+    o["batch_tokens"] = opt.batch_tokens;
+    o["layer_gemm_ms"] = opt.layer_ms;
+    o["gemm_tflops"] = opt.gemm_tflops;
+    for (const auto& g : opt.gemms)
+      o["gemms"].push_back({{"name", g.name}, {"m", g.m}, {"n", g.n}, {"k", g.k}, {"ms", g.ms},
+                            {"tflops", g.tflops}});
+    j["optimum"] = o;
+    // Profile iterations in the middle of the run (steady state) unless told otherwise.
+    const int64_t est_steps =
+        (w.prompt_tokens + w.output_tokens) / std::max(1, ec.max_batch_tokens);
+    ec.profile_first_step =
+        cfg.profile_step >= 0 ? cfg.profile_step : static_cast<int>(std::max<int64_t>(est_steps / 2, 2));
+  }
+#endif
+  auto engine = nanoflow::Engine::create(ec);
+  if (cfg.warmup_requests > 0) {
+    std::vector<nanoflow::GenerateRequest> warm(
+        w.requests.begin(), w.requests.begin() + std::min<size_t>(cfg.warmup_requests, w.requests.size()));
+    for (auto& r : warm) r.params.max_tokens = std::min(r.params.max_tokens, 4);
+    engine->generate(warm);
+  }
+  const nanoflow::EngineStats before = engine->stats();
   const auto t0 = std::chrono::steady_clock::now();
-  const auto outs = engine.generate(reqs);
+  const auto outs = engine->generate(w.requests);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   int64_t out_tokens = 0;
   for (const auto& o : outs) out_tokens += static_cast<int64_t>(o.token_ids.size());
-  const int64_t in_tokens = static_cast<int64_t>(cfg.num_requests) * cfg.input_len;
-  nlohmann::json j;
-  j["num_requests"] = cfg.num_requests;
-  j["input_len"] = cfg.input_len;
-  j["output_len"] = cfg.output_len;
+  const nanoflow::EngineStats after = engine->stats();
+  const int64_t steps = std::max<int64_t>(1, after.steps - before.steps);
+
+  j["model"] = ec.model;
+  j["device"] = ec.device;
+  j["dataset"] = cfg.dataset.empty() ? nlohmann::json(nullptr) : nlohmann::json(cfg.dataset);
+  j["num_requests"] = static_cast<int64_t>(w.requests.size());
+  j["input_len"] = cfg.dataset.empty() ? nlohmann::json(cfg.input_len)
+                                       : nlohmann::json(static_cast<double>(w.prompt_tokens) / w.requests.size());
+  j["output_len"] = cfg.dataset.empty() ? nlohmann::json(cfg.output_len)
+                                        : nlohmann::json(static_cast<double>(w.output_tokens) / w.requests.size());
+  j["max_batch_tokens"] = ec.max_batch_tokens;
+  j["max_running_requests"] = ec.max_running_requests;
+  j["overlap"] = false;  // nano-batch overlap is not built yet: one stream, ops back to back
   j["elapsed_s"] = secs;
-  j["prompt_tokens"] = in_tokens;
+  j["prompt_tokens"] = w.prompt_tokens;
   j["output_tokens"] = out_tokens;
-  j["total_tokens_per_s"] = static_cast<double>(in_tokens + out_tokens) / secs;
+  j["total_tokens_per_s"] = static_cast<double>(w.prompt_tokens + out_tokens) / secs;
   j["output_tokens_per_s"] = static_cast<double>(out_tokens) / secs;
-  j["requests_per_s"] = cfg.num_requests / secs;
-  const nanoflow::EngineStats after = engine.stats();
-  j["steps"] = after.steps - before.steps;
-  j["host_schedule_ms_per_step"] = (after.schedule_ms - before.schedule_ms) / std::max<int64_t>(1, after.steps - before.steps);
-  j["executor_ms_per_step"] = (after.forward_ms - before.forward_ms) / std::max<int64_t>(1, after.steps - before.steps);
+  j["requests_per_s"] = static_cast<double>(w.requests.size()) / secs;
+  if (!j["optimum_tokens_per_s"].is_null())
+    j["pct_of_optimum"] = 100.0 * j["total_tokens_per_s"].get<double>() /
+                          j["optimum_tokens_per_s"].get<double>();
+  j["steps"] = steps;
+  j["tokens_per_step"] = static_cast<double>(after.scheduled_tokens - before.scheduled_tokens) / steps;
+  j["ms_per_step"] = 1e3 * secs / steps;
+  j["host_schedule_ms_per_step"] = (after.schedule_ms - before.schedule_ms) / steps;
+  j["executor_ms_per_step"] = (after.forward_ms - before.forward_ms) / steps;
   j["preemptions"] = after.preemptions - before.preemptions;
+  j["cached_prompt_tokens"] = after.cached_prompt_tokens - before.cached_prompt_tokens;
+
+  const std::string prof = engine->op_profile_json();
+  if (!prof.empty()) {
+    nlohmann::json p = nlohmann::json::parse(prof);
+    // Floors: GEMM-like work at the profiled GEMM rate, memory traffic at HBM bandwidth.
+    const double rate = j.contains("optimum") ? j["optimum"]["gemm_tflops"].get<double>() * 1e12 : 0;
+    double floor_sum = 0;
+    for (auto& [op, st] : p["ops"].items()) {
+      const double f = st["flops_per_step"].get<double>(), b = st["bytes_per_step"].get<double>();
+      const double compute_ms = rate > 0 ? 1e3 * f / rate : 0;
+      const double memory_ms = 1e3 * b / cfg.hbm_bytes_per_s;
+      st["floor_ms"] = std::max(compute_ms, memory_ms);
+      st["bound"] = compute_ms >= memory_ms ? "compute" : "memory";
+      floor_sum += st["floor_ms"].get<double>();
+    }
+    p["floor_ms_sum"] = floor_sum;
+    p["gemm_rate_tflops"] = rate / 1e12;
+    p["hbm_tb_per_s"] = cfg.hbm_bytes_per_s / 1e12;
+    j["op_profile"] = p;
+  }
   return j;
+}
+
+std::string format_op_profile(const nlohmann::json& j) {
+  if (!j.contains("op_profile")) return {};
+  const auto& p = j["op_profile"];
+  std::string s = fmt::format(
+      "per-op time of {} profiled iterations ({:.0f} tokens, {:.0f} decode rows each; {} "
+      "attention): {:.2f} ms per iteration\n",
+      p["steps"].get<int>(), p["tokens_per_step"].get<double>(),
+      p["decode_rows_per_step"].get<double>(), p["attention_kernel"].get<std::string>(),
+      p["step_ms"].get<double>());
+  s += fmt::format("  {:<16} {:>9} {:>9} {:>7}  {}\n", "op", "ms", "floor ms", "x floor", "bound");
+  std::vector<std::pair<double, std::string>> order;
+  for (const auto& [op, st] : p["ops"].items()) order.emplace_back(-st["ms_per_step"].get<double>(), op);
+  std::sort(order.begin(), order.end());
+  for (const auto& [neg, op] : order) {
+    const auto& st = p["ops"][op];
+    const double ms = st["ms_per_step"].get<double>(), fl = st["floor_ms"].get<double>();
+    s += fmt::format("  {:<16} {:>9.3f} {:>9.3f} {:>7} {}\n", op, ms, fl,
+                     fl > 0 ? fmt::format("{:.2f}", ms / fl) : std::string("-"),
+                     st["bound"].get<std::string>());
+  }
+  return s;
 }
 
 }  // namespace nf

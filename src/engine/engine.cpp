@@ -251,6 +251,10 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
              "-DNANOFLOW_CUDA=ON on a machine with nvcc for the CUDA backend)", config.device);
   }
 #endif
+  if (config.device == "cuda" && config.tensor_parallel_size > 1) {
+    nf::fail("--tensor-parallel-size {}: tensor parallelism on CUDA needs several GPUs and NCCL, "
+             "not implemented yet (it runs on --device cpu)", config.tensor_parallel_size);
+  }
   nf::LoadedModel model = nf::load_model(config.model).take();
   std::unique_ptr<nf::Backend> backend;
 #ifdef NANOFLOW_HAVE_CUDA
@@ -260,6 +264,8 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
     cuda.num_kv_blocks = config.num_kv_blocks;
     cuda.max_batch_tokens = config.max_batch_tokens;
     cuda.gpu_memory_utilization = config.gpu_memory_utilization;
+    cuda.attention = config.attention;
+    cuda.profile_first_step = config.profile_first_step;
     const std::vector<float> inv_freq =
         nf::rope_inv_freq(model.config.rope, model.config.head_dim);
     backend = std::make_unique<nf::CudaBackend>(model.config, *model.weights, inv_freq, cuda);
@@ -271,6 +277,7 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
     cpu.kv_cache_gb = config.kv_cache_gb;
     cpu.num_kv_blocks = config.num_kv_blocks;
     cpu.threads = config.threads;
+    cpu.tensor_parallel_size = config.tensor_parallel_size;
     backend = std::make_unique<nf::CpuBackend>(model.config, *model.weights, cpu);
   }
   std::vector<int32_t> eos = model.generation.eos_token_ids;
@@ -413,6 +420,10 @@ std::vector<RequestOutput> Engine::generate(const std::vector<GenerateRequest>& 
   outs.reserve(ids.size());
   for (RequestId id : ids) outs.push_back(std::move(acc[id]));
   return outs;
+}
+
+std::string Engine::op_profile_json() const {
+  return impl_->backend->op_profile_json();
 }
 
 EngineStats Engine::stats() const {

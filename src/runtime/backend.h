@@ -4,11 +4,40 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "model/model_config.h"
 #include "runtime/batch.h"
 
 namespace nf {
+
+// Sampling on the device (see Backend::forward_sample). One row per sample row of the batch.
+struct DeviceSampleRow {
+  float temperature = 1.0f;  // <= 0: greedy
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  uint64_t seed = 0;
+  uint64_t step = 0;         // index of the token being generated (the seed's subsequence)
+  int32_t num_logprobs = 0;  // top log-probabilities wanted, <= DeviceSampleBatch::max_logprobs
+  bool on_host = false;      // the executor samples this row itself: copy its logits back
+};
+
+struct DeviceSampleBatch {
+  std::vector<DeviceSampleRow> rows;     // [S]
+  std::vector<int32_t> banned_indptr;    // [S+1] CSR over banned_ids; empty: nothing banned
+  std::vector<int32_t> banned_ids;       // ids that get no probability (EOS before min_tokens)
+  int max_logprobs = 0;                  // columns of the top-K outputs
+};
+
+struct DeviceSampleResult {
+  std::vector<int32_t> tokens;        // [S] (unspecified for on_host rows)
+  std::vector<float> logprobs;        // [S] log-softmax of the raw logits at the token
+  std::vector<int32_t> top_ids;       // [S, max_logprobs], -1 padded
+  std::vector<float> top_logprobs;    // [S, max_logprobs]
+  std::vector<float> host_logits;     // [rows with on_host, vocab] fp32, in row order
+};
 
 class Backend {
  public:
@@ -19,6 +48,16 @@ class Backend {
   // Runs the model over the batch: writes K/V of every token into the paged cache at its slot,
   // and the logits of each sample row to logits ([S, vocab_size] fp32, row-major).
   virtual void forward(const ScheduledBatch& batch, std::span<float> logits) = 0;
+  // True when forward_sample() is available: the backend samples on the device and only the
+  // tokens (and requested log-probabilities) come back, not [S, vocab] logits.
+  virtual bool samples_on_device() const { return false; }
+  // Runs the model over the batch and samples each sample row on the device with its row's
+  // parameters; rows marked on_host get their raw logits copied to out.host_logits instead.
+  virtual void forward_sample(const ScheduledBatch& batch, const DeviceSampleBatch& sampling,
+                              DeviceSampleResult& out);
+  // Per-op timings of profiled forward passes as a JSON object (see CudaBackendConfig
+  // profile_first_step); empty when the backend has none (yet).
+  virtual std::string op_profile_json() const { return {}; }
 };
 
 }  // namespace nf

@@ -94,29 +94,89 @@ StepOutput Executor::run(StepInput& in) {
   const int64_t V = backend_.config().vocab_size;
   const size_t S = b.sample_rows.size();
   NF_CHECK(in.sample_ids.size() == S, "{} sample ids for {} sample rows", in.sample_ids.size(), S);
-  logits_.resize(S * V);
-  backend_.forward(b, logits_);
   StepOutput out;
   out.ids = in.sample_ids;
   out.results.reserve(S);
   std::vector<int32_t> banned;
-  for (size_t i = 0; i < S; ++i) {
-    auto it = states_.find(in.sample_ids[i]);
-    NF_CHECK(it != states_.end(), "sampling unknown request {}", in.sample_ids[i]);
-    State& s = it->second;
+  // EOS and stop ids are banned until min_tokens tokens exist.
+  auto banned_ids = [&](const State& s) {
     banned.clear();
     if (static_cast<int>(s.output.size()) < s.params.min_tokens) {
       banned = s.params.stop_token_ids;
       if (!s.params.ignore_eos) banned.insert(banned.end(), eos_ids_.begin(), eos_ids_.end());
     }
+    return std::span<const int32_t>(banned);
+  };
+  auto state_of = [&](size_t i) -> State& {
+    auto it = states_.find(in.sample_ids[i]);
+    NF_CHECK(it != states_.end(), "sampling unknown request {}", in.sample_ids[i]);
+    return it->second;
+  };
+  auto host_sample = [&](State& s, std::span<const float> row) {
     SampleContext ctx;
     ctx.params = &s.params;
     ctx.prompt = s.prompt;
     ctx.output = s.output;
-    ctx.banned = banned;
+    ctx.banned = banned_ids(s);
     ctx.seed = s.seed;
-    out.results.push_back(sampler_.sample(std::span<const float>(logits_.data() + i * V, V), ctx));
-    s.output.push_back(out.results.back().token);
+    return sampler_.sample(row, ctx);
+  };
+
+  if (backend_.samples_on_device()) {
+    // Rows with penalties or a logit bias are sampled here from their copied logits (the device
+    // sampler implements neither); every other row is sampled on the device.
+    dev_in_.rows.resize(S);
+    dev_in_.banned_indptr.assign(1, 0);
+    dev_in_.banned_ids.clear();
+    dev_in_.max_logprobs = 0;
+    for (size_t i = 0; i < S; ++i) {
+      const State& s = state_of(i);
+      const nanoflow::SamplingParams& p = s.params;
+      DeviceSampleRow& r = dev_in_.rows[i];
+      r.temperature = p.temperature;
+      r.top_k = p.top_k;
+      r.top_p = p.top_p;
+      r.min_p = p.min_p;
+      r.seed = s.seed;
+      r.step = s.output.size();
+      r.num_logprobs = p.logprobs;
+      r.on_host = p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
+                  p.presence_penalty != 0.0f || !p.logit_bias.empty();
+      dev_in_.max_logprobs = std::max(dev_in_.max_logprobs, p.logprobs);
+      const std::span<const int32_t> ban = banned_ids(s);
+      dev_in_.banned_ids.insert(dev_in_.banned_ids.end(), ban.begin(), ban.end());
+      dev_in_.banned_indptr.push_back(static_cast<int32_t>(dev_in_.banned_ids.size()));
+    }
+    if (dev_in_.banned_ids.empty()) dev_in_.banned_indptr.clear();
+    backend_.forward_sample(b, dev_in_, dev_out_);
+    const int K = dev_in_.max_logprobs;
+    size_t host_row = 0;
+    for (size_t i = 0; i < S; ++i) {
+      State& s = state_of(i);
+      if (dev_in_.rows[i].on_host) {
+        out.results.push_back(host_sample(
+            s, std::span<const float>(dev_out_.host_logits.data() + host_row++ * V, V)));
+      } else {
+        SampleResult r;
+        r.token = dev_out_.tokens[i];
+        r.logprob = dev_out_.logprobs[i];
+        for (int k = 0; k < s.params.logprobs; ++k) {
+          const int32_t id = dev_out_.top_ids[i * K + k];
+          if (id < 0) break;
+          r.top.emplace_back(id, dev_out_.top_logprobs[i * K + k]);
+        }
+        out.results.push_back(std::move(r));
+      }
+      s.output.push_back(out.results.back().token);
+    }
+  } else {
+    logits_.resize(S * V);
+    backend_.forward(b, logits_);
+    for (size_t i = 0; i < S; ++i) {
+      State& s = state_of(i);
+      out.results.push_back(host_sample(s, std::span<const float>(logits_.data() + i * V, V)));
+      s.output.push_back(out.results.back().token);
+    }
   }
   out.forward_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return out;

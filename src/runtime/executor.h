@@ -76,6 +76,8 @@ class Executor {
   std::unordered_map<nanoflow::RequestId, State> states_;
   Sampler sampler_;
   std::vector<float> logits_;
+  DeviceSampleBatch dev_in_;   // reused per step when the backend samples on the device
+  DeviceSampleResult dev_out_;
 
   bool threaded_;
   std::thread worker_;

@@ -1,7 +1,8 @@
 // Paged attention on the GPU against the CPU reference (cpu::paged_attention) over the same
 // bf16 cache: decode, prefill and chunked-prefill requests mixed in one batch, page boundaries
 // (block_size 16, contexts of 15/16/17), GQA ratios 1, 4, 7, 8 and 16, head_dim 64 and 128,
-// and one split and several splits of the context.
+// and one split and several splits of the context. FlashInfer's batch prefill kernel (the one
+// the backend runs when built in) is checked against the same reference on the same batches.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -9,6 +10,7 @@
 #include "backends/cpu/ops.h"
 #include "backends/cuda/attention.h"
 #include "backends/cuda/device.h"
+#include "backends/cuda/flashinfer/fi_attention.h"
 #include "kernel_test_util.h"
 
 namespace nf {
@@ -196,6 +198,81 @@ TEST_F(Attention, PositionBeyondBlockTableGivesNan) {
     }
   }
 }
+
+#ifdef NANOFLOW_HAVE_FLASHINFER
+// FlashInfer over the same batch: one plan, one run, as the backend does per layer.
+std::vector<float> run_flashinfer(const Batch& b, float scale) {
+  const int B = static_cast<int>(b.seq_indptr.size()) - 1;
+  std::vector<int32_t> last(B);
+  for (int r = 0; r < B; ++r) {
+    const int ctx = b.positions[b.seq_indptr[r + 1] - 1] + 1;
+    const int pages = b.block_indptr[r + 1] - b.block_indptr[r];
+    last[r] = ctx - (pages - 1) * kBlockSize;
+  }
+  auto d_q = upload_bf16(b.q);
+  auto d_cache = upload_bf16(b.cache);
+  auto d_seq = upload(b.seq_indptr);
+  auto d_bind = upload(b.block_indptr);
+  auto d_bids = upload(b.block_ids);
+  auto d_last = upload(last);
+  const int64_t out_elems = b.tokens * b.heads * b.head_dim;
+  cuda::DeviceBuffer d_out(out_elems * 2);
+  test::poison(d_out);
+  cuda::fi::BatchAttention attn(b.heads, b.kv_heads, b.head_dim, kBlockSize);
+  const std::string err = attn.plan(b.seq_indptr.data(), b.block_indptr.data(), B, nullptr);
+  EXPECT_EQ(err, "");
+  cuda::fi::BatchAttention::RunArgs a;
+  a.q = d_q.data();
+  a.q_stride_n = b.q_stride;
+  a.kv_layer = d_cache.data();
+  a.qo_indptr = d_seq.as<int32_t>();
+  a.kv_page_indptr = d_bind.as<int32_t>();
+  a.kv_page_ids = d_bids.as<int32_t>();
+  a.kv_last_page_len = d_last.as<int32_t>();
+  a.out = d_out.data();
+  a.sm_scale = scale;
+  EXPECT_EQ(attn.run(a, nullptr), cudaSuccess);
+  test::sync();
+  return download_bf16(d_out, out_elems);
+}
+
+// GQA ratios 1, 4, 7, 8 at head_dim 128 (the instantiated kernel).
+const AttnCase kFiCases[] = {{8, 8, 128}, {32, 8, 128}, {32, 4, 128}, {28, 4, 128}, {8, 1, 128}};
+
+TEST_F(Attention, FlashInferDecodePrefillMixed) {
+  // Decodes at and around page boundaries, whole prompts of 1, 7, 97 and 1000 tokens, and
+  // chunks of longer prompts, in one batch.
+  const std::vector<Request> reqs = {{1, 1},   {15, 1},  {16, 1},    {17, 1},   {33, 1},
+                                     {97, 1},  {1000, 1}, {7, 7},    {97, 97},  {1000, 1000},
+                                     {300, 37}, {17, 2},  {16, 16},  {129, 1}};
+  for (const AttnCase& c : kFiCases) {
+    SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads);
+    const Batch b = make_batch(c, reqs, rng_);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    test::expect_close(run_flashinfer(b, scale), reference(b, scale), kBf16Budget, "flashinfer");
+  }
+}
+
+TEST_F(Attention, FlashInferLongContexts) {
+  // A 4097-token prompt at once and 4097- and 16385-token decodes (split-KV paths).
+  for (const AttnCase& c : {AttnCase{8, 1, 128}, AttnCase{32, 8, 128}}) {
+    SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads);
+    const Batch b = make_batch(c, {{4097, 4097}, {4097, 1}, {16385, 1}}, rng_);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    test::expect_close(run_flashinfer(b, scale), reference(b, scale), kBf16Budget, "long");
+  }
+}
+
+TEST_F(Attention, FlashInferDecodeOnlyBatch) {
+  // Only decodes, many requests: the shape of a steady decode step.
+  std::vector<Request> reqs;
+  for (int i = 0; i < 200; ++i) reqs.push_back({1 + (i * 37) % 2000, 1});
+  const AttnCase c{32, 8, 128};
+  const Batch b = make_batch(c, reqs, rng_);
+  const float scale = 1.0f / std::sqrt(128.0f);
+  test::expect_close(run_flashinfer(b, scale), reference(b, scale), kBf16Budget, "decode");
+}
+#endif  // NANOFLOW_HAVE_FLASHINFER
 
 }  // namespace
 }  // namespace nf

@@ -3,8 +3,10 @@
 //    logprobs): per fixture, how many greedy tokens match; at the first mismatch of a case both
 //    tokens must be in each other's top-5 (bf16 weights: the logprob gaps are printed, and only
 //    a gap above kBf16Logprob fails);
-//  - GPU against the CPU engine on the fixture families' configs (head_dim widened to 64, dummy
-//    weights): each step's top-1 logprob is within kBf16Logprob, up to the first token mismatch.
+//  - GPU (our attention kernel and FlashInfer's) against the CPU engine on the fixture families'
+//    configs (head_dim widened to 128, dummy weights), and on dummy:llama3-8b / dummy:qwen2-7b
+//    (NF_REAL_SIZE_TESTS=1): each step's top-1 logprob is within kBf16Logprob, up to the first
+//    token mismatch, where the GPU's token must be in the CPU's top-5.
 // Skipped without a CUDA device, when the fixture models are absent, or (golden) when the model's
 // head_dim is not one the attention kernel takes (the tiny fixtures have 16).
 #include <gtest/gtest.h>
@@ -16,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "../golden_fixture.h"
 #include "backends/cuda/device.h"
@@ -176,30 +179,13 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaBackendGolden, ::testing::ValuesIn(golden
                            return s;
                          });
 
-// The GPU engine against the CPU engine on the same prompts: while both choose the same token,
-// its logprob agrees within the bf16 budget. The tiny fixture models have head_dim 16, which the
-// attention kernel does not take, so the model is the fixture's config.json widened to head_dim
-// 64 (hidden = heads * 64) with dummy weights; the rest (GQA, RoPE scaling, QKV bias, tied
-// embeddings) stays the fixture's.
-class CudaBackendVsCpu : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(CudaBackendVsCpu, TopLogprobsMatchCpuEngine) {
-  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
-  const fs::path fixture = kSource / "tests/fixtures/golden" / (GetParam() + ".json");
-  const fs::path model_cfg = kSource / "tests/fixtures/models" / GetParam() / "config.json";
-  if (!fs::exists(fixture) || !fs::exists(model_cfg)) GTEST_SKIP() << GetParam() << " not present";
-  const Golden g = load_golden(fixture);
-  auto cfg = read_json(model_cfg);
-  const int64_t heads = cfg.at("num_attention_heads").get<int64_t>();
-  cfg["head_dim"] = 64;
-  cfg["hidden_size"] = heads * 64;
-  const fs::path dir = fs::temp_directory_path() / ("nf_cuda_vs_cpu_" + GetParam());
-  fs::create_directories(dir);
-  std::ofstream(dir / "config.json") << cfg.dump(2);
-  const fs::path model = "dummy:" + (dir / "config.json").string();
-  const auto reqs = requests_of(g);
-  const auto gpu = Engine::create(engine_config(model, "cuda"))->generate(reqs);
-  const auto cpu = Engine::create(engine_config(model, "cpu"))->generate(reqs);
+// The GPU engine (with the given attention kernel) against the CPU engine on the same prompts:
+// while both choose the same token, its logprob agrees within the bf16 budget; at the first
+// different token, the GPU's token is in the CPU's top-5.
+void expect_gpu_matches_cpu(const std::string& label, EngineConfig gpu_cfg, EngineConfig cpu_cfg,
+                            const std::vector<GenerateRequest>& reqs) {
+  const auto gpu = Engine::create(gpu_cfg)->generate(reqs);
+  const auto cpu = Engine::create(cpu_cfg)->generate(reqs);
   ASSERT_EQ(gpu.size(), cpu.size());
   size_t steps = 0, same = 0;
   double max_diff = 0;
@@ -210,30 +196,102 @@ TEST_P(CudaBackendVsCpu, TopLogprobsMatchCpuEngine) {
       ++steps;
       const auto* gl = find_id(gpu[c].top_logprobs[i], gpu[c].token_ids[i]);
       const auto* cl = find_id(cpu[c].top_logprobs[i], cpu[c].token_ids[i]);
-      ASSERT_TRUE(gl != nullptr && cl != nullptr) << "case " << c << " step " << i;
+      ASSERT_TRUE(gl != nullptr && cl != nullptr) << label << " case " << c << " step " << i;
       const double d = std::abs(gl->second - cl->second);
       max_diff = std::max(max_diff, d);
-      EXPECT_LE(d, kBf16Logprob) << "case " << c << " step " << i;
+      EXPECT_LE(d, kBf16Logprob) << label << " case " << c << " step " << i;
       if (gpu[c].token_ids[i] != cpu[c].token_ids[i]) {
         const auto* g_in_cpu = find_id(cpu[c].top_logprobs[i], gpu[c].token_ids[i]);
         std::printf("REPORT %s case %zu step %zu: GPU %d vs CPU %d (top-1 logprobs %.4f / %.4f)\n",
-                    GetParam().c_str(), c, i, gpu[c].token_ids[i], cpu[c].token_ids[i], gl->second,
+                    label.c_str(), c, i, gpu[c].token_ids[i], cpu[c].token_ids[i], gl->second,
                     cl->second);
         EXPECT_NE(g_in_cpu, nullptr)
-            << "case " << c << " step " << i << ": GPU token not in CPU top-5";
+            << label << " case " << c << " step " << i << ": GPU token not in CPU top-5";
         break;
       }
       ++same;
     }
   }
-  std::printf(
-      "GPU vs CPU %s (head_dim 64, dummy weights): %zu/%zu steps with the same token, "
-      "max |top-1 logprob diff| %.3e\n",
-      GetParam().c_str(), same, steps, max_diff);
+  std::printf("GPU vs CPU %s: %zu/%zu steps with the same token, max |top-1 logprob diff| %.3e\n",
+              label.c_str(), same, steps, max_diff);
+}
+
+// The attention kernels the GPU engine runs with in this build.
+std::vector<std::string> attention_kernels() {
+#ifdef NANOFLOW_HAVE_FLASHINFER
+  return {"native", "flashinfer"};
+#else
+  return {"native"};
+#endif
+}
+
+// The fixture families' configs with head_dim widened to 128 (hidden = heads * 128), dummy
+// weights: the tiny fixtures have head_dim 16, which neither attention kernel takes; the rest
+// (GQA, RoPE scaling, QKV bias, tied embeddings) stays the fixture's.
+class CudaBackendVsCpu : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaBackendVsCpu, TopLogprobsMatchCpuEngine) {
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  const fs::path fixture = kSource / "tests/fixtures/golden" / (GetParam() + ".json");
+  const fs::path model_cfg = kSource / "tests/fixtures/models" / GetParam() / "config.json";
+  if (!fs::exists(fixture) || !fs::exists(model_cfg)) GTEST_SKIP() << GetParam() << " not present";
+  const Golden g = load_golden(fixture);
+  auto cfg = read_json(model_cfg);
+  const int64_t heads = cfg.at("num_attention_heads").get<int64_t>();
+  cfg["head_dim"] = 128;
+  cfg["hidden_size"] = heads * 128;
+  const fs::path dir = fs::temp_directory_path() / ("nf_cuda_vs_cpu_" + GetParam());
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << cfg.dump(2);
+  const fs::path model = "dummy:" + (dir / "config.json").string();
+  for (const std::string& attn : attention_kernels()) {
+    EngineConfig gpu_cfg = engine_config(model, "cuda");
+    gpu_cfg.attention = attn;
+    expect_gpu_matches_cpu(GetParam() + " head_dim 128, attention " + attn, gpu_cfg,
+                           engine_config(model, "cpu"), requests_of(g));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CudaBackendVsCpu,
                          ::testing::Values("llama2-tiny", "llama31-tiny", "qwen2-tiny"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string s = info.param;
+                           for (char& ch : s)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return s;
+                         });
+
+// Real sizes: dummy:llama3-8b and dummy:qwen2-7b on the GPU against the CPU engine on the same
+// machine (fp32, all its cores). Minutes of CPU time and ~32 GiB of host memory per model, so it
+// runs only with NF_REAL_SIZE_TESTS=1 (scripts/gpu_check.sh sets it).
+class CudaBackendRealSize : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaBackendRealSize, TopLogprobsMatchCpuEngine) {
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  const char* env = std::getenv("NF_REAL_SIZE_TESTS");
+  if (env == nullptr || std::string(env) != "1") GTEST_SKIP() << "set NF_REAL_SIZE_TESTS=1";
+  std::vector<GenerateRequest> reqs;
+  std::mt19937 rng(7);
+  for (int len : {1, 7, 97, 300}) {
+    GenerateRequest r;
+    std::uniform_int_distribution<int32_t> tok(0, 30000);
+    for (int i = 0; i < len; ++i) r.prompt.push_back(tok(rng));
+    r.params.temperature = 0;
+    r.params.max_tokens = 6;
+    r.params.ignore_eos = true;
+    r.params.logprobs = 5;
+    reqs.push_back(r);
+  }
+  const std::string model = "dummy:" + GetParam();
+  EngineConfig gpu_cfg = engine_config(model, "cuda");
+  gpu_cfg.num_kv_blocks = 0;
+  gpu_cfg.gpu_memory_utilization = 0.5;
+  EngineConfig cpu_cfg = engine_config(model, "cpu");
+  cpu_cfg.num_kv_blocks = 64;
+  expect_gpu_matches_cpu(GetParam(), gpu_cfg, cpu_cfg, reqs);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CudaBackendRealSize, ::testing::Values("llama3-8b", "qwen2-7b"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string s = info.param;
                            for (char& ch : s)

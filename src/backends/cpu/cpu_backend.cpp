@@ -2,33 +2,61 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <thread>
 
 #include "common/status.h"
 
 namespace nf {
 namespace {
 
-// Reads tensor `name` into a new vector, checking its element count.
-std::vector<float> read(const WeightSource& w, const std::string& name, int64_t numel) {
-  std::vector<float> out(static_cast<size_t>(numel));
-  w.read_f32(name, out);
+// Rows (or columns) [begin, end) of a tensor that one rank holds.
+struct Slice {
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t size() const { return end - begin; }
+};
+
+// n split into `ranks` slices of equal size (n divisible by ranks) or sizes that differ by one.
+std::vector<Slice> split(int64_t n, int ranks) {
+  std::vector<Slice> out;
+  for (int r = 0; r < ranks; ++r) out.push_back({n * r / ranks, n * (r + 1) / ranks});
   return out;
 }
 
-// Reads tensors into consecutive row ranges of one matrix (fused QKV, fused gate/up).
-std::vector<float> read_concat(const WeightSource& w, const std::vector<std::string>& names,
-                               const std::vector<int64_t>& numels) {
-  int64_t total = 0;
-  for (int64_t n : numels) total += n;
-  std::vector<float> out(static_cast<size_t>(total));
-  int64_t off = 0;
-  for (size_t i = 0; i < names.size(); ++i) {
-    w.read_f32(names[i], std::span<float>(out.data() + off, static_cast<size_t>(numels[i])));
-    off += numels[i];
+// Reads tensor `name` ([rows, cols], row-major) and copies rows parts[r] of it to dst[r]
+// (parts[r].size() * cols floats). One part covering every row is read straight into dst[0].
+void read_rows(const WeightSource& w, const std::string& name, int64_t rows, int64_t cols,
+               const std::vector<Slice>& parts, const std::vector<float*>& dst) {
+  if (parts.size() == 1 && parts[0].begin == 0 && parts[0].end == rows) {
+    w.read_f32(name, std::span<float>(dst[0], static_cast<size_t>(rows * cols)));
+    return;
   }
-  return out;
+  std::vector<float> full(static_cast<size_t>(rows * cols));
+  w.read_f32(name, full);
+  for (size_t r = 0; r < parts.size(); ++r) {
+    std::copy(full.begin() + parts[r].begin * cols, full.begin() + parts[r].end * cols, dst[r]);
+  }
+}
+
+// Reads tensor `name` ([rows, cols]) and copies columns parts[r] of it to dst[r]
+// ([rows, parts[r].size()]).
+void read_cols(const WeightSource& w, const std::string& name, int64_t rows, int64_t cols,
+               const std::vector<Slice>& parts, const std::vector<float*>& dst) {
+  if (parts.size() == 1 && parts[0].begin == 0 && parts[0].end == cols) {
+    w.read_f32(name, std::span<float>(dst[0], static_cast<size_t>(rows * cols)));
+    return;
+  }
+  std::vector<float> full(static_cast<size_t>(rows * cols));
+  w.read_f32(name, full);
+  for (size_t r = 0; r < parts.size(); ++r) {
+    const int64_t width = parts[r].size();
+    for (int64_t i = 0; i < rows; ++i) {
+      std::copy_n(full.data() + i * cols + parts[r].begin, width, dst[r] + i * width);
+    }
+  }
 }
 
 void grow(std::vector<float>& v, int64_t n) {
@@ -38,13 +66,25 @@ void grow(std::vector<float>& v, int64_t n) {
 }  // namespace
 
 CpuBackend::CpuBackend(const ModelConfig& c, const WeightSource& w, const CpuBackendConfig& opts)
-    : config_(c), opts_(opts), pool_(opts.threads) {
-  // GEMMs are split across pool_ (see cpu::gemm_xwt): OpenBLAS itself runs single-threaded.
+    : config_(c), opts_(opts) {
+  // GEMMs are split across each rank's pool (see cpu::gemm_xwt): OpenBLAS itself runs
+  // single-threaded.
   openblas_set_num_threads(1);
   NF_CHECK(opts_.block_size > 0, "block size {}", opts_.block_size);
-  const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
-  const int64_t I = c.intermediate_size, V = c.vocab_size;
-  const int64_t kv_block_floats = 2 * nkv * opts_.block_size * hd;
+  const int N = opts_.tensor_parallel_size;
+  if (N < 1) fail("--tensor-parallel-size {}: must be at least 1", N);
+  if (c.num_heads % N != 0 || c.num_kv_heads % N != 0) {
+    fail(
+        "--tensor-parallel-size {}: the model has {} attention heads and {} KV heads, and "
+        "tensor parallelism splits whole heads across ranks, so both must be divisible by {}",
+        N, c.num_heads, c.num_kv_heads, N);
+  }
+  if (c.intermediate_size < N || c.vocab_size < N) {
+    fail("--tensor-parallel-size {}: larger than the model's intermediate size {} or vocabulary {}",
+         N, c.intermediate_size, c.vocab_size);
+  }
+  const int64_t hd = c.head_dim, nkv = c.num_kv_heads;
+  const int64_t kv_block_floats = 2 * nkv * opts_.block_size * hd;  // all ranks together
   num_blocks_ = opts_.num_kv_blocks;
   if (num_blocks_ <= 0) {
     const double bytes_per_block = static_cast<double>(kv_block_floats) * 4 * c.num_layers;
@@ -52,99 +92,229 @@ CpuBackend::CpuBackend(const ModelConfig& c, const WeightSource& w, const CpuBac
   }
   if (num_blocks_ < 1) fail("--kv-cache-gb {} is too small for one KV block", opts_.kv_cache_gb);
 
-  embed_ = read(w, "model.embed_tokens.weight", V * H);
-  final_norm_ = read(w, "model.norm.weight", H);
-  if (!c.tie_word_embeddings) lm_head_ = read(w, "lm_head.weight", V * H);
-  inv_freq_ = rope_inv_freq(c.rope, hd);
-  layers_.resize(static_cast<size_t>(c.num_layers));
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    Layer& l = layers_[static_cast<size_t>(i)];
-    l.attn_norm = read(w, p + "input_layernorm.weight", H);
-    l.w_qkv = read_concat(w, {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
-                              p + "self_attn.v_proj.weight"},
-                          {nh * hd * H, nkv * hd * H, nkv * hd * H});
-    if (c.qkv_bias) {
-      l.b_qkv = read_concat(w, {p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias",
-                                p + "self_attn.v_proj.bias"},
-                            {nh * hd, nkv * hd, nkv * hd});
-    }
-    l.w_o = read(w, p + "self_attn.o_proj.weight", H * nh * hd);
-    l.ffn_norm = read(w, p + "post_attention_layernorm.weight", H);
-    l.w_gate_up = read_concat(w, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
-                              {I * H, I * H});
-    l.w_down = read(w, p + "mlp.down_proj.weight", H * I);
-    try {
-      l.kv.assign(static_cast<size_t>(num_blocks_ * kv_block_floats), 0.0f);
-    } catch (const std::bad_alloc&) {
-      fail("cannot allocate a {:.2f} GiB KV cache in host memory (lower --kv-cache-gb)",
-           opts_.kv_cache_gb);
-    }
+  // The threads: all of them for one rank (0 keeps the pool's default), else an even share each.
+  const int total = opts_.threads > 0
+                        ? opts_.threads
+                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (int r = 0; r < N; ++r) {
+    const int share = N == 1 ? opts_.threads : std::max(1, total / N + (r < total % N ? 1 : 0));
+    ranks_.push_back(std::make_unique<Rank>(share));
   }
+  load_rank_weights(w);
+  inv_freq_ = rope_inv_freq(c.rope, hd);
+  if (N > 1) group_ = std::make_unique<CpuCommGroup>(N);
 }
 
-cpu::PagedKv CpuBackend::layer_cache(Layer& l) {
-  return cpu::PagedKv{l.kv.data(), num_blocks_, config_.num_kv_heads, opts_.block_size,
-                      config_.head_dim};
+CpuBackend::~CpuBackend() = default;
+
+// Each tensor is read once and its slices handed to the ranks (a whole tensor at a time in
+// memory besides the shards).
+void CpuBackend::load_rank_weights(const WeightSource& w) {
+  const ModelConfig& c = config_;
+  const int n = static_cast<int>(ranks_.size());
+  const int64_t H = c.hidden_size, hd = c.head_dim, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t vocab_rows = (V + n - 1) / n;
+  const int64_t q_w = nh / n * hd, kv_w = nkv / n * hd;  // a rank's Q rows, K (and V) rows
+  const int64_t kv_floats = num_blocks_ * 2 * (nkv / n) * opts_.block_size * hd;
+  const std::vector<Slice> q_rows = split(nh * hd, n), kv_rows = split(nkv * hd, n);
+  const std::vector<Slice> inter = split(I, n);
+  std::vector<Slice> vocab;
+  auto sized = [](std::vector<float>& v, int64_t numel) {
+    v.assign(static_cast<size_t>(numel), 0.0f);
+  };
+  for (int r = 0; r < n; ++r) {
+    Rank& rk = *ranks_[static_cast<size_t>(r)];
+    rk.heads = nh / n;
+    rk.kv_heads = nkv / n;
+    rk.inter = inter[static_cast<size_t>(r)].size();
+    rk.vocab_rows = vocab_rows;
+    rk.vocab_begin = std::min<int64_t>(V, r * vocab_rows);
+    rk.vocab_end = std::min<int64_t>(V, rk.vocab_begin + vocab_rows);
+    vocab.push_back({rk.vocab_begin, rk.vocab_end});
+    sized(rk.embed, vocab_rows * H);  // padding rows stay zero
+    sized(rk.final_norm, H);
+    if (!c.tie_word_embeddings) sized(rk.lm_head, vocab_rows * H);
+    rk.layers.resize(static_cast<size_t>(c.num_layers));
+    for (Layer& l : rk.layers) {
+      sized(l.attn_norm, H);
+      sized(l.w_qkv, (q_w + 2 * kv_w) * H);
+      if (c.qkv_bias) sized(l.b_qkv, q_w + 2 * kv_w);
+      sized(l.w_o, H * q_w);
+      sized(l.ffn_norm, H);
+      sized(l.w_gate_up, 2 * rk.inter * H);
+      sized(l.w_down, H * rk.inter);
+      try {
+        sized(l.kv, kv_floats);
+      } catch (const std::bad_alloc&) {
+        fail("cannot allocate a {:.2f} GiB KV cache in host memory (lower --kv-cache-gb)",
+             opts_.kv_cache_gb);
+      }
+    }
+  }
+  // at(f): f(rank) for every rank, the destinations of one tensor's slices.
+  auto at = [&](auto&& f) {
+    std::vector<float*> out;
+    for (auto& rk : ranks_) out.push_back(f(*rk));
+    return out;
+  };
+  // Replicated tensors: read by rank 0, copied to the others.
+  auto replicate = [&](const std::string& name, int64_t numel, const std::vector<float*>& dst) {
+    w.read_f32(name, std::span<float>(dst[0], static_cast<size_t>(numel)));
+    for (size_t r = 1; r < dst.size(); ++r) std::copy_n(dst[0], numel, dst[r]);
+  };
+
+  read_rows(w, "model.embed_tokens.weight", V, H, vocab,
+            at([](Rank& rk) { return rk.embed.data(); }));
+  replicate("model.norm.weight", H, at([](Rank& rk) { return rk.final_norm.data(); }));
+  if (!c.tie_word_embeddings) {
+    read_rows(w, "lm_head.weight", V, H, vocab, at([](Rank& rk) { return rk.lm_head.data(); }));
+  }
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    auto layer = [i](Rank& rk) -> Layer& { return rk.layers[static_cast<size_t>(i)]; };
+    replicate(p + "input_layernorm.weight", H,
+              at([&](Rank& rk) { return layer(rk).attn_norm.data(); }));
+    // A rank's fused QKV: its Q rows, then its K rows, then its V rows (the bias likewise).
+    read_rows(w, p + "self_attn.q_proj.weight", nh * hd, H, q_rows,
+              at([&](Rank& rk) { return layer(rk).w_qkv.data(); }));
+    read_rows(w, p + "self_attn.k_proj.weight", nkv * hd, H, kv_rows,
+              at([&](Rank& rk) { return layer(rk).w_qkv.data() + q_w * H; }));
+    read_rows(w, p + "self_attn.v_proj.weight", nkv * hd, H, kv_rows,
+              at([&](Rank& rk) { return layer(rk).w_qkv.data() + (q_w + kv_w) * H; }));
+    if (c.qkv_bias) {
+      read_rows(w, p + "self_attn.q_proj.bias", nh * hd, 1, q_rows,
+                at([&](Rank& rk) { return layer(rk).b_qkv.data(); }));
+      read_rows(w, p + "self_attn.k_proj.bias", nkv * hd, 1, kv_rows,
+                at([&](Rank& rk) { return layer(rk).b_qkv.data() + q_w; }));
+      read_rows(w, p + "self_attn.v_proj.bias", nkv * hd, 1, kv_rows,
+                at([&](Rank& rk) { return layer(rk).b_qkv.data() + q_w + kv_w; }));
+    }
+    read_cols(w, p + "self_attn.o_proj.weight", H, nh * hd, q_rows,
+              at([&](Rank& rk) { return layer(rk).w_o.data(); }));
+    replicate(p + "post_attention_layernorm.weight", H,
+              at([&](Rank& rk) { return layer(rk).ffn_norm.data(); }));
+    // A rank's fused gate/up: its slice of the gate rows, then the same slice of up.
+    read_rows(w, p + "mlp.gate_proj.weight", I, H, inter,
+              at([&](Rank& rk) { return layer(rk).w_gate_up.data(); }));
+    read_rows(w, p + "mlp.up_proj.weight", I, H, inter,
+              at([&](Rank& rk) { return layer(rk).w_gate_up.data() + rk.inter * H; }));
+    read_cols(w, p + "mlp.down_proj.weight", H, I, inter,
+              at([&](Rank& rk) { return layer(rk).w_down.data(); }));
+  }
 }
 
 void CpuBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
-  const ModelConfig& c = config_;
   const int64_t T = b.num_tokens(), S = static_cast<int64_t>(b.sample_rows.size());
-  const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
-  const int64_t I = c.intermediate_size, V = c.vocab_size;
-  const int64_t qkv_w = (nh + 2 * nkv) * hd;
-  NF_CHECK(static_cast<int64_t>(b.positions.size()) == T && static_cast<int64_t>(b.slot_mapping.size()) == T,
-           "forward: {} tokens, {} positions, {} slots", T, b.positions.size(), b.slot_mapping.size());
-  NF_CHECK(static_cast<int64_t>(b.seq_indptr.size()) == b.num_requests() + 1 && b.seq_indptr.back() == T,
-           "forward: seq_indptr does not cover the {} tokens", T);
-  NF_CHECK(static_cast<int64_t>(logits.size()) == S * V, "forward: logits holds {} floats, need {}x{}",
-           logits.size(), S, V);
+  const int64_t V = config_.vocab_size;
+  NF_CHECK(static_cast<int64_t>(b.positions.size()) == T &&
+               static_cast<int64_t>(b.slot_mapping.size()) == T,
+           "forward: {} tokens, {} positions, {} slots", T, b.positions.size(),
+           b.slot_mapping.size());
+  NF_CHECK(
+      static_cast<int64_t>(b.seq_indptr.size()) == b.num_requests() + 1 && b.seq_indptr.back() == T,
+      "forward: seq_indptr does not cover the {} tokens", T);
+  NF_CHECK(static_cast<int64_t>(logits.size()) == S * V,
+           "forward: logits holds {} floats, need {}x{}", logits.size(), S, V);
   if (T == 0) return;
-  grow(x_, T * H);
-  grow(h_, T * H);
-  grow(qkv_, T * qkv_w);
-  grow(attn_, T * nh * hd);
-  grow(gate_up_, T * 2 * I);
-  grow(act_, T * I);
-
   for (int64_t t = 0; t < T; ++t) {
     const int32_t id = b.token_ids[t];
     NF_CHECK(id >= 0 && id < V, "forward: token id {} outside the vocabulary of {}", id, V);
-    std::copy_n(embed_.data() + id * H, H, x_.data() + t * H);
   }
-  const cpu::AttentionBatch ab{b.positions, b.seq_indptr, b.block_indptr, b.block_ids};
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  for (Layer& l : layers_) {
-    cpu::rms_norm(pool_, x_.data(), l.attn_norm.data(), h_.data(), T, H, eps);
-    cpu::gemm_xwt(h_.data(), l.w_qkv.data(), qkv_.data(), T, qkv_w, H, 0.0f, &pool_);
-    if (!l.b_qkv.empty()) {
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t i = 0; i < qkv_w; ++i) qkv_[t * qkv_w + i] += l.b_qkv[i];
-    }
-    // Rotate Q and K heads together: they are adjacent in each qkv row.
-    cpu::rope(pool_, qkv_.data(), qkv_w, T, nh + nkv, hd, b.positions, inv_freq_);
-    const cpu::PagedKv cache = layer_cache(l);
-    cpu::kv_cache_write(cache, qkv_.data() + nh * hd, qkv_.data() + (nh + nkv) * hd, qkv_w,
-                        b.slot_mapping);
-    cpu::paged_attention(pool_, qkv_.data(), qkv_w, cache, ab, nh, scale, attn_.data());
-    cpu::gemm_xwt(attn_.data(), l.w_o.data(), x_.data(), T, H, nh * hd, 1.0f, &pool_);
-    cpu::rms_norm(pool_, x_.data(), l.ffn_norm.data(), h_.data(), T, H, eps);
-    cpu::gemm_xwt(h_.data(), l.w_gate_up.data(), gate_up_.data(), T, 2 * I, H, 0.0f, &pool_);
-    cpu::silu_and_mul(pool_, gate_up_.data(), act_.data(), T, I);
-    cpu::gemm_xwt(act_.data(), l.w_down.data(), x_.data(), T, H, I, 1.0f, &pool_);
-  }
-  // Final norm and LM head only for the sampled rows.
-  grow(rows_, S * H);
   for (int64_t s = 0; s < S; ++s) {
     const int32_t r = b.sample_rows[s];
     NF_CHECK(r >= 0 && r < T, "forward: sample row {} outside {} tokens", r, T);
-    std::copy_n(x_.data() + r * H, H, rows_.data() + s * H);
   }
-  cpu::rms_norm(pool_, rows_.data(), final_norm_.data(), rows_.data(), S, H, eps);
-  const float* head = lm_head_.empty() ? embed_.data() : lm_head_.data();
-  cpu::gemm_xwt(rows_.data(), head, logits.data(), S, V, H, 0.0f, &pool_);
+  if (!group_) {
+    SingleRankCommunicator one;
+    forward_rank(*ranks_[0], one, b, logits);
+    return;
+  }
+  group_->run([&](Communicator& comm) {
+    forward_rank(*ranks_[static_cast<size_t>(comm.rank())], comm, b, logits);
+  });
+}
+
+// One rank's forward; with N ranks, all N run it at once and meet in the collectives. Only
+// rank 0 writes `logits`.
+void CpuBackend::forward_rank(Rank& rk, Communicator& comm, const ScheduledBatch& b,
+                              std::span<float> logits) {
+  const ModelConfig& c = config_;
+  const int64_t T = b.num_tokens(), S = static_cast<int64_t>(b.sample_rows.size());
+  const int64_t H = c.hidden_size, hd = c.head_dim, nh = rk.heads, nkv = rk.kv_heads;
+  const int64_t I = rk.inter, V = c.vocab_size, Vr = rk.vocab_rows;
+  const int64_t qkv_w = (nh + 2 * nkv) * hd;
+  const int N = comm.world_size();
+  ThreadPool& pool = rk.pool;
+  grow(rk.x, T * H);
+  grow(rk.h, T * H);
+  grow(rk.qkv, T * qkv_w);
+  grow(rk.attn, T * nh * hd);
+  grow(rk.gate_up, T * 2 * I);
+  grow(rk.act, T * I);
+  float* const x = rk.x.data();
+
+  // Vocab-parallel embedding: tokens outside this rank's rows are zero until the all-reduce.
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t id = b.token_ids[t];
+    if (id >= rk.vocab_begin && id < rk.vocab_end) {
+      std::copy_n(rk.embed.data() + (id - rk.vocab_begin) * H, H, x + t * H);
+    } else {
+      std::fill_n(x + t * H, H, 0.0f);
+    }
+  }
+  comm.all_reduce_sum(x, static_cast<size_t>(T * H));
+  const cpu::AttentionBatch ab{b.positions, b.seq_indptr, b.block_indptr, b.block_ids};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  // Row-parallel o_proj and down_proj: rank 0 adds its partial product to the residual, the
+  // others start from zero, and the all-reduce sums them (in rank order) into every rank's x.
+  const float beta = comm.rank() == 0 ? 1.0f : 0.0f;
+  for (Layer& l : rk.layers) {
+    cpu::rms_norm(pool, x, l.attn_norm.data(), rk.h.data(), T, H, eps);
+    cpu::gemm_xwt(rk.h.data(), l.w_qkv.data(), rk.qkv.data(), T, qkv_w, H, 0.0f, &pool);
+    if (!l.b_qkv.empty()) {
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < qkv_w; ++i) rk.qkv[t * qkv_w + i] += l.b_qkv[i];
+    }
+    // Rotate Q and K heads together: they are adjacent in each qkv row.
+    cpu::rope(pool, rk.qkv.data(), qkv_w, T, nh + nkv, hd, b.positions, inv_freq_);
+    const cpu::PagedKv cache{l.kv.data(), num_blocks_, nkv, opts_.block_size, hd};
+    cpu::kv_cache_write(cache, rk.qkv.data() + nh * hd, rk.qkv.data() + (nh + nkv) * hd, qkv_w,
+                        b.slot_mapping);
+    cpu::paged_attention(pool, rk.qkv.data(), qkv_w, cache, ab, nh, scale, rk.attn.data());
+    cpu::gemm_xwt(rk.attn.data(), l.w_o.data(), x, T, H, nh * hd, beta, &pool);
+    comm.all_reduce_sum(x, static_cast<size_t>(T * H));
+    cpu::rms_norm(pool, x, l.ffn_norm.data(), rk.h.data(), T, H, eps);
+    cpu::gemm_xwt(rk.h.data(), l.w_gate_up.data(), rk.gate_up.data(), T, 2 * I, H, 0.0f, &pool);
+    cpu::silu_and_mul(pool, rk.gate_up.data(), rk.act.data(), T, I);
+    cpu::gemm_xwt(rk.act.data(), l.w_down.data(), x, T, H, I, beta, &pool);
+    comm.all_reduce_sum(x, static_cast<size_t>(T * H));
+  }
+  // Final norm and LM head only for the sampled rows.
+  grow(rk.rows, S * H);
+  for (int64_t s = 0; s < S; ++s) std::copy_n(x + b.sample_rows[s] * H, H, rk.rows.data() + s * H);
+  cpu::rms_norm(pool, rk.rows.data(), rk.final_norm.data(), rk.rows.data(), S, H, eps);
+  const float* head = rk.lm_head.empty() ? rk.embed.data() : rk.lm_head.data();
+  if (N == 1) {
+    cpu::gemm_xwt(rk.rows.data(), head, logits.data(), S, V, H, 0.0f, &pool);
+    return;
+  }
+  // Vocab-parallel LM head: this rank's [S, Vr] slice, gathered as [N, S, Vr], then rank 0
+  // writes each slice's columns of the [S, V] logits (padding rows past V dropped).
+  if (S == 0) return;
+  grow(rk.logits, S * Vr);
+  grow(rk.gathered, N * S * Vr);
+  cpu::gemm_xwt(rk.rows.data(), head, rk.logits.data(), S, Vr, H, 0.0f, &pool);
+  comm.all_gather(rk.logits.data(), rk.gathered.data(), static_cast<size_t>(S * Vr));
+  if (comm.rank() != 0) return;
+  for (int r = 0; r < N; ++r) {
+    const int64_t begin = std::min<int64_t>(V, r * Vr),
+                  width = std::min<int64_t>(V, begin + Vr) - begin;
+    for (int64_t s = 0; s < S; ++s) {
+      std::copy_n(rk.gathered.data() + (r * S + s) * Vr, width, logits.data() + s * V + begin);
+    }
+  }
 }
 
 }  // namespace nf

@@ -12,6 +12,7 @@
 #include "backends/cuda/attention.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/embedding.h"
+#include "backends/cuda/flashinfer/fi_attention.h"
 #include "backends/cuda/norm.h"
 #include "backends/cuda/rope.h"
 #include "common/half.h"
@@ -139,9 +140,29 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
   rows_.reset(static_cast<size_t>(T * H) * 2);
   logits_.reset(static_cast<size_t>(T * V) * 4);
   error_.reset(sizeof(int32_t));
+  sampler_ = std::make_unique<cuda::GpuSampler>(cuda::SamplerConfig{
+      .max_rows = static_cast<int>(T), .vocab = static_cast<int>(V), .sort_rows = 32});
   void* eh = nullptr;
   NF_CUDA_CHECK(cudaHostAlloc(&eh, sizeof(int32_t), cudaHostAllocDefault));
   error_host_.reset(static_cast<int32_t*>(eh));
+  // FlashInfer's plan workspaces (136 MiB) come out of the KV pool's share.
+#ifdef NANOFLOW_HAVE_FLASHINFER
+  const bool fi_ok = cuda::fi::supports_head_dim(static_cast<int>(hd));
+#else
+  const bool fi_ok = false;
+#endif
+  if (opts_.attention == "flashinfer" && !fi_ok) {
+    fail("--attention flashinfer: this build has no FlashInfer kernel for head_dim {} (built "
+         "without the FlashInfer headers, or a head_dim other than 128)", hd);
+  }
+  if (opts_.attention != "auto" && opts_.attention != "flashinfer" && opts_.attention != "native")
+    fail("--attention {}: auto, flashinfer or native", opts_.attention);
+#ifdef NANOFLOW_HAVE_FLASHINFER
+  if (fi_ok && opts_.attention != "native") {
+    fi_attn_ = std::make_unique<cuda::fi::BatchAttention>(
+        static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd), opts_.block_size);
+  }
+#endif
   allocate_kv_pool();
   // Last: nothing after it throws, so a failed construction leaks no stream.
   NF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -152,6 +173,7 @@ CudaBackend::~CudaBackend() {
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
   }
+  for (cudaEvent_t e : events_) cudaEventDestroy(e);
 }
 
 cuda::DeviceBuffer CudaBackend::upload(const WeightSource& w, const std::vector<std::string>& names,
@@ -214,8 +236,32 @@ int64_t CudaBackend::upload_metadata(const ScheduledBatch& b) {
   const int64_t T = b.num_tokens(), B = b.num_requests();
   const int64_t NB = static_cast<int64_t>(b.block_ids.size());
   const int64_t S = static_cast<int64_t>(b.sample_rows.size());
-  const size_t bytes =
-      static_cast<size_t>(T) * 8 + static_cast<size_t>(2 * T + 2 * (B + 1) + NB + S) * 4;
+  if (fi_attn_) {
+    // FlashInfer reads a request's context length from its page count and last-page fill, so
+    // it gets exactly the pages that hold the context, even where the block table is longer.
+    const int bs = opts_.block_size;
+    fi_page_indptr_host_.assign(1, 0);
+    fi_page_ids_host_.clear();
+    fi_last_page_len_host_.clear();
+    for (int64_t r = 0; r < B; ++r) {
+      const int32_t ctx = b.context_lens[static_cast<size_t>(r)];
+      const int32_t pages = (ctx + bs - 1) / bs;
+      const int32_t lo = b.block_indptr[static_cast<size_t>(r)];
+      NF_CHECK(ctx >= 1 && lo + pages <= b.block_indptr[static_cast<size_t>(r) + 1],
+               "forward: request {} has context {} but {} blocks", r, ctx,
+               b.block_indptr[static_cast<size_t>(r) + 1] - lo);
+      NF_CHECK(ctx == b.positions[static_cast<size_t>(b.seq_indptr[static_cast<size_t>(r) + 1]) - 1] + 1,
+               "forward: request {}: context {} does not end at its last token", r, ctx);
+      fi_page_ids_host_.insert(fi_page_ids_host_.end(), b.block_ids.begin() + lo,
+                               b.block_ids.begin() + lo + pages);
+      fi_page_indptr_host_.push_back(static_cast<int32_t>(fi_page_ids_host_.size()));
+      fi_last_page_len_host_.push_back(ctx - (pages - 1) * bs);
+    }
+  }
+  const int64_t FP = static_cast<int64_t>(fi_page_ids_host_.size());
+  const size_t fi_ints = fi_attn_ ? static_cast<size_t>(2 * B + 1 + FP) : 0;
+  const size_t bytes = static_cast<size_t>(T) * 8 +
+                       static_cast<size_t>(2 * T + 2 * (B + 1) + NB + S) * 4 + fi_ints * 4;
   if (meta_host_bytes_ < bytes) {
     const size_t cap = align_up(std::max<size_t>(bytes * 2, 1 << 16), 4096);
     void* p = nullptr;
@@ -241,13 +287,20 @@ int64_t CudaBackend::upload_metadata(const ScheduledBatch& b) {
   block_indptr_ = put(b.block_indptr.data(), B + 1, 4, DType::kI32);
   block_ids_ = put(b.block_ids.data(), NB, 4, DType::kI32);
   sample_rows_ = put(b.sample_rows.data(), S, 4, DType::kI32);
+  if (fi_attn_) {
+    fi_page_indptr_ = put(fi_page_indptr_host_.data(), B + 1, 4, DType::kI32);
+    fi_page_ids_ = put(fi_page_ids_host_.data(), FP, 4, DType::kI32);
+    fi_last_page_len_ = put(fi_last_page_len_host_.data(), B, 4, DType::kI32);
+  }
   NF_CUDA_CHECK(cudaMemcpyAsync(dev, h, off, cudaMemcpyHostToDevice, stream_));
   int64_t max_context = 0;
   for (int32_t p : b.positions) max_context = std::max<int64_t>(max_context, int64_t{p} + 1);
   return max_context;
 }
 
-void CudaBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
+// Checks the batch, uploads its metadata and runs the layers and the LM head: logits_ then holds
+// the fp32 logits of the S sample rows. Returns false for an empty batch.
+bool CudaBackend::run_model(const ScheduledBatch& b) {
   const ModelConfig& c = config_;
   const int64_t T = b.num_tokens(), S = static_cast<int64_t>(b.sample_rows.size());
   const int64_t H = c.hidden_size, V = c.vocab_size;
@@ -261,21 +314,36 @@ void CudaBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
   NF_CHECK(static_cast<int64_t>(b.block_indptr.size()) == b.num_requests() + 1 &&
                b.block_indptr.back() == static_cast<int32_t>(b.block_ids.size()),
            "forward: block_indptr does not cover the {} block ids", b.block_ids.size());
-  NF_CHECK(static_cast<int64_t>(logits.size()) == S * V,
-           "forward: logits holds {} floats, need {}x{}", logits.size(), S, V);
+  NF_CHECK(static_cast<int64_t>(b.context_lens.size()) == b.num_requests(),
+           "forward: {} context lengths for {} requests", b.context_lens.size(), b.num_requests());
   NF_CHECK(T <= opts_.max_batch_tokens,
            "forward: {} tokens exceed the backend's max batch tokens {}", T,
            opts_.max_batch_tokens);
-  if (T == 0) return;
+  if (T == 0) return false;
   for (int32_t r : b.sample_rows)
     NF_CHECK(r >= 0 && r < T, "forward: sample row {} outside {} tokens", r, T);
   NF_CUDA_CHECK(cudaSetDevice(opts_.device));
 
+  const int first = opts_.profile_first_step;
+  profiling_ = first >= 0 && step_ >= first && step_ < first + opts_.profile_steps;
+  if (profiling_) {
+    // Enough events for every op of every layer, created once.
+    const size_t need = static_cast<size_t>(c.num_layers) * 12 + 16;
+    while (events_.size() < need) {
+      cudaEvent_t e = nullptr;
+      NF_CUDA_CHECK(cudaEventCreate(&e));
+      events_.push_back(e);
+    }
+    marks_.clear();
+    mark("start", 0, 0);
+  }
   const int64_t max_context = upload_metadata(b);
+  mark("metadata_upload", 0, 0);
   NF_CUDA_CHECK(cudaMemsetAsync(error_.data(), 0, sizeof(int32_t), stream_));
   const TensorView residual = residual_.view(DType::kBf16, {T, H});
   cuda::embedding_lookup(ids_, embed_.view(DType::kBf16, {V, H}), residual,
                          error_.view(DType::kI32, {1}), stream_);
+  mark("embedding", 0, 4.0 * T * H);
   run_layers(b, max_context);
 
   if (S > 0) {
@@ -288,13 +356,175 @@ void CudaBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
     gemm_->run(
         {.x = rows, .w = head.view(DType::kBf16, {V, H}), .y = logits_.view(DType::kF32, {S, V})},
         stream_);
-    NF_CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits_.data(), logits.size_bytes(),
-                                  cudaMemcpyDeviceToHost, stream_));
+    mark("lm_head_gemm", 2.0 * S * H * V, 2.0 * V * H + 4.0 * S * V);
   }
   NF_CUDA_CHECK(cudaMemcpyAsync(error_host_.get(), error_.data(), sizeof(int32_t),
                                 cudaMemcpyDeviceToHost, stream_));
+  return true;
+}
+
+void CudaBackend::mark(const char* op, double flops, double bytes) {
+  if (!profiling_) return;
+  NF_CHECK(marks_.size() < events_.size(), "op profile: more than {} ops in a step",
+           events_.size());
+  NF_CUDA_CHECK(cudaEventRecord(events_[marks_.size()], stream_));
+  marks_.push_back({op, flops, bytes});
+}
+
+void CudaBackend::finish_step() {
   NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  NF_CHECK(*error_host_ == 0, "forward: a token id is outside the vocabulary of {}", V);
+  ++step_;
+  if (profiling_) {
+    profiling_ = false;
+    std::lock_guard<std::mutex> lock(profile_mu_);
+    for (size_t i = 1; i < marks_.size(); ++i) {
+      float ms = 0;
+      NF_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[i - 1], events_[i]));
+      OpStat& st = op_stats_[marks_[i].op];
+      st.ms += ms;
+      st.flops += marks_[i].flops;
+      st.bytes += marks_[i].bytes;
+      ++st.calls;
+    }
+    float total = 0;
+    NF_CUDA_CHECK(cudaEventElapsedTime(&total, events_.front(), events_[marks_.size() - 1]));
+    profiled_ms_ += total;
+    ++profiled_steps_;
+  }
+  NF_CHECK(*error_host_ == 0, "forward: a token id is outside the vocabulary of {}",
+           config_.vocab_size);
+}
+
+std::string CudaBackend::op_profile_json() const {
+  std::lock_guard<std::mutex> lock(profile_mu_);
+  if (profiled_steps_ == 0) return {};
+  // Hand-written JSON: this library does not link nlohmann-json.
+  std::string j = fmt::format(
+      "{{\"steps\": {}, \"step_ms\": {:.4f}, \"tokens_per_step\": {:.1f}, "
+      "\"decode_rows_per_step\": {:.1f}, \"attention_kernel\": \"{}\", \"ops\": {{",
+      profiled_steps_, profiled_ms_ / profiled_steps_,
+      static_cast<double>(profiled_tokens_) / profiled_steps_,
+      static_cast<double>(profiled_decode_rows_) / profiled_steps_, attention_kernel());
+  bool first = true;
+  for (const auto& [op, st] : op_stats_) {
+    j += fmt::format(
+        "{}\"{}\": {{\"ms_per_step\": {:.4f}, \"flops_per_step\": {:.6g}, "
+        "\"bytes_per_step\": {:.6g}, \"calls_per_step\": {:.1f}}}",
+        first ? "" : ", ", op, st.ms / profiled_steps_, st.flops / profiled_steps_,
+        st.bytes / profiled_steps_, static_cast<double>(st.calls) / profiled_steps_);
+    first = false;
+  }
+  return j + "}}";
+}
+
+void CudaBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
+  const int64_t S = static_cast<int64_t>(b.sample_rows.size());
+  NF_CHECK(static_cast<int64_t>(logits.size()) == S * config_.vocab_size,
+           "forward: logits holds {} floats, need {}x{}", logits.size(), S, config_.vocab_size);
+  if (!run_model(b)) return;
+  if (S > 0) {
+    NF_CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits_.data(), logits.size_bytes(),
+                                  cudaMemcpyDeviceToHost, stream_));
+  }
+  finish_step();
+}
+
+void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatch& in,
+                                 DeviceSampleResult& out) {
+  const int64_t S = static_cast<int64_t>(b.sample_rows.size()), V = config_.vocab_size;
+  const int K = in.max_logprobs;
+  NF_CHECK(static_cast<int64_t>(in.rows.size()) == S, "forward_sample: {} rows for {} sample rows",
+           in.rows.size(), S);
+  NF_CHECK(in.banned_indptr.empty() || static_cast<int64_t>(in.banned_indptr.size()) == S + 1,
+           "forward_sample: banned_indptr has {} entries for {} rows", in.banned_indptr.size(), S);
+  NF_CHECK(K >= 0 && K <= kMaxLogprobs, "forward_sample: {} logprobs (at most {})", K,
+           kMaxLogprobs);
+  int64_t host_rows = 0;
+  for (const DeviceSampleRow& r : in.rows) host_rows += r.on_host ? 1 : 0;
+  out.tokens.resize(static_cast<size_t>(S));
+  out.logprobs.resize(static_cast<size_t>(S));
+  out.top_ids.resize(static_cast<size_t>(S * K));
+  out.top_logprobs.resize(static_cast<size_t>(S * K));
+  out.host_logits.resize(static_cast<size_t>(host_rows * V));
+  if (!run_model(b)) return;
+  if (S == 0) return finish_step();
+
+  // One pinned blob up and one down: row parameters and banned ids; tokens, logprobs, top-K.
+  const size_t nban = in.banned_ids.size();
+  const size_t up_bytes = static_cast<size_t>(S) * sizeof(cuda::SampleRowParams) +
+                          (in.banned_indptr.size() + nban) * 4;
+  const size_t down_bytes = static_cast<size_t>(S) * 8 + static_cast<size_t>(S * K) * 8;
+  if (sample_host_bytes_ < up_bytes + down_bytes) {
+    const size_t cap = align_up(std::max<size_t>(2 * (up_bytes + down_bytes), 1 << 16), 4096);
+    void* p = nullptr;
+    NF_CUDA_CHECK(cudaHostAlloc(&p, cap, cudaHostAllocDefault));
+    sample_host_.reset(static_cast<std::byte*>(p));
+    sample_host_bytes_ = cap;
+    sample_dev_.reset(cap);
+  }
+  std::byte* h = sample_host_.get();
+  auto* d = static_cast<std::byte*>(sample_dev_.data());
+  auto* params = reinterpret_cast<cuda::SampleRowParams*>(h);
+  for (int64_t i = 0; i < S; ++i) {
+    const DeviceSampleRow& r = in.rows[static_cast<size_t>(i)];
+    cuda::SampleRowParams& p = params[i];
+    p = cuda::SampleRowParams{};
+    p.temperature = r.temperature;
+    p.top_k = r.top_k;
+    p.top_p = r.top_p;
+    p.min_p = r.min_p;
+    p.seed = r.seed;
+    p.step = r.step;
+    p.num_logprobs = std::min(r.num_logprobs, K);
+    if (r.on_host) {  // sampled on the host: the cheapest device work (greedy, no logprobs)
+      p.temperature = 0.0f;
+      p.top_k = 0;
+      p.top_p = 1.0f;
+      p.min_p = 0.0f;
+      p.num_logprobs = 0;
+    }
+  }
+  size_t off = static_cast<size_t>(S) * sizeof(cuda::SampleRowParams);
+  cuda::TensorView banned_indptr, banned_ids;
+  if (!in.banned_indptr.empty()) {
+    std::memcpy(h + off, in.banned_indptr.data(), in.banned_indptr.size() * 4);
+    banned_indptr = cuda::TensorView(d + off, DType::kI32, {S + 1});
+    off += in.banned_indptr.size() * 4;
+    if (nban > 0) std::memcpy(h + off, in.banned_ids.data(), nban * 4);
+    banned_ids = cuda::TensorView(d + off, DType::kI32, {static_cast<int64_t>(nban)});
+    off += nban * 4;
+  }
+  NF_CUDA_CHECK(cudaMemcpyAsync(d, h, off, cudaMemcpyHostToDevice, stream_));
+  const size_t down = align_up(off, 16);
+  cuda::SampleArgs a;
+  a.logits = logits_.view(DType::kF32, {S, V});
+  a.params = cuda::TensorView(d, DType::kU8, {S, static_cast<int64_t>(sizeof(cuda::SampleRowParams))});
+  a.banned_indptr = banned_indptr;
+  a.banned_ids = banned_ids;
+  a.tokens = cuda::TensorView(d + down, DType::kI32, {S});
+  a.logprobs = cuda::TensorView(d + down + S * 4, DType::kF32, {S});
+  if (K > 0) {
+    a.top_ids = cuda::TensorView(d + down + S * 8, DType::kI32, {S, K});
+    a.top_logprobs = cuda::TensorView(d + down + S * 8 + S * K * 4, DType::kF32, {S, K});
+  }
+  a.host_params = std::span<const cuda::SampleRowParams>(params, static_cast<size_t>(S));
+  sampler_->sample(a, stream_);
+  mark("sampling", 0, 4.0 * S * V);
+  NF_CUDA_CHECK(cudaMemcpyAsync(h + down, d + down, down_bytes, cudaMemcpyDeviceToHost, stream_));
+  int64_t hr = 0;
+  for (int64_t i = 0; i < S; ++i) {
+    if (!in.rows[static_cast<size_t>(i)].on_host) continue;
+    NF_CUDA_CHECK(cudaMemcpyAsync(out.host_logits.data() + hr++ * V, logits_.as<float>() + i * V,
+                                  static_cast<size_t>(V) * 4, cudaMemcpyDeviceToHost, stream_));
+  }
+  finish_step();
+  std::memcpy(out.tokens.data(), h + down, static_cast<size_t>(S) * 4);
+  std::memcpy(out.logprobs.data(), h + down + S * 4, static_cast<size_t>(S) * 4);
+  if (K > 0) {
+    std::memcpy(out.top_ids.data(), h + down + S * 8, static_cast<size_t>(S * K) * 4);
+    std::memcpy(out.top_logprobs.data(), h + down + S * 8 + S * K * 4,
+                static_cast<size_t>(S * K) * 4);
+  }
 }
 
 // Per layer (residual_ holds the residual stream, h_ the normed input and the GEMM outputs):
@@ -317,20 +547,44 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
   const TensorView act = act_.view(DType::kBf16, {T, I});
   const TensorView inv_freq = inv_freq_.view(DType::kF32, {hd / 2});
 
-  const int splits = cuda::paged_attention_num_splits(
-      T, static_cast<int>(nh), static_cast<int>(nkv), max_context, sm_count_);
-  const size_t ws_bytes =
-      cuda::paged_attention_workspace_bytes(T, static_cast<int>(nh), static_cast<int>(hd), splits);
-  if (attn_workspace_.bytes() < ws_bytes) {
-    NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    attn_workspace_.reset(ws_bytes);
+  if (fi_attn_) {
+    const std::string err = fi_attn_->plan(b.seq_indptr.data(), fi_page_indptr_host_.data(),
+                                           b.num_requests(), stream_);
+    NF_CHECK(err.empty(), "forward: {}", err);
+    mark("attention_plan", 0, 0);
   }
-  const TensorView workspace =
-      ws_bytes > 0 ? attn_workspace_.view(DType::kU8, {static_cast<int64_t>(ws_bytes)})
-                   : TensorView{};
+  // Our own kernel's context splits and their workspace.
+  int splits = 1;
+  TensorView workspace;
+  if (!fi_attn_) {
+    splits = cuda::paged_attention_num_splits(T, static_cast<int>(nh), static_cast<int>(nkv),
+                                              max_context, sm_count_);
+    const size_t ws_bytes = cuda::paged_attention_workspace_bytes(T, static_cast<int>(nh),
+                                                                  static_cast<int>(hd), splits);
+    if (attn_workspace_.bytes() < ws_bytes) {
+      NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      attn_workspace_.reset(ws_bytes);
+    }
+    if (ws_bytes > 0)
+      workspace = attn_workspace_.view(DType::kU8, {static_cast<int64_t>(ws_bytes)});
+  }
   const cuda::RopeKvShape rope_shape{static_cast<int>(nh), static_cast<int>(nkv),
                                      static_cast<int>(hd)};
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  // Work of each op, for the profile's floors (FLOPs over the GEMM rate, bytes over HBM).
+  double attn_flops = 0, attn_bytes = 0;
+  if (profiling_) {
+    for (int32_t p : b.positions) attn_flops += 4.0 * nh * hd * (p + 1.0);
+    for (int32_t ctx : b.context_lens) attn_bytes += 2.0 * ctx * nkv * hd * 2;
+    attn_bytes += 4.0 * T * nh * hd;
+    std::lock_guard<std::mutex> lock(profile_mu_);
+    profiled_tokens_ += T;
+    for (int r = 0; r < b.num_requests(); ++r)
+      profiled_decode_rows_ += b.seq_indptr[r + 1] - b.seq_indptr[r] == 1 ? 1 : 0;
+  }
+  const double Td = static_cast<double>(T);
+  const double norm_bytes = 8.0 * Td * H;
 
   for (size_t li = 0; li < layers_.size(); ++li) {
     Layer& l = layers_[li];
@@ -340,31 +594,56 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
     } else {
       cuda::add_rms_norm(h, residual, attn_norm, h, eps, stream_);
     }
+    mark("attn_norm", 0, norm_bytes);
     cuda::GemmArgs qkv_args{.x = h, .w = l.w_qkv.view(DType::kBf16, {qkv_w, H}), .y = qkv};
     if (l.b_qkv.data() != nullptr) qkv_args.bias = l.b_qkv.view(DType::kBf16, {qkv_w});
     gemm_->run(qkv_args, stream_);
+    mark("qkv_gemm", 2.0 * Td * H * qkv_w, 2.0 * (qkv_w * H + Td * (H + qkv_w)));
     const TensorView kv = l.kv.view(DType::kBf16, {num_blocks_, 2, nkv, opts_.block_size, hd});
     cuda::rope_kv_write(rope_shape, qkv, positions_, inv_freq, kv, slots_, stream_);
-    cuda::PagedAttentionArgs aa;
-    aa.q = qkv;
-    aa.kv_cache = kv;
-    aa.positions = positions_;
-    aa.seq_indptr = seq_indptr_;
-    aa.block_indptr = block_indptr_;
-    aa.block_ids = block_ids_;
-    aa.out = attn;
-    aa.workspace = workspace;
-    aa.num_heads = static_cast<int>(nh);
-    aa.scale = scale;
-    aa.num_splits = splits;
-    cuda::paged_attention(aa, stream_);
+    mark("rope_kv_write", 0, 4.0 * Td * qkv_w);
+    if (fi_attn_) {
+      cuda::fi::BatchAttention::RunArgs fa;
+      fa.q = qkv.data;
+      fa.q_stride_n = qkv_w;
+      fa.kv_layer = kv.data;
+      fa.qo_indptr = seq_indptr_.ptr<int32_t>();
+      fa.kv_page_indptr = fi_page_indptr_.ptr<int32_t>();
+      fa.kv_page_ids = fi_page_ids_.ptr<int32_t>();
+      fa.kv_last_page_len = fi_last_page_len_.ptr<int32_t>();
+      fa.out = attn.data;
+      fa.sm_scale = scale;
+      const cudaError_t st = fi_attn_->run(fa, stream_);
+      NF_CHECK(st == cudaSuccess, "forward: FlashInfer attention: {}", cudaGetErrorString(st));
+    } else {
+      cuda::PagedAttentionArgs aa;
+      aa.q = qkv;
+      aa.kv_cache = kv;
+      aa.positions = positions_;
+      aa.seq_indptr = seq_indptr_;
+      aa.block_indptr = block_indptr_;
+      aa.block_ids = block_ids_;
+      aa.out = attn;
+      aa.workspace = workspace;
+      aa.num_heads = static_cast<int>(nh);
+      aa.scale = scale;
+      aa.num_splits = splits;
+      cuda::paged_attention(aa, stream_);
+    }
+    mark("attention", attn_flops, attn_bytes);
     gemm_->run({.x = attn, .w = l.w_o.view(DType::kBf16, {H, nh * hd}), .y = h}, stream_);
+    mark("o_gemm", 2.0 * Td * nh * hd * H, 2.0 * (H * nh * hd + Td * (nh * hd + H)));
     cuda::add_rms_norm(h, residual, l.ffn_norm.view(DType::kBf16, {H}), h, eps, stream_);
+    mark("ffn_norm", 0, norm_bytes);
     gemm_->run({.x = h, .w = l.w_gate_up.view(DType::kBf16, {2 * I, H}), .y = gate_up}, stream_);
+    mark("gate_up_gemm", 4.0 * Td * H * I, 2.0 * (2 * I * H + Td * (H + 2 * I)));
     cuda::silu_and_mul(gate_up, act, stream_);
+    mark("silu_mul", 0, 6.0 * Td * I);
     gemm_->run({.x = act, .w = l.w_down.view(DType::kBf16, {H, I}), .y = h}, stream_);
+    mark("down_gemm", 2.0 * Td * I * H, 2.0 * (H * I + Td * (I + H)));
   }
   cuda::add_rms_norm(h, residual, final_norm_.view(DType::kBf16, {H}), h, eps, stream_);
+  mark("final_norm", 0, norm_bytes);
 }
 
 }  // namespace nf

@@ -1,23 +1,30 @@
 // The CUDA backend: bf16 weights and a paged bf16 KV cache on one GPU, cuBLASLt GEMMs (fp32
 // accumulate) and our own kernels for the rest, all on one stream owned by the backend. Runs the
-// same ScheduledBatch contract as the CPU backend; forward() leaves fp32 logits on the host and
-// the executor samples there.
+// same ScheduledBatch contract as the CPU backend. forward_sample() samples on the GPU (only
+// tokens and requested log-probabilities come back); forward() leaves fp32 logits on the host.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "backends/cuda/gemm.h"
+#include "backends/cuda/sampling.h"
 #include "backends/cuda/tensor.h"
 #include "model/model_config.h"
 #include "model/weight_source.h"
 #include "runtime/backend.h"
+
+namespace nf::cuda::fi {
+class BatchAttention;
+}
 
 namespace nf {
 
@@ -27,6 +34,13 @@ struct CudaBackendConfig {
   int64_t num_kv_blocks = 0;             // exact KV pool size (tests); 0: fill the memory share
   int device = 0;                        // CUDA device index
   int max_batch_tokens = 2048;           // activations are sized for this many tokens per forward
+  // Attention kernel: "auto" (FlashInfer when built in and the head_dim has a kernel, else our
+  // own), "flashinfer" (required), or "native" (our own paged kernel, the test twin).
+  std::string attention = "auto";
+  // Times every op of forwards [profile_first_step, +profile_steps) with CUDA events (-1: off);
+  // op_profile_json() then reports per-op time, FLOPs and bytes.
+  int profile_first_step = -1;
+  int profile_steps = 5;
 };
 
 class CudaBackend final : public Backend {
@@ -45,6 +59,13 @@ class CudaBackend final : public Backend {
   int block_size() const override { return opts_.block_size; }
   int64_t num_kv_blocks() const override { return num_blocks_; }
   void forward(const ScheduledBatch& batch, std::span<float> logits) override;
+  bool samples_on_device() const override { return true; }
+  void forward_sample(const ScheduledBatch& batch, const DeviceSampleBatch& sampling,
+                      DeviceSampleResult& out) override;
+  static constexpr int kMaxLogprobs = 20;
+  std::string op_profile_json() const override;
+  // The attention kernel in use: "flashinfer" or "native".
+  const char* attention_kernel() const { return fi_attn_ ? "flashinfer" : "native"; }
 
  private:
   struct Layer {
@@ -68,7 +89,27 @@ class CudaBackend final : public Backend {
   // Copies the batch's integer metadata to the device in one transfer; returns the max context.
   int64_t upload_metadata(const ScheduledBatch& b);
   void run_layers(const ScheduledBatch& b, int64_t max_context);
-
+  bool run_model(const ScheduledBatch& b);
+  void finish_step();
+  // Op profiling: mark() records an event after an op when this step is profiled; the time
+  // since the previous mark is the op's. finish_step() folds the marks into op_stats_.
+  void mark(const char* op, double flops, double bytes);
+  struct OpStat {
+    double ms = 0, flops = 0, bytes = 0;
+    int64_t calls = 0;
+  };
+  int64_t step_ = 0;
+  bool profiling_ = false;
+  std::vector<cudaEvent_t> events_;
+  struct Mark {
+    const char* op;
+    double flops, bytes;
+  };
+  std::vector<Mark> marks_;
+  std::map<std::string, OpStat> op_stats_;
+  double profiled_ms_ = 0;
+  int64_t profiled_steps_ = 0, profiled_tokens_ = 0, profiled_decode_rows_ = 0;
+  mutable std::mutex profile_mu_;
   ModelConfig config_;
   CudaBackendConfig opts_;
   cudaStream_t stream_ = nullptr;
@@ -100,7 +141,17 @@ class CudaBackend final : public Backend {
   size_t meta_host_bytes_ = 0;
   cuda::DeviceBuffer meta_dev_;
   cuda::TensorView ids_, positions_, seq_indptr_, block_indptr_, block_ids_, sample_rows_, slots_;
+  // FlashInfer's view of the batch (in the same blob): per request the pages that hold its
+  // context (ceil(context / block_size) of its blocks) and the fill of the last one.
+  cuda::TensorView fi_page_indptr_, fi_page_ids_, fi_last_page_len_;
+  std::vector<int32_t> fi_page_indptr_host_, fi_page_ids_host_, fi_last_page_len_host_;
+  std::unique_ptr<cuda::fi::BatchAttention> fi_attn_;  // null: our own kernel
   std::unique_ptr<int32_t, PinnedFree> error_host_;  // [1] i32
+  std::unique_ptr<cuda::GpuSampler> sampler_;
+  // Sampling's per-step transfers (row parameters up; tokens and logprobs down), grown on need.
+  std::unique_ptr<std::byte, PinnedFree> sample_host_;
+  size_t sample_host_bytes_ = 0;
+  cuda::DeviceBuffer sample_dev_;
 };
 
 }  // namespace nf
