@@ -17,6 +17,7 @@
 
 #include "bench/offline.h"
 #include "engine/sampling_json.h"
+#include "common/shell.h"
 #include "common/status.h"
 #include "model/model_config.h"
 #include "server/bench_serve.h"
@@ -273,17 +274,6 @@ int cmd_generate(GenerateArgs& a) {
   return 0;
 }
 
-std::string shell_line(const char* cmd) {
-  std::string out;
-  if (FILE* f = popen(cmd, "r")) {
-    char buf[256];
-    while (fgets(buf, sizeof buf, f)) out += buf;
-    pclose(f);
-  }
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
-}
-
 struct BenchArgs {
   EngineOptions eo;
   nf::OfflineBenchConfig cfg;
@@ -293,12 +283,10 @@ struct BenchArgs {
 int cmd_bench_offline(BenchArgs& a, const std::string& command) {
   nlohmann::json j = nf::run_offline_bench(a.eo.engine, a.cfg);
   j["command"] = command;
-  // NF_GIT_COMMIT: the commit of a source snapshot without .git (e.g. on the GPU machine).
-  const char* commit = std::getenv("NF_GIT_COMMIT");
-  j["git_commit"] = commit != nullptr ? std::string(commit) : shell_line("git rev-parse HEAD 2>/dev/null");
-  j["host_cpu"] = shell_line("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-");
-  j["host_threads"] = shell_line("nproc");
-  j["date"] = shell_line("date -u +%Y-%m-%dT%H:%M:%SZ");
+  j["git_commit"] = nf::git_commit();
+  j["host_cpu"] = nf::shell_line("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-");
+  j["host_threads"] = nf::shell_line("nproc");
+  j["date"] = nf::shell_line("date -u +%Y-%m-%dT%H:%M:%SZ");
   auto num = [&](const char* k) { return j[k].is_null() ? std::string("-") : j[k].dump(); };
   std::printf("%-22s %s\n", "model", a.eo.engine.model.c_str());
   std::printf("%-22s %s\n", "device / gpu", (a.eo.engine.device + " / " + (j["gpu"].is_null() ? std::string("-") : j["gpu"].get<std::string>())).c_str());

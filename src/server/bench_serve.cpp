@@ -23,6 +23,7 @@
 #include <sstream>
 
 #include "bench/datasets.h"
+#include "common/shell.h"
 #include "common/status.h"
 
 namespace nf::server {
@@ -393,17 +394,6 @@ json http_get_json(const Connection& conn, const std::string& target) {
   const json j = json::parse(res.body(), nullptr, false);
   if (j.is_discarded()) fail("the response is not JSON");
   return j;
-}
-
-std::string shell_line(const char* cmd) {
-  std::string out;
-  if (FILE* f = popen(cmd, "r")) {
-    char buf[256];
-    while (fgets(buf, sizeof buf, f)) out += buf;
-    pclose(f);
-  }
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
 }
 
 std::string utc_now() {
@@ -793,7 +783,7 @@ int run_bench_serve(const BenchServeConfig& c, const std::string& command) {
   }
 
   const bool progress = isatty(fileno(stderr));
-  const std::string commit = shell_line("git rev-parse HEAD 2>/dev/null");
+  const std::string commit = git_commit();
   json runs = json::array();
   for (size_t i = 0; i < rates.size(); ++i) {
     std::fprintf(stderr, "bench serve: %zu requests to %s at rate %s (max concurrency %s)\n",
