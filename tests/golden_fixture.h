@@ -2,6 +2,7 @@
 // Hugging Face's greedy continuations and top-5 logprobs, shared by the CPU and GPU parity tests.
 #pragma once
 
+#include <nanoflow/engine.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -53,6 +54,32 @@ inline std::vector<std::filesystem::path> golden_files(const std::filesystem::pa
       if (e.path().extension() == ".json") out.push_back(e.path());
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// The engine settings every parity run uses: a small KV pool, and a token budget that takes the
+// long prompts through several iterations of chunked prefill.
+inline nanoflow::EngineConfig golden_engine_config(const std::filesystem::path& model) {
+  nanoflow::EngineConfig c;
+  c.model = model.string();
+  c.max_batch_tokens = 512;
+  c.num_kv_blocks = 256;
+  c.block_size = 16;
+  return c;
+}
+
+// One greedy request per case: its prompt, as many tokens as the fixture has, top-5 logprobs.
+inline std::vector<nanoflow::GenerateRequest> golden_requests(const Golden& g) {
+  std::vector<nanoflow::GenerateRequest> reqs;
+  for (const auto& gc : g.cases) {
+    nanoflow::GenerateRequest r;
+    r.prompt = gc.prompt;
+    r.params.temperature = 0;
+    r.params.max_tokens = static_cast<int>(gc.greedy.size());
+    r.params.ignore_eos = true;
+    r.params.logprobs = 5;
+    reqs.push_back(r);
+  }
+  return reqs;
 }
 
 }  // namespace nf::testing

@@ -80,26 +80,7 @@ int compare_case(const std::string& label, const GoldenCase& gc, const RequestOu
 class GoldenParity : public ::testing::TestWithParam<fs::path> {};
 
 EngineConfig engine_config(const Golden& g) {
-  EngineConfig c;
-  c.model = g.model.string();
-  c.max_batch_tokens = 512;  // several iterations of chunked prefill for the long prompts
-  c.num_kv_blocks = 256;
-  c.block_size = 16;
-  return c;
-}
-
-std::vector<GenerateRequest> requests_of(const Golden& g) {
-  std::vector<GenerateRequest> reqs;
-  for (const auto& gc : g.cases) {
-    GenerateRequest r;
-    r.prompt = gc.prompt;
-    r.params.temperature = 0;
-    r.params.max_tokens = static_cast<int>(gc.greedy.size());
-    r.params.ignore_eos = true;
-    r.params.logprobs = 5;
-    reqs.push_back(r);
-  }
-  return reqs;
+  return nf::testing::golden_engine_config(g.model);
 }
 
 // All cases of a fixture submitted at once: one batch with requests of different lengths.
@@ -107,7 +88,7 @@ TEST_P(GoldenParity, BatchedGreedyMatchesTransformers) {
   const Golden g = load_golden(GetParam());
   if (!fs::exists(g.model)) GTEST_SKIP() << g.model << " not present (run scripts/fetch_model.sh)";
   auto engine = Engine::create(engine_config(g));
-  const auto outs = engine->generate(requests_of(g));
+  const auto outs = engine->generate(nf::testing::golden_requests(g));
   ASSERT_EQ(outs.size(), g.cases.size());
   int mismatches = 0;
   g_max_logprob_diff = 0;
@@ -127,7 +108,7 @@ TEST_P(GoldenParity, OneByOneEqualsBatched) {
   const Golden g = load_golden(GetParam());
   if (!fs::exists(g.model)) GTEST_SKIP() << g.model << " not present";
   auto engine = Engine::create(engine_config(g));
-  const auto reqs = requests_of(g);
+  const auto reqs = nf::testing::golden_requests(g);
   const auto batched = engine->generate(reqs);
   for (size_t c = 0; c < reqs.size(); ++c) {
     const auto single = engine->generate({reqs[c]});

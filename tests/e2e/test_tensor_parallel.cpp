@@ -111,27 +111,9 @@ void compare(const std::string& label, const std::vector<RefStep>& ref, const Re
 }
 
 EngineConfig engine_config(const fs::path& model, int tp) {
-  EngineConfig c;
-  c.model = model.string();
-  c.max_batch_tokens = 512;  // several iterations of chunked prefill for the long prompts
-  c.num_kv_blocks = 256;
-  c.block_size = 16;
+  EngineConfig c = nf::testing::golden_engine_config(model);
   c.tensor_parallel_size = tp;
   return c;
-}
-
-std::vector<GenerateRequest> requests_of(const Golden& g) {
-  std::vector<GenerateRequest> reqs;
-  for (const auto& gc : g.cases) {
-    GenerateRequest r;
-    r.prompt = gc.prompt;
-    r.params.temperature = 0;
-    r.params.max_tokens = static_cast<int>(gc.greedy.size());
-    r.params.ignore_eos = true;
-    r.params.logprobs = 5;
-    reqs.push_back(r);
-  }
-  return reqs;
 }
 
 // The attention and KV head counts of a fixture's model (its config; no weights are read).
@@ -146,7 +128,7 @@ const std::vector<RequestOutput>& tp1_outputs(const Golden& g) {
   auto it = cache.find(g.name);
   if (it == cache.end()) {
     auto engine = Engine::create(engine_config(g.model, 1));
-    it = cache.emplace(g.name, engine->generate(requests_of(g))).first;
+    it = cache.emplace(g.name, engine->generate(nf::testing::golden_requests(g))).first;
   }
   return it->second;
 }
@@ -177,7 +159,7 @@ TEST_P(TensorParallel, EqualsSingleRankOnGoldenFixture) {
   }
   const std::vector<RequestOutput>& ref = tp1_outputs(g);
   auto engine = Engine::create(engine_config(g.model, N));
-  const std::vector<RequestOutput> outs = engine->generate(requests_of(g));
+  const std::vector<RequestOutput> outs = engine->generate(nf::testing::golden_requests(g));
   ASSERT_EQ(outs.size(), g.cases.size());
   ASSERT_EQ(ref.size(), g.cases.size());
   Comparison vs_tp1, vs_hf;

@@ -73,27 +73,9 @@ const typename Vec::value_type* find_id(const Vec& v, int32_t id) {
 }
 
 EngineConfig engine_config(const fs::path& model, const std::string& device) {
-  EngineConfig c;
-  c.model = model.string();
+  EngineConfig c = nf::testing::golden_engine_config(model);
   c.device = device;
-  c.max_batch_tokens = 512;  // several iterations of chunked prefill for the long prompts
-  c.num_kv_blocks = 256;
-  c.block_size = 16;
   return c;
-}
-
-std::vector<GenerateRequest> requests_of(const Golden& g) {
-  std::vector<GenerateRequest> reqs;
-  for (const auto& gc : g.cases) {
-    GenerateRequest r;
-    r.prompt = gc.prompt;
-    r.params.temperature = 0;
-    r.params.max_tokens = static_cast<int>(gc.greedy.size());
-    r.params.ignore_eos = true;
-    r.params.logprobs = 5;
-    reqs.push_back(r);
-  }
-  return reqs;
 }
 
 struct CaseResult {
@@ -150,7 +132,7 @@ TEST_P(CudaBackendGolden, GreedyMatchesTransformers) {
     GTEST_SKIP() << g.name << ": head_dim " << head_dim_of(g.model)
                  << " (the CUDA attention kernel takes 64 or 128)";
   auto engine = Engine::create(engine_config(g.model, "cuda"));
-  const auto outs = engine->generate(requests_of(g));
+  const auto outs = engine->generate(nf::testing::golden_requests(g));
   ASSERT_EQ(outs.size(), g.cases.size());
   size_t matched = 0, total = 0;
   int mismatches = 0;
@@ -248,7 +230,7 @@ TEST_P(CudaBackendVsCpu, TopLogprobsMatchCpuEngine) {
     EngineConfig gpu_cfg = engine_config(model, "cuda");
     gpu_cfg.attention = attn;
     expect_gpu_matches_cpu(GetParam() + " head_dim 128, attention " + attn, gpu_cfg,
-                           engine_config(model, "cpu"), requests_of(g));
+                           engine_config(model, "cpu"), nf::testing::golden_requests(g));
   }
 }
 
