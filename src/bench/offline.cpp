@@ -162,14 +162,14 @@ std::string format_op_profile(const nlohmann::json& j) {
       p["steps"].get<int>(), p["tokens_per_step"].get<double>(),
       p["decode_rows_per_step"].get<double>(), p["attention_kernel"].get<std::string>(),
       p["step_ms"].get<double>());
-  s += fmt::format("  {:<16} {:>9} {:>9} {:>7}  {}\n", "op", "ms", "floor ms", "x floor", "bound");
+  s += fmt::format("  {:<18} {:>9} {:>9} {:>7}  {}\n", "op", "ms", "floor ms", "x floor", "bound");
   std::vector<std::pair<double, std::string>> order;
   for (const auto& [op, st] : p["ops"].items()) order.emplace_back(-st["ms_per_step"].get<double>(), op);
   std::sort(order.begin(), order.end());
   for (const auto& [neg, op] : order) {
     const auto& st = p["ops"][op];
     const double ms = st["ms_per_step"].get<double>(), fl = st["floor_ms"].get<double>();
-    s += fmt::format("  {:<16} {:>9.3f} {:>9.3f} {:>7} {}\n", op, ms, fl,
+    s += fmt::format("  {:<18} {:>9.3f} {:>9.3f} {:>7} {}\n", op, ms, fl,
                      fl > 0 ? fmt::format("{:.2f}", ms / fl) : std::string("-"),
                      st["bound"].get<std::string>());
   }

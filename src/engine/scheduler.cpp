@@ -89,7 +89,10 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
     out.push_back({r, n, r->num_computed + n == static_cast<int>(r->tokens.size())});
     budget -= n;
   }
-  // Flatten into the batch.
+  // Flatten into the batch, single-token rows (decodes) first and the prefill chunks after them,
+  // each group in scheduling order: attention backends run the two groups as separate batches.
+  std::stable_partition(out.begin(), out.end(),
+                        [](const ScheduledRequest& s) { return s.num_tokens == 1; });
   const int bs = kv_.block_size();
   for (const ScheduledRequest& s : out) {
     const Request& r = *s.request;

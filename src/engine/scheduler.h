@@ -7,7 +7,8 @@
 // arrival order while budget, the running cap and KV blocks allow; the last one admitted may
 // get a partial chunk (chunked prefill). When a running request cannot get KV blocks, the
 // newest running request is preempted: its blocks are freed and it goes back to the front of
-// the queue to be recomputed later. A request's row is sampled when its chunk reaches the end
+// the queue to be recomputed later. In the batch, requests with one token this step (decodes)
+// come first, then the multi-token chunks. A request's row is sampled when its chunk reaches the end
 // of its known tokens. Scheduled tokens count as computed at once (num_computed), so the next
 // step can be planned while this one runs; a request waiting for its last token's result
 // (stop_pending) is skipped.

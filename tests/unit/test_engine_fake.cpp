@@ -139,9 +139,10 @@ TEST_P(EngineTimeline, DecodesGoFirstAndOnePartialPromptPerStep) {
   ASSERT_GE(bs.size(), 3u);
   EXPECT_EQ(bs[1].request_ids, (std::vector<nanoflow::RequestId>{a, b}));
   EXPECT_EQ(bs[1].seq_indptr, (std::vector<int32_t>{0, 1, 6}));
-  // Step 3: a decodes, b finishes its prompt (4), c gets the last token of budget.
-  EXPECT_EQ(bs[2].request_ids, (std::vector<nanoflow::RequestId>{a, b, c}));
-  EXPECT_EQ(bs[2].seq_indptr, (std::vector<int32_t>{0, 1, 5, 6}));
+  // Step 3: a decodes, b finishes its prompt (4), c gets the last token of budget. Single-token
+  // rows go first in the batch (a, then c's one-token chunk), then b's chunk.
+  EXPECT_EQ(bs[2].request_ids, (std::vector<nanoflow::RequestId>{a, c, b}));
+  EXPECT_EQ(bs[2].seq_indptr, (std::vector<int32_t>{0, 1, 2, 6}));
   for (auto id : {a, b, c}) EXPECT_EQ(h.finishes.at(id), 1);
   EXPECT_EQ(h.outs.at(b).token_ids.size(), 2u);
 }

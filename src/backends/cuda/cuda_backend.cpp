@@ -145,7 +145,7 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
   void* eh = nullptr;
   NF_CUDA_CHECK(cudaHostAlloc(&eh, sizeof(int32_t), cudaHostAllocDefault));
   error_host_.reset(static_cast<int32_t*>(eh));
-  // FlashInfer's plan workspaces (136 MiB) come out of the KV pool's share.
+  // FlashInfer's plan workspaces (2 x 136 MiB) come out of the KV pool's share.
 #ifdef NANOFLOW_HAVE_FLASHINFER
   const bool fi_ok = cuda::fi::supports_head_dim(static_cast<int>(hd));
 #else
@@ -159,8 +159,9 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
     fail("--attention {}: auto, flashinfer or native", opts_.attention);
 #ifdef NANOFLOW_HAVE_FLASHINFER
   if (fi_ok && opts_.attention != "native") {
-    fi_attn_ = std::make_unique<cuda::fi::BatchAttention>(
-        static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd), opts_.block_size);
+    for (auto* a : {&fi_attn_, &fi_prefill_})
+      *a = std::make_unique<cuda::fi::BatchAttention>(
+          static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd), opts_.block_size);
   }
 #endif
   allocate_kv_pool();
@@ -257,9 +258,21 @@ int64_t CudaBackend::upload_metadata(const ScheduledBatch& b) {
       fi_page_indptr_host_.push_back(static_cast<int32_t>(fi_page_ids_host_.size()));
       fi_last_page_len_host_.push_back(ctx - (pages - 1) * bs);
     }
+    fi_decodes_ = 0;
+    while (fi_decodes_ < B && b.seq_indptr[static_cast<size_t>(fi_decodes_) + 1] -
+                                      b.seq_indptr[static_cast<size_t>(fi_decodes_)] == 1)
+      ++fi_decodes_;
+    fi_prefill_qo_indptr_host_.clear();
+    fi_prefill_page_indptr_host_.clear();
+    for (int64_t r = fi_decodes_; r <= B; ++r) {
+      const size_t i = static_cast<size_t>(r), d = static_cast<size_t>(fi_decodes_);
+      fi_prefill_qo_indptr_host_.push_back(b.seq_indptr[i] - b.seq_indptr[d]);
+      fi_prefill_page_indptr_host_.push_back(fi_page_indptr_host_[i] - fi_page_indptr_host_[d]);
+    }
   }
   const int64_t FP = static_cast<int64_t>(fi_page_ids_host_.size());
-  const size_t fi_ints = fi_attn_ ? static_cast<size_t>(2 * B + 1 + FP) : 0;
+  const int64_t NP = static_cast<int64_t>(fi_prefill_qo_indptr_host_.size());
+  const size_t fi_ints = fi_attn_ ? static_cast<size_t>(2 * B + 1 + FP + 2 * NP) : 0;
   const size_t bytes = static_cast<size_t>(T) * 8 +
                        static_cast<size_t>(2 * T + 2 * (B + 1) + NB + S) * 4 + fi_ints * 4;
   if (meta_host_bytes_ < bytes) {
@@ -291,6 +304,8 @@ int64_t CudaBackend::upload_metadata(const ScheduledBatch& b) {
     fi_page_indptr_ = put(fi_page_indptr_host_.data(), B + 1, 4, DType::kI32);
     fi_page_ids_ = put(fi_page_ids_host_.data(), FP, 4, DType::kI32);
     fi_last_page_len_ = put(fi_last_page_len_host_.data(), B, 4, DType::kI32);
+    fi_prefill_qo_indptr_ = put(fi_prefill_qo_indptr_host_.data(), NP, 4, DType::kI32);
+    fi_prefill_page_indptr_ = put(fi_prefill_page_indptr_host_.data(), NP, 4, DType::kI32);
   }
   NF_CUDA_CHECK(cudaMemcpyAsync(dev, h, off, cudaMemcpyHostToDevice, stream_));
   int64_t max_context = 0;
@@ -547,10 +562,19 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
   const TensorView act = act_.view(DType::kBf16, {T, I});
   const TensorView inv_freq = inv_freq_.view(DType::kF32, {hd / 2});
 
+  const int64_t B = b.num_requests(), D = fi_attn_ ? fi_decodes_ : 0;
   if (fi_attn_) {
-    const std::string err = fi_attn_->plan(b.seq_indptr.data(), fi_page_indptr_host_.data(),
-                                           b.num_requests(), stream_);
-    NF_CHECK(err.empty(), "forward: {}", err);
+    if (D > 0) {
+      const std::string err = fi_attn_->plan(b.seq_indptr.data(), fi_page_indptr_host_.data(),
+                                             static_cast<int>(D), stream_);
+      NF_CHECK(err.empty(), "forward: decode {}", err);
+    }
+    if (B > D) {
+      const std::string err =
+          fi_prefill_->plan(fi_prefill_qo_indptr_host_.data(),
+                            fi_prefill_page_indptr_host_.data(), static_cast<int>(B - D), stream_);
+      NF_CHECK(err.empty(), "forward: prefill {}", err);
+    }
     mark("attention_plan", 0, 0);
   }
   // Our own kernel's context splits and their workspace.
@@ -573,11 +597,16 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
   // Work of each op, for the profile's floors (FLOPs over the GEMM rate, bytes over HBM).
-  double attn_flops = 0, attn_bytes = 0;
+  // With FlashInfer, decodes ([0, D) requests and rows) and prefill chunks are timed apart.
+  double attn_flops[2] = {0, 0}, attn_bytes[2] = {0, 0};
   if (profiling_) {
-    for (int32_t p : b.positions) attn_flops += 4.0 * nh * hd * (p + 1.0);
-    for (int32_t ctx : b.context_lens) attn_bytes += 2.0 * ctx * nkv * hd * 2;
-    attn_bytes += 4.0 * T * nh * hd;
+    for (int64_t r = 0; r < B; ++r) {
+      const int g = r < D ? 0 : 1;
+      for (int32_t t = b.seq_indptr[r]; t < b.seq_indptr[r + 1]; ++t)
+        attn_flops[g] += 4.0 * nh * hd * (b.positions[t] + 1.0);
+      attn_bytes[g] += 2.0 * b.context_lens[r] * nkv * hd * 2 +
+                       4.0 * (b.seq_indptr[r + 1] - b.seq_indptr[r]) * nh * hd;
+    }
     std::lock_guard<std::mutex> lock(profile_mu_);
     profiled_tokens_ += T;
     for (int r = 0; r < b.num_requests(); ++r)
@@ -613,8 +642,26 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
       fa.kv_last_page_len = fi_last_page_len_.ptr<int32_t>();
       fa.out = attn.data;
       fa.sm_scale = scale;
-      const cudaError_t st = fi_attn_->run(fa, stream_);
-      NF_CHECK(st == cudaSuccess, "forward: FlashInfer attention: {}", cudaGetErrorString(st));
+      if (D > 0) {
+        const cudaError_t st = fi_attn_->run(fa, stream_);
+        NF_CHECK(st == cudaSuccess, "forward: FlashInfer decode attention: {}",
+                 cudaGetErrorString(st));
+        mark("attention_decode", attn_flops[0], attn_bytes[0]);
+      }
+      if (B > D) {
+        // The prefill chunks: rows from seq_indptr[D], pages from fi_page_indptr[D].
+        const int64_t row0 = b.seq_indptr[static_cast<size_t>(D)];
+        fa.q = static_cast<const std::byte*>(qkv.data) + row0 * qkv_w * 2;
+        fa.out = static_cast<std::byte*>(attn.data) + row0 * nh * hd * 2;
+        fa.qo_indptr = fi_prefill_qo_indptr_.ptr<int32_t>();
+        fa.kv_page_indptr = fi_prefill_page_indptr_.ptr<int32_t>();
+        fa.kv_page_ids = fi_page_ids_.ptr<int32_t>() + fi_page_indptr_host_[static_cast<size_t>(D)];
+        fa.kv_last_page_len = fi_last_page_len_.ptr<int32_t>() + D;
+        const cudaError_t st = fi_prefill_->run(fa, stream_);
+        NF_CHECK(st == cudaSuccess, "forward: FlashInfer prefill attention: {}",
+                 cudaGetErrorString(st));
+        mark("attention_prefill", attn_flops[1], attn_bytes[1]);
+      }
     } else {
       cuda::PagedAttentionArgs aa;
       aa.q = qkv;
@@ -629,8 +676,8 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
       aa.scale = scale;
       aa.num_splits = splits;
       cuda::paged_attention(aa, stream_);
+      mark("attention", attn_flops[0] + attn_flops[1], attn_bytes[0] + attn_bytes[1]);
     }
-    mark("attention", attn_flops, attn_bytes);
     gemm_->run({.x = attn, .w = l.w_o.view(DType::kBf16, {H, nh * hd}), .y = h}, stream_);
     mark("o_gemm", 2.0 * Td * nh * hd * H, 2.0 * (H * nh * hd + Td * (nh * hd + H)));
     cuda::add_rms_norm(h, residual, l.ffn_norm.view(DType::kBf16, {H}), h, eps, stream_);

@@ -145,7 +145,14 @@ class CudaBackend final : public Backend {
   // context (ceil(context / block_size) of its blocks) and the fill of the last one.
   cuda::TensorView fi_page_indptr_, fi_page_ids_, fi_last_page_len_;
   std::vector<int32_t> fi_page_indptr_host_, fi_page_ids_host_, fi_last_page_len_host_;
-  std::unique_ptr<cuda::fi::BatchAttention> fi_attn_;  // null: our own kernel
+  // The batch runs as two FlashInfer batches, each with its own plan (and so its own CTA tile):
+  // the leading single-token requests (decodes; the scheduler puts them first) and the rest
+  // (prefill chunks), whose query and page indptrs are rebased to start at 0.
+  int64_t fi_decodes_ = 0;
+  cuda::TensorView fi_prefill_qo_indptr_, fi_prefill_page_indptr_;
+  std::vector<int32_t> fi_prefill_qo_indptr_host_, fi_prefill_page_indptr_host_;
+  std::unique_ptr<cuda::fi::BatchAttention> fi_attn_;     // decodes; null: our own kernel
+  std::unique_ptr<cuda::fi::BatchAttention> fi_prefill_;  // prefill chunks
   std::unique_ptr<int32_t, PinnedFree> error_host_;  // [1] i32
   std::unique_ptr<cuda::GpuSampler> sampler_;
   // Sampling's per-step transfers (row parameters up; tokens and logprobs down), grown on need.
