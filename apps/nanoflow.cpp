@@ -85,6 +85,10 @@ struct EngineOptions {
                     "CUDA attention kernel: auto (FlashInfer where built in), flashinfer, native")
         ->check(CLI::IsMember({"auto", "flashinfer", "native"}))
         ->capture_default_str();
+    app->add_option("--cuda-graphs", engine.cuda_graphs,
+                    "CUDA graphs for the dense ops (token count padded to a bucket; attention "
+                    "runs eagerly): true or false")
+        ->capture_default_str();
     app->add_option("--threads", engine.threads, "CPU threads (0: all)")->capture_default_str();
     app->add_option("--tensor-parallel-size", engine.tensor_parallel_size,
                     "Ranks to split the model over (CPU: threads of one process; heads and KV "

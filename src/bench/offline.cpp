@@ -113,6 +113,7 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
                                         : nlohmann::json(static_cast<double>(w.output_tokens) / w.requests.size());
   j["max_batch_tokens"] = ec.max_batch_tokens;
   j["max_running_requests"] = ec.max_running_requests;
+  j["cuda_graphs"] = ec.cuda_graphs;
   j["overlap"] = false;  // nano-batch overlap is not built yet: one stream, ops back to back
   j["elapsed_s"] = secs;
   j["prompt_tokens"] = w.prompt_tokens;

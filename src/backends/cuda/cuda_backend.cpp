@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 
 #include "backends/cuda/activation.h"
 #include "backends/cuda/attention.h"
@@ -175,6 +176,7 @@ CudaBackend::~CudaBackend() {
     cudaStreamDestroy(stream_);
   }
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  clear_graphs();
 }
 
 cuda::DeviceBuffer CudaBackend::upload(const WeightSource& w, const std::vector<std::string>& names,
@@ -273,14 +275,18 @@ int64_t CudaBackend::upload_metadata(const ScheduledBatch& b) {
   const int64_t FP = static_cast<int64_t>(fi_page_ids_host_.size());
   const int64_t NP = static_cast<int64_t>(fi_prefill_qo_indptr_host_.size());
   const size_t fi_ints = fi_attn_ ? static_cast<size_t>(2 * B + 1 + FP + 2 * NP) : 0;
-  const size_t bytes = static_cast<size_t>(T) * 8 +
-                       static_cast<size_t>(2 * T + 2 * (B + 1) + NB + S) * 4 + fi_ints * 4;
+  // The per-token arrays are padded to the dense ops' row count (CUDA-graph bucket): slot -1
+  // (no K/V write), token 0, position 0.
+  const int64_t Tp = padded_tokens(T);
+  const size_t bytes = static_cast<size_t>(Tp) * 8 +
+                       static_cast<size_t>(2 * Tp + 2 * (B + 1) + NB + S) * 4 + fi_ints * 4;
   if (meta_host_bytes_ < bytes) {
     const size_t cap = align_up(std::max<size_t>(bytes * 2, 1 << 16), 4096);
     void* p = nullptr;
     NF_CUDA_CHECK(cudaHostAlloc(&p, cap, cudaHostAllocDefault));
     meta_host_.reset(static_cast<std::byte*>(p));
     meta_host_bytes_ = cap;
+    clear_graphs();  // they hold the old blob's addresses
     meta_dev_.reset(cap);
   }
   std::byte* h = meta_host_.get();
@@ -293,9 +299,18 @@ int64_t CudaBackend::upload_metadata(const ScheduledBatch& b) {
     off += nb;
     return v;
   };
-  slots_ = put(b.slot_mapping.data(), T, 8, DType::kI64);
-  ids_ = put(b.token_ids.data(), T, 4, DType::kI32);
-  positions_ = put(b.positions.data(), T, 4, DType::kI32);
+  auto put_padded = [&](const auto* src, auto pad) {
+    using E = std::remove_cv_t<std::remove_pointer_t<decltype(src)>>;
+    E* dst = reinterpret_cast<E*>(h + off);
+    std::memcpy(dst, src, static_cast<size_t>(T) * sizeof(E));
+    std::fill(dst + T, dst + Tp, static_cast<E>(pad));
+    TensorView v(dev + off, sizeof(E) == 8 ? DType::kI64 : DType::kI32, {Tp});
+    off += static_cast<size_t>(Tp) * sizeof(E);
+    return v;
+  };
+  slots_ = put_padded(b.slot_mapping.data(), -1);
+  ids_ = put_padded(b.token_ids.data(), 0);
+  positions_ = put_padded(b.positions.data(), 0);
   seq_indptr_ = put(b.seq_indptr.data(), B + 1, 4, DType::kI32);
   block_indptr_ = put(b.block_indptr.data(), B + 1, 4, DType::kI32);
   block_ids_ = put(b.block_ids.data(), NB, 4, DType::kI32);
@@ -355,10 +370,6 @@ bool CudaBackend::run_model(const ScheduledBatch& b) {
   const int64_t max_context = upload_metadata(b);
   mark("metadata_upload", 0, 0);
   NF_CUDA_CHECK(cudaMemsetAsync(error_.data(), 0, sizeof(int32_t), stream_));
-  const TensorView residual = residual_.view(DType::kBf16, {T, H});
-  cuda::embedding_lookup(ids_, embed_.view(DType::kBf16, {V, H}), residual,
-                         error_.view(DType::kI32, {1}), stream_);
-  mark("embedding", 0, 4.0 * T * H);
   run_layers(b, max_context);
 
   if (S > 0) {
@@ -452,6 +463,13 @@ void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatc
            in.rows.size(), S);
   NF_CHECK(in.banned_indptr.empty() || static_cast<int64_t>(in.banned_indptr.size()) == S + 1,
            "forward_sample: banned_indptr has {} entries for {} rows", in.banned_indptr.size(), S);
+  NF_CHECK(in.penalty_indptr.empty() || static_cast<int64_t>(in.penalty_indptr.size()) == S + 1,
+           "forward_sample: penalty_indptr has {} entries for {} rows", in.penalty_indptr.size(), S);
+  NF_CHECK(in.penalty_counts.size() == in.penalty_ids.size() &&
+               in.bias_values.size() == in.bias_ids.size(),
+           "forward_sample: penalty/bias CSR arrays differ in length");
+  NF_CHECK(in.bias_indptr.empty() || static_cast<int64_t>(in.bias_indptr.size()) == S + 1,
+           "forward_sample: bias_indptr has {} entries for {} rows", in.bias_indptr.size(), S);
   NF_CHECK(K >= 0 && K <= kMaxLogprobs, "forward_sample: {} logprobs (at most {})", K,
            kMaxLogprobs);
   int64_t host_rows = 0;
@@ -464,10 +482,16 @@ void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatc
   if (!run_model(b)) return;
   if (S == 0) return finish_step();
 
-  // One pinned blob up and one down: row parameters and banned ids; tokens, logprobs, top-K.
+  // One pinned blob up and one down: row parameters, banned ids, penalty and bias CSRs;
+  // tokens, logprobs, top-K.
   const size_t nban = in.banned_ids.size();
-  const size_t up_bytes = static_cast<size_t>(S) * sizeof(cuda::SampleRowParams) +
-                          (in.banned_indptr.size() + nban) * 4;
+  // Penalty CSR (indptr, ids, counts) and bias CSR (indptr, ids, values): 4-byte words.
+  const size_t npen = in.penalty_indptr.empty() ? 0 : in.penalty_ids.size();
+  const size_t nbias = in.bias_indptr.empty() ? 0 : in.bias_ids.size();
+  const size_t up_bytes =
+      static_cast<size_t>(S) * sizeof(cuda::SampleRowParams) + (in.banned_indptr.size() + nban) * 4 +
+      (in.penalty_indptr.size() + 2 * npen + in.bias_indptr.size() + 2 * nbias) * 4 +
+      16;  // the down blob starts 16-byte aligned
   const size_t down_bytes = static_cast<size_t>(S) * 8 + static_cast<size_t>(S * K) * 8;
   if (sample_host_bytes_ < up_bytes + down_bytes) {
     const size_t cap = align_up(std::max<size_t>(2 * (up_bytes + down_bytes), 1 << 16), 4096);
@@ -491,12 +515,18 @@ void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatc
     p.seed = r.seed;
     p.step = r.step;
     p.num_logprobs = std::min(r.num_logprobs, K);
+    p.repetition_penalty = r.repetition_penalty;
+    p.frequency_penalty = r.frequency_penalty;
+    p.presence_penalty = r.presence_penalty;
     if (r.on_host) {  // sampled on the host: the cheapest device work (greedy, no logprobs)
       p.temperature = 0.0f;
       p.top_k = 0;
       p.top_p = 1.0f;
       p.min_p = 0.0f;
       p.num_logprobs = 0;
+      p.repetition_penalty = 1.0f;
+      p.frequency_penalty = 0.0f;
+      p.presence_penalty = 0.0f;
     }
   }
   size_t off = static_cast<size_t>(S) * sizeof(cuda::SampleRowParams);
@@ -509,6 +539,24 @@ void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatc
     banned_ids = cuda::TensorView(d + off, DType::kI32, {static_cast<int64_t>(nban)});
     off += nban * 4;
   }
+  // The adjustment CSRs (runtime/sample_pack.h): indptr, ids, then counts or bias values.
+  auto upload_words = [&](const void* src, size_t n, DType type) {
+    if (n > 0) std::memcpy(h + off, src, n * 4);
+    const cuda::TensorView v(d + off, type, {static_cast<int64_t>(n)});
+    off += n * 4;
+    return v;
+  };
+  cuda::TensorView penalty_indptr, penalty_ids, penalty_counts, bias_indptr, bias_ids, bias_values;
+  if (!in.penalty_indptr.empty()) {
+    penalty_indptr = upload_words(in.penalty_indptr.data(), in.penalty_indptr.size(), DType::kI32);
+    penalty_ids = upload_words(in.penalty_ids.data(), npen, DType::kI32);
+    penalty_counts = upload_words(in.penalty_counts.data(), npen, DType::kI32);
+  }
+  if (!in.bias_indptr.empty()) {
+    bias_indptr = upload_words(in.bias_indptr.data(), in.bias_indptr.size(), DType::kI32);
+    bias_ids = upload_words(in.bias_ids.data(), nbias, DType::kI32);
+    bias_values = upload_words(in.bias_values.data(), nbias, DType::kF32);
+  }
   NF_CUDA_CHECK(cudaMemcpyAsync(d, h, off, cudaMemcpyHostToDevice, stream_));
   const size_t down = align_up(off, 16);
   cuda::SampleArgs a;
@@ -516,6 +564,12 @@ void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatc
   a.params = cuda::TensorView(d, DType::kU8, {S, static_cast<int64_t>(sizeof(cuda::SampleRowParams))});
   a.banned_indptr = banned_indptr;
   a.banned_ids = banned_ids;
+  a.penalty_indptr = penalty_indptr;
+  a.penalty_ids = penalty_ids;
+  a.penalty_counts = penalty_counts;
+  a.bias_indptr = bias_indptr;
+  a.bias_ids = bias_ids;
+  a.bias_values = bias_values;
   a.tokens = cuda::TensorView(d + down, DType::kI32, {S});
   a.logprobs = cuda::TensorView(d + down + S * 4, DType::kF32, {S});
   if (K > 0) {
@@ -547,21 +601,13 @@ void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatc
 //   qkv = h @ w_qkv^T + b_qkv; RoPE on q, k and K/V into the cache; attn = attention(q, cache)
 //   h = attn @ w_o^T; h = add_rms_norm(h, residual, ffn_norm)
 //   gate_up = h @ w_gate_up^T; act = silu(gate) * up; h = act @ w_down^T
-// and after the last layer h = add_rms_norm(h, residual, final_norm).
+// and after the last layer h = add_rms_norm(h, residual, final_norm). The dense ops run on Tp
+// rows (the padded token count; the padding rows have slot -1 and write no K/V, and no row
+// mixes with another outside attention); attention runs on the batch's T rows.
 void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
   const ModelConfig& c = config_;
-  const int64_t T = b.num_tokens();
-  const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
-  const int64_t I = c.intermediate_size, qkv_w = (nh + 2 * nkv) * hd;
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  const TensorView residual = residual_.view(DType::kBf16, {T, H});
-  const TensorView h = h_.view(DType::kBf16, {T, H});
-  const TensorView qkv = qkv_.view(DType::kBf16, {T, qkv_w});
-  const TensorView attn = attn_.view(DType::kBf16, {T, nh * hd});
-  const TensorView gate_up = gate_up_.view(DType::kBf16, {T, 2 * I});
-  const TensorView act = act_.view(DType::kBf16, {T, I});
-  const TensorView inv_freq = inv_freq_.view(DType::kF32, {hd / 2});
-
+  const int64_t T = b.num_tokens(), Tp = padded_tokens(T);
+  const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t B = b.num_requests(), D = fi_attn_ ? fi_decodes_ : 0;
   if (fi_attn_) {
     if (D > 0) {
@@ -576,108 +622,69 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
       NF_CHECK(err.empty(), "forward: prefill {}", err);
     }
     mark("attention_plan", 0, 0);
-  }
-  // Our own kernel's context splits and their workspace.
-  int splits = 1;
-  TensorView workspace;
-  if (!fi_attn_) {
-    splits = cuda::paged_attention_num_splits(T, static_cast<int>(nh), static_cast<int>(nkv),
-                                              max_context, sm_count_);
-    const size_t ws_bytes = cuda::paged_attention_workspace_bytes(T, static_cast<int>(nh),
-                                                                  static_cast<int>(hd), splits);
+  } else {
+    // Our own kernel's context splits and their workspace.
+    attn_splits_ = cuda::paged_attention_num_splits(T, static_cast<int>(nh), static_cast<int>(nkv),
+                                                    max_context, sm_count_);
+    const size_t ws_bytes = cuda::paged_attention_workspace_bytes(
+        T, static_cast<int>(nh), static_cast<int>(hd), attn_splits_);
     if (attn_workspace_.bytes() < ws_bytes) {
       NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
       attn_workspace_.reset(ws_bytes);
     }
-    if (ws_bytes > 0)
-      workspace = attn_workspace_.view(DType::kU8, {static_cast<int64_t>(ws_bytes)});
+    attn_ws_view_ = ws_bytes > 0
+                        ? attn_workspace_.view(DType::kU8, {static_cast<int64_t>(ws_bytes)})
+                        : cuda::TensorView();
   }
-  const cuda::RopeKvShape rope_shape{static_cast<int>(nh), static_cast<int>(nkv),
-                                     static_cast<int>(hd)};
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-
-  // Work of each op, for the profile's floors (FLOPs over the GEMM rate, bytes over HBM).
-  // With FlashInfer, decodes ([0, D) requests and rows) and prefill chunks are timed apart.
-  double attn_flops[2] = {0, 0}, attn_bytes[2] = {0, 0};
+  // Work of each op, for the profile's floors (FLOPs over the GEMM rate, bytes over HBM). With
+  // FlashInfer, decodes ([0, D) requests and rows) and prefill chunks are timed apart.
+  attn_flops_[0] = attn_flops_[1] = attn_bytes_[0] = attn_bytes_[1] = 0;
   if (profiling_) {
     for (int64_t r = 0; r < B; ++r) {
       const int g = r < D ? 0 : 1;
       for (int32_t t = b.seq_indptr[r]; t < b.seq_indptr[r + 1]; ++t)
-        attn_flops[g] += 4.0 * nh * hd * (b.positions[t] + 1.0);
-      attn_bytes[g] += 2.0 * b.context_lens[r] * nkv * hd * 2 +
-                       4.0 * (b.seq_indptr[r + 1] - b.seq_indptr[r]) * nh * hd;
+        attn_flops_[g] += 4.0 * nh * hd * (b.positions[t] + 1.0);
+      attn_bytes_[g] += 2.0 * b.context_lens[r] * nkv * hd * 2 +
+                        4.0 * (b.seq_indptr[r + 1] - b.seq_indptr[r]) * nh * hd;
     }
     std::lock_guard<std::mutex> lock(profile_mu_);
     profiled_tokens_ += T;
     for (int r = 0; r < b.num_requests(); ++r)
       profiled_decode_rows_ += b.seq_indptr[r + 1] - b.seq_indptr[r] == 1 ? 1 : 0;
   }
-  const double Td = static_cast<double>(T);
-  const double norm_bytes = 8.0 * Td * H;
+  const int L = static_cast<int>(layers_.size());
+  for (int s = 0; s <= L; ++s) {
+    launch_segment(s, Tp);
+    if (s < L) run_attention(b, static_cast<size_t>(s), max_context);
+  }
+}
 
-  for (size_t li = 0; li < layers_.size(); ++li) {
-    Layer& l = layers_[li];
-    const TensorView attn_norm = l.attn_norm.view(DType::kBf16, {H});
-    if (li == 0) {
-      cuda::rms_norm(residual, attn_norm, h, eps, stream_);
-    } else {
-      cuda::add_rms_norm(h, residual, attn_norm, h, eps, stream_);
-    }
-    mark("attn_norm", 0, norm_bytes);
-    cuda::GemmArgs qkv_args{.x = h, .w = l.w_qkv.view(DType::kBf16, {qkv_w, H}), .y = qkv};
-    if (l.b_qkv.data() != nullptr) qkv_args.bias = l.b_qkv.view(DType::kBf16, {qkv_w});
-    gemm_->run(qkv_args, stream_);
-    mark("qkv_gemm", 2.0 * Td * H * qkv_w, 2.0 * (qkv_w * H + Td * (H + qkv_w)));
-    const TensorView kv = l.kv.view(DType::kBf16, {num_blocks_, 2, nkv, opts_.block_size, hd});
-    cuda::rope_kv_write(rope_shape, qkv, positions_, inv_freq, kv, slots_, stream_);
-    mark("rope_kv_write", 0, 4.0 * Td * qkv_w);
-    if (fi_attn_) {
-      cuda::fi::BatchAttention::RunArgs fa;
-      fa.q = qkv.data;
-      fa.q_stride_n = qkv_w;
-      fa.kv_layer = kv.data;
-      fa.qo_indptr = seq_indptr_.ptr<int32_t>();
-      fa.kv_page_indptr = fi_page_indptr_.ptr<int32_t>();
-      fa.kv_page_ids = fi_page_ids_.ptr<int32_t>();
-      fa.kv_last_page_len = fi_last_page_len_.ptr<int32_t>();
-      fa.out = attn.data;
-      fa.sm_scale = scale;
-      if (D > 0) {
-        const cudaError_t st = fi_attn_->run(fa, stream_);
-        NF_CHECK(st == cudaSuccess, "forward: FlashInfer decode attention: {}",
-                 cudaGetErrorString(st));
-        mark("attention_decode", attn_flops[0], attn_bytes[0]);
-      }
-      if (B > D) {
-        // The prefill chunks: rows from seq_indptr[D], pages from fi_page_indptr[D].
-        const int64_t row0 = b.seq_indptr[static_cast<size_t>(D)];
-        fa.q = static_cast<const std::byte*>(qkv.data) + row0 * qkv_w * 2;
-        fa.out = static_cast<std::byte*>(attn.data) + row0 * nh * hd * 2;
-        fa.qo_indptr = fi_prefill_qo_indptr_.ptr<int32_t>();
-        fa.kv_page_indptr = fi_prefill_page_indptr_.ptr<int32_t>();
-        fa.kv_page_ids = fi_page_ids_.ptr<int32_t>() + fi_page_indptr_host_[static_cast<size_t>(D)];
-        fa.kv_last_page_len = fi_last_page_len_.ptr<int32_t>() + D;
-        const cudaError_t st = fi_prefill_->run(fa, stream_);
-        NF_CHECK(st == cudaSuccess, "forward: FlashInfer prefill attention: {}",
-                 cudaGetErrorString(st));
-        mark("attention_prefill", attn_flops[1], attn_bytes[1]);
-      }
-    } else {
-      cuda::PagedAttentionArgs aa;
-      aa.q = qkv;
-      aa.kv_cache = kv;
-      aa.positions = positions_;
-      aa.seq_indptr = seq_indptr_;
-      aa.block_indptr = block_indptr_;
-      aa.block_ids = block_ids_;
-      aa.out = attn;
-      aa.workspace = workspace;
-      aa.num_heads = static_cast<int>(nh);
-      aa.scale = scale;
-      aa.num_splits = splits;
-      cuda::paged_attention(aa, stream_);
-      mark("attention", attn_flops[0] + attn_flops[1], attn_bytes[0] + attn_bytes[1]);
-    }
+int64_t CudaBackend::padded_tokens(int64_t T) const {
+  if (!opts_.cuda_graphs) return T;
+  const int64_t g = T <= 128 ? 8 : T <= 512 ? 32 : 128;
+  return std::min<int64_t>((T + g - 1) / g * g, opts_.max_batch_tokens);
+}
+
+void CudaBackend::run_segment(int s, int64_t Tp) {
+  const ModelConfig& c = config_;
+  const int L = static_cast<int>(layers_.size());
+  const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t I = c.intermediate_size, qkv_w = (nh + 2 * nkv) * hd, V = c.vocab_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const TensorView residual = residual_.view(DType::kBf16, {Tp, H});
+  const TensorView h = h_.view(DType::kBf16, {Tp, H});
+  const TensorView qkv = qkv_.view(DType::kBf16, {Tp, qkv_w});
+  const TensorView attn = attn_.view(DType::kBf16, {Tp, nh * hd});
+  const TensorView gate_up = gate_up_.view(DType::kBf16, {Tp, 2 * I});
+  const TensorView act = act_.view(DType::kBf16, {Tp, I});
+  const double Td = static_cast<double>(Tp);
+  const double norm_bytes = 8.0 * Td * H;
+  if (s == 0) {
+    cuda::embedding_lookup(ids_, embed_.view(DType::kBf16, {V, H}),
+                           residual, error_.view(DType::kI32, {1}), stream_);
+    mark("embedding", 0, 4.0 * Td * H);
+  } else {
+    Layer& l = layers_[static_cast<size_t>(s - 1)];
     gemm_->run({.x = attn, .w = l.w_o.view(DType::kBf16, {H, nh * hd}), .y = h}, stream_);
     mark("o_gemm", 2.0 * Td * nh * hd * H, 2.0 * (H * nh * hd + Td * (nh * hd + H)));
     cuda::add_rms_norm(h, residual, l.ffn_norm.view(DType::kBf16, {H}), h, eps, stream_);
@@ -689,8 +696,121 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
     gemm_->run({.x = act, .w = l.w_down.view(DType::kBf16, {H, I}), .y = h}, stream_);
     mark("down_gemm", 2.0 * Td * I * H, 2.0 * (H * I + Td * (I + H)));
   }
-  cuda::add_rms_norm(h, residual, final_norm_.view(DType::kBf16, {H}), h, eps, stream_);
-  mark("final_norm", 0, norm_bytes);
+  if (s == L) {
+    cuda::add_rms_norm(h, residual, final_norm_.view(DType::kBf16, {H}), h, eps, stream_);
+    mark("final_norm", 0, norm_bytes);
+    return;
+  }
+  Layer& l = layers_[static_cast<size_t>(s)];
+  const TensorView attn_norm = l.attn_norm.view(DType::kBf16, {H});
+  if (s == 0) {
+    cuda::rms_norm(residual, attn_norm, h, eps, stream_);
+  } else {
+    cuda::add_rms_norm(h, residual, attn_norm, h, eps, stream_);
+  }
+  mark("attn_norm", 0, norm_bytes);
+  cuda::GemmArgs qkv_args{.x = h, .w = l.w_qkv.view(DType::kBf16, {qkv_w, H}), .y = qkv};
+  if (l.b_qkv.data() != nullptr) qkv_args.bias = l.b_qkv.view(DType::kBf16, {qkv_w});
+  gemm_->run(qkv_args, stream_);
+  mark("qkv_gemm", 2.0 * Td * H * qkv_w, 2.0 * (qkv_w * H + Td * (H + qkv_w)));
+  const TensorView kv = l.kv.view(DType::kBf16, {num_blocks_, 2, nkv, opts_.block_size, hd});
+  cuda::rope_kv_write({static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd)}, qkv,
+                      positions_, inv_freq_.view(DType::kF32, {hd / 2}),
+                      kv, slots_, stream_);
+  mark("rope_kv_write", 0, 4.0 * Td * qkv_w);
+}
+
+void CudaBackend::launch_segment(int s, int64_t Tp) {
+  if (!opts_.cuda_graphs || profiling_) return run_segment(s, Tp);
+  GraphSet& set = graphs_[Tp];
+  if (set.segments.empty()) set.segments.assign(layers_.size() + 1, nullptr);
+  if (s == 0) ++set.uses;
+  if (set.uses < 2) return run_segment(s, Tp);  // first use: eager (kernel loading, GEMM plans)
+  cudaGraphExec_t& exec = set.segments[static_cast<size_t>(s)];
+  if (exec == nullptr) {
+    cudaGraph_t graph = nullptr;
+    NF_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      run_segment(s, Tp);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      throw;
+    }
+    NF_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    NF_CUDA_CHECK(st);
+    ++graph_captures_;
+  }
+  NF_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+}
+
+void CudaBackend::clear_graphs() {
+  for (auto& [tp, set] : graphs_)
+    for (cudaGraphExec_t e : set.segments)
+      if (e != nullptr) cudaGraphExecDestroy(e);
+  graphs_.clear();
+}
+
+void CudaBackend::run_attention(const ScheduledBatch& b, size_t li, int64_t max_context) {
+  (void)max_context;
+  const ModelConfig& c = config_;
+  const int64_t T = b.num_tokens(), B = b.num_requests(), D = fi_attn_ ? fi_decodes_ : 0;
+  const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t qkv_w = (nh + 2 * nkv) * hd;
+  const TensorView qkv = qkv_.view(DType::kBf16, {T, qkv_w});
+  const TensorView attn = attn_.view(DType::kBf16, {T, nh * hd});
+  const TensorView kv =
+      layers_[li].kv.view(DType::kBf16, {num_blocks_, 2, nkv, opts_.block_size, hd});
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  if (!fi_attn_) {
+    cuda::PagedAttentionArgs aa;
+    aa.q = qkv;
+    aa.kv_cache = kv;
+    aa.positions = TensorView(positions_.data, DType::kI32, {T});  // the real rows
+    aa.seq_indptr = seq_indptr_;
+    aa.block_indptr = block_indptr_;
+    aa.block_ids = block_ids_;
+    aa.out = attn;
+    aa.workspace = attn_ws_view_;
+    aa.num_heads = static_cast<int>(nh);
+    aa.scale = scale;
+    aa.num_splits = attn_splits_;
+    cuda::paged_attention(aa, stream_);
+    mark("attention", attn_flops_[0] + attn_flops_[1], attn_bytes_[0] + attn_bytes_[1]);
+    return;
+  }
+  cuda::fi::BatchAttention::RunArgs fa;
+  fa.q = qkv.data;
+  fa.q_stride_n = qkv_w;
+  fa.kv_layer = kv.data;
+  fa.qo_indptr = seq_indptr_.ptr<int32_t>();
+  fa.kv_page_indptr = fi_page_indptr_.ptr<int32_t>();
+  fa.kv_page_ids = fi_page_ids_.ptr<int32_t>();
+  fa.kv_last_page_len = fi_last_page_len_.ptr<int32_t>();
+  fa.out = attn.data;
+  fa.sm_scale = scale;
+  if (D > 0) {
+    const cudaError_t st = fi_attn_->run(fa, stream_);
+    NF_CHECK(st == cudaSuccess, "forward: FlashInfer decode attention: {}",
+             cudaGetErrorString(st));
+    mark("attention_decode", attn_flops_[0], attn_bytes_[0]);
+  }
+  if (B > D) {
+    // The prefill chunks: rows from seq_indptr[D], pages from fi_page_indptr[D].
+    const int64_t row0 = b.seq_indptr[static_cast<size_t>(D)];
+    fa.q = static_cast<const std::byte*>(qkv.data) + row0 * qkv_w * 2;
+    fa.out = static_cast<std::byte*>(attn.data) + row0 * nh * hd * 2;
+    fa.qo_indptr = fi_prefill_qo_indptr_.ptr<int32_t>();
+    fa.kv_page_indptr = fi_prefill_page_indptr_.ptr<int32_t>();
+    fa.kv_page_ids = fi_page_ids_.ptr<int32_t>() + fi_page_indptr_host_[static_cast<size_t>(D)];
+    fa.kv_last_page_len = fi_last_page_len_.ptr<int32_t>() + D;
+    const cudaError_t st = fi_prefill_->run(fa, stream_);
+    NF_CHECK(st == cudaSuccess, "forward: FlashInfer prefill attention: {}",
+             cudaGetErrorString(st));
+    mark("attention_prefill", attn_flops_[1], attn_bytes_[1]);
+  }
 }
 
 }  // namespace nf

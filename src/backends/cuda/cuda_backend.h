@@ -37,6 +37,11 @@ struct CudaBackendConfig {
   // Attention kernel: "auto" (FlashInfer when built in and the head_dim has a kernel, else our
   // own), "flashinfer" (required), or "native" (our own paged kernel, the test twin).
   std::string attention = "auto";
+  // CUDA graphs: the token count is padded to a bucket (multiples of 8 up to 128, of 32 up to
+  // 512, then of 128) and the work between two attentions is replayed from a graph captured
+  // per bucket (attention itself runs eagerly: its plan changes every step). Off: every kernel
+  // is launched eagerly on the exact token count.
+  bool cuda_graphs = true;
   // Times every op of forwards [profile_first_step, +profile_steps) with CUDA events (-1: off);
   // op_profile_json() then reports per-op time, FLOPs and bytes.
   int profile_first_step = -1;
@@ -90,6 +95,17 @@ class CudaBackend final : public Backend {
   int64_t upload_metadata(const ScheduledBatch& b);
   void run_layers(const ScheduledBatch& b, int64_t max_context);
   bool run_model(const ScheduledBatch& b);
+  // The token count the dense ops run on: T, or its CUDA-graph bucket.
+  int64_t padded_tokens(int64_t T) const;
+  // Segment s of the dense ops over Tp rows: s = 0 the embedding and layer 0 up to its K/V
+  // write; 0 < s < L the rest of layer s-1 after attention and layer s up to its K/V write;
+  // s = L the rest of the last layer and the final norm. Attention runs between segments.
+  void run_segment(int s, int64_t Tp);
+  // Runs segment s, from its graph when graphs are on (captured on the second use of a bucket,
+  // after one eager run has loaded its kernels and planned its GEMMs).
+  void launch_segment(int s, int64_t Tp);
+  void run_attention(const ScheduledBatch& b, size_t li, int64_t max_context);
+  void clear_graphs();
   void finish_step();
   // Op profiling: mark() records an event after an op when this step is profiled; the time
   // since the previous mark is the op's. finish_step() folds the marks into op_stats_.
@@ -153,6 +169,19 @@ class CudaBackend final : public Backend {
   std::vector<int32_t> fi_prefill_qo_indptr_host_, fi_prefill_page_indptr_host_;
   std::unique_ptr<cuda::fi::BatchAttention> fi_attn_;     // decodes; null: our own kernel
   std::unique_ptr<cuda::fi::BatchAttention> fi_prefill_;  // prefill chunks
+  // Per-step attention state set by run_layers for run_attention.
+  int attn_splits_ = 1;
+  cuda::TensorView attn_ws_view_;
+  double attn_flops_[2] = {0, 0}, attn_bytes_[2] = {0, 0};
+  // CUDA graphs per padded token count: one executable graph per segment (null until captured)
+  // and how often the bucket was run. They bake in the metadata blob's address: cleared when it
+  // is reallocated.
+  struct GraphSet {
+    std::vector<cudaGraphExec_t> segments;
+    int64_t uses = 0;
+  };
+  std::map<int64_t, GraphSet> graphs_;
+  int64_t graph_captures_ = 0;
   std::unique_ptr<int32_t, PinnedFree> error_host_;  // [1] i32
   std::unique_ptr<cuda::GpuSampler> sampler_;
   // Sampling's per-step transfers (row parameters up; tokens and logprobs down), grown on need.
