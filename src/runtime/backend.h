@@ -21,6 +21,10 @@ struct DeviceSampleRow {
   uint64_t seed = 0;
   uint64_t step = 0;         // index of the token being generated (the seed's subsequence)
   int32_t num_logprobs = 0;  // top log-probabilities wanted, <= DeviceSampleBatch::max_logprobs
+  // Penalties (host semantics, src/engine/sampler.cpp) over the row's penalty_ids entries.
+  float repetition_penalty = 1.0f;  // != 1: applies to every penalty entry (prompt or output)
+  float frequency_penalty = 0.0f;   // count * this, subtracted from entries with count > 0
+  float presence_penalty = 0.0f;    // subtracted from entries with count > 0
   bool on_host = false;      // the executor samples this row itself: copy its logits back
 };
 
@@ -28,6 +32,17 @@ struct DeviceSampleBatch {
   std::vector<DeviceSampleRow> rows;     // [S]
   std::vector<int32_t> banned_indptr;    // [S+1] CSR over banned_ids; empty: nothing banned
   std::vector<int32_t> banned_ids;       // ids that get no probability (EOS before min_tokens)
+  // Penalties: CSR over rows; a row's ids are ascending, unique and in [0, vocab). They are the
+  // ids its repetition penalty sees (prompt and output) when repetition_penalty != 1, else the
+  // ids of its output (frequency/presence penalties); counts are the occurrences in the output
+  // (0: prompt only). Rows without penalties have no entries; empty indptr: no row has any.
+  std::vector<int32_t> penalty_indptr;   // [S+1]
+  std::vector<int32_t> penalty_ids;      // [N]
+  std::vector<int32_t> penalty_counts;   // [N]
+  // logit_bias: CSR over rows, ids ascending, unique and in [0, vocab); empty indptr: none.
+  std::vector<int32_t> bias_indptr;      // [S+1]
+  std::vector<int32_t> bias_ids;         // [M]
+  std::vector<float> bias_values;        // [M] added to the raw logit before the penalties
   int max_logprobs = 0;                  // columns of the top-K outputs
 };
 

@@ -77,6 +77,8 @@ StepOutput Executor::run(StepInput& in) {
     s.prompt = std::move(r.prompt);
     s.params = r.params;
     s.seed = r.seed;
+    if (s.params.repetition_penalty != 1.0f)
+      s.prompt_counts = TokenCounts::of(s.prompt, backend_.config().vocab_size);
   }
   ScheduledBatch& b = in.batch;
   // Fill in the tokens only this side knows: position p of a request is output[p - prompt].
@@ -122,13 +124,21 @@ StepOutput Executor::run(StepInput& in) {
     return sampler_.sample(row, ctx);
   };
 
+  // A sampled token joins the request's output (and its counts, when its penalties need them).
+  auto record = [&](State& s, int32_t token) {
+    s.output.push_back(token);
+    if (uses_penalties(s.params)) s.output_counts.add(token, V);
+  };
+
   if (backend_.samples_on_device()) {
-    // Rows with penalties or a logit bias are sampled here from their copied logits (the device
-    // sampler implements neither); every other row is sampled on the device.
+    // Every row is sampled on the device, penalties and logit bias included (see
+    // runtime/sample_pack.h); a row is sampled here from its copied logits (on_host) only when
+    // the device cannot reproduce the host bit for bit (a logit_bias naming an id twice).
     dev_in_.rows.resize(S);
     dev_in_.banned_indptr.assign(1, 0);
     dev_in_.banned_ids.clear();
     dev_in_.max_logprobs = 0;
+    begin_adjustments(dev_in_);
     for (size_t i = 0; i < S; ++i) {
       const State& s = state_of(i);
       const nanoflow::SamplingParams& p = s.params;
@@ -140,14 +150,14 @@ StepOutput Executor::run(StepInput& in) {
       r.seed = s.seed;
       r.step = s.output.size();
       r.num_logprobs = p.logprobs;
-      r.on_host = p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
-                  p.presence_penalty != 0.0f || !p.logit_bias.empty();
+      r.on_host = !append_adjustments(p, s.prompt_counts, s.output_counts, V, dev_in_, r);
       dev_in_.max_logprobs = std::max(dev_in_.max_logprobs, p.logprobs);
       const std::span<const int32_t> ban = banned_ids(s);
       dev_in_.banned_ids.insert(dev_in_.banned_ids.end(), ban.begin(), ban.end());
       dev_in_.banned_indptr.push_back(static_cast<int32_t>(dev_in_.banned_ids.size()));
     }
     if (dev_in_.banned_ids.empty()) dev_in_.banned_indptr.clear();
+    end_adjustments(dev_in_);
     backend_.forward_sample(b, dev_in_, dev_out_);
     const int K = dev_in_.max_logprobs;
     size_t host_row = 0;
@@ -167,7 +177,7 @@ StepOutput Executor::run(StepInput& in) {
         }
         out.results.push_back(std::move(r));
       }
-      s.output.push_back(out.results.back().token);
+      record(s, out.results.back().token);
     }
   } else {
     logits_.resize(S * V);
@@ -175,7 +185,7 @@ StepOutput Executor::run(StepInput& in) {
     for (size_t i = 0; i < S; ++i) {
       State& s = state_of(i);
       out.results.push_back(host_sample(s, std::span<const float>(logits_.data() + i * V, V)));
-      s.output.push_back(out.results.back().token);
+      record(s, out.results.back().token);
     }
   }
   out.forward_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

@@ -22,6 +22,7 @@
 #include "engine/sampler.h"
 #include "runtime/backend.h"
 #include "runtime/batch.h"
+#include "runtime/sample_pack.h"
 
 namespace nf {
 
@@ -67,6 +68,9 @@ class Executor {
     nanoflow::SamplingParams params;
     uint64_t seed = 0;
     std::vector<int32_t> output;  // every token sampled for the request
+    // For the device's penalties (kept only when a penalty is on): the prompt's distinct ids
+    // (when repetition_penalty != 1) and the output's, with their counts.
+    TokenCounts prompt_counts, output_counts;
   };
   StepOutput run(StepInput& in);
   void worker_loop();

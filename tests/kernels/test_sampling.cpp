@@ -1,7 +1,8 @@
 // GPU sampling against the host sampler's rules (src/engine/sampler.cpp): greedy equals the
 // CPU argmax, top-K logprobs equal the CPU log-softmax, seeded draws do not depend on the rest
 // of the batch, top-k/top-p/min-p/banned ids never let an excluded token through, and the
-// empirical distribution over a small vocabulary matches the expected one.
+// empirical distribution over a small vocabulary matches the expected one; all of it with
+// repetition/frequency/presence penalties and logit_bias too (packed by runtime/sample_pack).
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -9,6 +10,7 @@
 #include "backends/cuda/sampling.h"
 #include "engine/sampler.h"
 #include "kernel_test_util.h"
+#include "runtime/sample_pack.h"
 
 namespace nf {
 namespace {
@@ -25,9 +27,49 @@ constexpr int kTopCols = 20;
 
 struct Row {
   std::vector<float> logits;
-  SampleRowParams params;
+  SampleRowParams params;  // its penalties too
   std::vector<int32_t> banned;
+  std::vector<int32_t> prompt, output;                // what the penalties see
+  std::vector<std::pair<int32_t, float>> logit_bias;  // in the request's order
 };
+
+nanoflow::SamplingParams host_params(const Row& r) {
+  const SampleRowParams& p = r.params;
+  nanoflow::SamplingParams h;
+  h.temperature = p.temperature;
+  h.top_k = p.top_k;
+  h.top_p = p.top_p;
+  h.min_p = p.min_p;
+  h.logprobs = p.num_logprobs;
+  h.repetition_penalty = p.repetition_penalty;
+  h.frequency_penalty = p.frequency_penalty;
+  h.presence_penalty = p.presence_penalty;
+  h.logit_bias = r.logit_bias;
+  return h;
+}
+
+// The rows' adjustment CSRs, as the executor packs them.
+DeviceSampleBatch pack_adjustments(const std::vector<Row>& rows, int vocab) {
+  DeviceSampleBatch b;
+  begin_adjustments(b);
+  b.rows.resize(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    const bool ok = append_adjustments(host_params(r), TokenCounts::of(r.prompt, vocab),
+                                       TokenCounts::of(r.output, vocab), vocab, b, b.rows[i]);
+    EXPECT_TRUE(ok) << "row " << i << " cannot be sampled on the device";
+  }
+  end_adjustments(b);
+  return b;
+}
+
+// The logits the row samples from on the host: bias and penalties applied (bit for bit the
+// host sampler's processing: tests/unit/test_sample_pack.cpp).
+std::vector<float> processed_logits(const Row& r) {
+  std::vector<float> x = r.logits;
+  apply_adjustments(x, pack_adjustments({r}, static_cast<int>(r.logits.size())), 0);
+  return x;
+}
 
 struct Result {
   std::vector<int32_t> tokens, top_ids;
@@ -59,6 +101,23 @@ Result run(cuda::GpuSampler& sampler, const std::vector<Row>& rows) {
   args.params = TensorView(d_params.data(), DType::kU8, {S, sizeof(SampleRowParams)});
   args.banned_indptr = TensorView(d_indptr.data(), DType::kI32, {S + 1});
   args.banned_ids = TensorView(d_banned.data(), DType::kI32, {static_cast<int64_t>(banned.size())});
+  const DeviceSampleBatch adj = pack_adjustments(rows, vocab);
+  auto d_pen_indptr = upload(adj.penalty_indptr), d_pen_ids = upload(adj.penalty_ids),
+       d_pen_counts = upload(adj.penalty_counts), d_bias_indptr = upload(adj.bias_indptr),
+       d_bias_ids = upload(adj.bias_ids);
+  auto d_bias_values = upload(adj.bias_values);
+  if (!adj.penalty_indptr.empty()) {
+    const int64_t n = static_cast<int64_t>(adj.penalty_ids.size());
+    args.penalty_indptr = TensorView(d_pen_indptr.data(), DType::kI32, {S + 1});
+    args.penalty_ids = TensorView(d_pen_ids.data(), DType::kI32, {n});
+    args.penalty_counts = TensorView(d_pen_counts.data(), DType::kI32, {n});
+  }
+  if (!adj.bias_indptr.empty()) {
+    const int64_t n = static_cast<int64_t>(adj.bias_ids.size());
+    args.bias_indptr = TensorView(d_bias_indptr.data(), DType::kI32, {S + 1});
+    args.bias_ids = TensorView(d_bias_ids.data(), DType::kI32, {n});
+    args.bias_values = TensorView(d_bias_values.data(), DType::kF32, {n});
+  }
   args.tokens = TensorView(d_tokens.data(), DType::kI32, {S});
   args.logprobs = TensorView(d_lp.data(), DType::kF32, {S});
   args.top_ids = TensorView(d_top_ids.data(), DType::kI32, {S, kTopCols});
@@ -70,22 +129,13 @@ Result run(cuda::GpuSampler& sampler, const std::vector<Row>& rows) {
           download<float>(d_lp, S), download<float>(d_top_lp, S * kTopCols)};
 }
 
-nanoflow::SamplingParams host_params(const SampleRowParams& p) {
-  nanoflow::SamplingParams h;
-  h.temperature = p.temperature;
-  h.top_k = p.top_k;
-  h.top_p = p.top_p;
-  h.min_p = p.min_p;
-  h.logprobs = p.num_logprobs;
-  return h;
-}
-
-// The distribution sampler.cpp draws from: banned ids out, top-k, top-p at temperature T, then
-// min-p; probability 0 for every excluded id.
+// The distribution sampler.cpp draws from: bias and penalties, banned ids out, top-k, top-p at
+// temperature T, then min-p; probability 0 for every excluded id.
 std::vector<double> expected_distribution(const Row& r) {
   const int V = static_cast<int>(r.logits.size());
   const SampleRowParams& p = r.params;
-  std::vector<double> work(r.logits.begin(), r.logits.end());
+  const std::vector<float> processed = processed_logits(r);
+  std::vector<double> work(processed.begin(), processed.end());
   for (int32_t b : r.banned) work[b] = -INFINITY;
   std::vector<int32_t> idx(V);
   std::iota(idx.begin(), idx.end(), 0);
@@ -138,9 +188,11 @@ SampleRowParams params(float t, int top_k, float top_p, float min_p, uint64_t se
 // The host sampler on one row (its greedy token and its logprobs are deterministic).
 SampleResult cpu_sample(const Row& r) {
   static Sampler sampler;
-  const nanoflow::SamplingParams hp = host_params(r.params);
+  const nanoflow::SamplingParams hp = host_params(r);
   SampleContext ctx;
   ctx.params = &hp;
+  ctx.prompt = r.prompt;
+  ctx.output = r.output;
   ctx.banned = r.banned;
   ctx.seed = r.params.seed;
   return sampler.sample(r.logits, ctx);
@@ -317,6 +369,223 @@ TEST_F(Sampling, EmpiricalDistributionMatchesExpected) {
     SCOPED_TRACE(testing::Message() << "T " << k.temperature << " top_k " << k.top_k << " top_p "
                                     << k.top_p << " min_p " << k.min_p);
     Row base{logits, k, {}};
+    const auto dist = expected_distribution(base);
+    std::vector<int64_t> counts(vocab, 0);
+    for (int call = 0; call < kCalls; ++call) {
+      std::vector<Row> rows(kRows, base);
+      const uint64_t seed = rng_();
+      for (int i = 0; i < kRows; ++i) {
+        rows[i].params.seed = seed;
+        rows[i].params.step = i;
+      }
+      const Result res = run(sampler, rows);
+      for (int32_t t : res.tokens) {
+        ASSERT_TRUE(t >= 0 && t < vocab) << "token " << t;
+        ++counts[t];
+      }
+    }
+    const double n = static_cast<double>(kRows) * kCalls;
+    double tv = 0;
+    for (int i = 0; i < vocab; ++i) {
+      const double expect = n * dist[i];
+      const double sigma = std::sqrt(n * dist[i] * (1 - dist[i]));
+      EXPECT_LE(std::abs(counts[i] - expect), 5 * sigma + 1)
+          << "token " << i << ": " << counts[i] << " draws, expected " << expect;
+      tv += std::abs(counts[i] / n - dist[i]) / 2;
+    }
+    EXPECT_LT(tv, 0.015) << "total variation distance";
+  }
+}
+
+// ---- Penalties and logit_bias ----
+
+// The ids of the n largest logits, best first.
+std::vector<int32_t> top_ids_of(const std::vector<float>& x, int n) {
+  std::vector<int32_t> idx(x.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
+                    [&](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); });
+  idx.resize(n);
+  return idx;
+}
+
+// Adjustment kinds: each penalty alone, combinations, and logit_bias bans/forces. The prompt
+// and output hold the best raw tokens (and random ones), so the penalties change the ranking.
+constexpr int kAdjustKinds = 10;
+
+void add_adjustments(Row& r, int kind, std::mt19937& rng) {
+  const int vocab = static_cast<int>(r.logits.size());
+  const std::vector<int32_t> best = top_ids_of(r.logits, 8);
+  auto any = [&] {  // a random id outside the best 8 (so bias ids never repeat)
+    while (true) {
+      const auto id = static_cast<int32_t>(rng() % vocab);
+      if (std::find(best.begin(), best.end(), id) == best.end()) return id;
+    }
+  };
+  r.prompt = {best[0], best[2], any(), best[0], any(), best[5]};
+  r.output = {best[1], best[0], best[1], any(), best[3], best[1]};
+  SampleRowParams& p = r.params;
+  switch (kind) {
+    case 0:
+      p.repetition_penalty = 1.3f;
+      break;
+    case 1:  // < 1 favours the seen tokens
+      p.repetition_penalty = 0.8f;
+      break;
+    case 2:
+      p.frequency_penalty = 0.7f;
+      break;
+    case 3:
+      p.presence_penalty = 1.5f;
+      break;
+    case 4:
+      p.frequency_penalty = -0.5f;
+      p.presence_penalty = 0.9f;
+      break;
+    case 5:  // ban the best raw token, force a random one
+      r.logit_bias = {{best[0], -100.0f}, {any(), 100.0f}};
+      break;
+    case 6:  // small biases on the best tokens, one of them on an output token
+      r.logit_bias = {{best[1], -1.5f}, {best[4], 2.0f}, {best[6], 0.75f}, {any(), -3.0f}};
+      break;
+    case 7:  // everything, with bias ids that the penalties see too
+      p.repetition_penalty = 1.2f;
+      p.frequency_penalty = 0.4f;
+      p.presence_penalty = 0.3f;
+      r.logit_bias = {{best[0], 1.0f}, {best[1], 0.5f}, {best[7], -2.0f}};
+      break;
+    case 8:  // repetition, and a prompt token banned through the bias
+      p.repetition_penalty = 1.5f;
+      r.logit_bias = {{best[2], -100.0f}};
+      break;
+    default:  // a forced token that is also penalised
+      p.frequency_penalty = 2.0f;
+      r.logit_bias = {{best[1], 100.0f}};
+      break;
+  }
+}
+
+TEST_F(Sampling, GreedyWithPenaltiesAndBiasMatchesCpu) {
+  for (int vocab : {1000, 152064}) {
+    SCOPED_TRACE(testing::Message() << "vocab " << vocab);
+    cuda::GpuSampler sampler({.max_rows = 80, .vocab = vocab, .sort_rows = 16});
+    std::vector<Row> rows;
+    for (int i = 0; i < 80; ++i) {
+      // Greedy by temperature 0 or by top_k 1; some rows with logprobs (sorted for them only).
+      Row r{random_logits(vocab, rng_, 8.0f),
+            params(i % 2 ? 0.0f : 0.7f, i % 2 ? 0 : 1, 1.0f, 0.0f, rng_(), i, i % 3 == 0 ? 5 : 0),
+            {}};
+      if (i % 8 != 7) add_adjustments(r, i % kAdjustKinds, rng_);  // and a few rows without
+      if (i % 5 == 0) r.banned = {top_ids_of(processed_logits(r), 1)[0]};
+      rows.push_back(std::move(r));
+    }
+    const Result res = run(sampler, rows);
+    int changed = 0;  // rows whose processed argmax is not the raw one: the test has teeth
+    for (size_t i = 0; i < rows.size(); ++i) {
+      SCOPED_TRACE(testing::Message() << "row " << i);
+      const auto want = cpu_sample(rows[i]);
+      changed += want.token != top_ids_of(rows[i].logits, 1)[0];
+      EXPECT_EQ(res.tokens[i], want.token);
+      EXPECT_NEAR(res.logprobs[i], want.logprob, kLogprobTolerance);  // of the raw logits
+      for (int j = 0; j < static_cast<int>(want.top.size()); ++j) {
+        EXPECT_EQ(res.top_ids[i * kTopCols + j], want.top[j].first) << "slot " << j;
+        EXPECT_NEAR(res.top_logprobs[i * kTopCols + j], want.top[j].second, kLogprobTolerance);
+      }
+    }
+    EXPECT_GT(changed, 20);
+  }
+}
+
+// Filtered rows sort their processed logits: the token is always one the host could draw (and
+// the host's own one where the filter leaves a single candidate), and the top-K logprobs are
+// still those of the raw logits.
+TEST_F(Sampling, FilteredWithPenaltiesAndBiasMatchCpu) {
+  const SampleRowParams kinds[] = {
+      params(1.0f, 5, 1.0f, 0.0f, 0, 0, 20),  params(1.0f, 0, 0.7f, 0.0f, 0, 0, 5),
+      params(1.0f, 0, 1.0f, 0.2f, 0, 0, 20),  params(0.8f, 40, 0.9f, 0.05f, 0, 0, 3),
+      params(1.0f, 0, 1e-6f, 0.0f, 0, 0, 20), params(0.7f, 50, 1e-6f, 0.0f, 0, 0, 1),
+      params(1.2f, 3, 1.0f, 0.0f, 0, 0, 0),   params(1.0f, 0, 0.9f, 0.0f, 0, 0, 20)};
+  constexpr int kKinds = sizeof(kinds) / sizeof(kinds[0]);
+  for (int vocab : {1000, 152064}) {
+    SCOPED_TRACE(testing::Message() << "vocab " << vocab);
+    cuda::GpuSampler sampler({.max_rows = 120, .vocab = vocab, .sort_rows = 32});
+    std::vector<Row> rows;
+    for (int i = 0; i < 120; ++i) {
+      Row r{random_logits(vocab, rng_, 6.0f), kinds[i % kKinds], {}};
+      r.params.seed = rng_();
+      r.params.step = rng_() % 1000;
+      if (i % 11 != 10) add_adjustments(r, (i / kKinds) % kAdjustKinds, rng_);
+      if (i % 6 == 1) r.banned = {top_ids_of(processed_logits(r), 2)[1]};
+      rows.push_back(std::move(r));
+    }
+    const Result res = run(sampler, rows);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      SCOPED_TRACE(testing::Message()
+                   << "row " << i << " T " << r.params.temperature << " top_k " << r.params.top_k
+                   << " top_p " << r.params.top_p << " min_p " << r.params.min_p);
+      const auto dist = expected_distribution(r);
+      const auto want = cpu_sample(r);
+      const double lse = log_sum_exp(r.logits);
+      const int32_t tok = res.tokens[i];
+      ASSERT_TRUE(tok >= 0 && tok < vocab) << "token " << tok;
+      EXPECT_GT(dist[tok], 0.0) << "emitted excluded token " << tok;
+      if (r.params.top_p < 1e-3f) EXPECT_EQ(tok, want.token) << "a single candidate";
+      EXPECT_NEAR(res.logprobs[i], r.logits[tok] - lse, kLogprobTolerance);
+      const int n = r.params.num_logprobs;
+      ASSERT_EQ(static_cast<int>(want.top.size()), n);
+      for (int j = 0; j < kTopCols; ++j) {
+        const int32_t id = res.top_ids[i * kTopCols + j];
+        const float lp = res.top_logprobs[i * kTopCols + j];
+        if (j >= n) {
+          EXPECT_EQ(id, -1) << "slot " << j;
+          EXPECT_TRUE(std::isinf(lp) && lp < 0) << "slot " << j << " holds " << lp;
+          continue;
+        }
+        EXPECT_EQ(id, want.top[j].first) << "slot " << j;
+        EXPECT_NEAR(lp, want.top[j].second, kLogprobTolerance) << "slot " << j;
+      }
+    }
+    // The same rows reversed and alone: seeded draws depend on nothing else in the batch.
+    std::vector<Row> reversed(rows.rbegin(), rows.rend());
+    const Result rr = run(sampler, reversed);
+    for (size_t i = 0; i < rows.size(); ++i)
+      EXPECT_EQ(rr.tokens[rows.size() - 1 - i], res.tokens[i]) << "row " << i;
+    for (size_t i = 0; i < rows.size(); i += 13)
+      EXPECT_EQ(run(sampler, {rows[i]}).tokens[0], res.tokens[i]) << "row " << i << " alone";
+  }
+}
+
+// Temperature-only rows (drawn in the first kernel) and filtered ones (sorted): the empirical
+// distribution is the host's over the processed logits.
+TEST_F(Sampling, EmpiricalDistributionWithPenaltiesMatchesExpected) {
+  const std::vector<float> logits = {2.0f, 1.5f, 1.0f, 0.5f, 0.0f, -0.5f, -1.0f, 3.0f, 0.2f, 1.2f};
+  const int vocab = static_cast<int>(logits.size());
+  struct Kind {
+    SampleRowParams p;
+    std::vector<std::pair<int32_t, float>> bias;
+  };
+  auto with = [](SampleRowParams p, float rep, float freq, float pres) {
+    p.repetition_penalty = rep;
+    p.frequency_penalty = freq;
+    p.presence_penalty = pres;
+    return p;
+  };
+  const Kind kinds[] = {
+      {with(params(0.8f, 0, 1.0f, 0.0f, 0, 0), 1.5f, 0.0f, 0.0f), {}},
+      {with(params(1.0f, 0, 1.0f, 0.0f, 0, 0), 1.0f, 0.5f, 0.25f), {{3, 1.0f}}},
+      {with(params(1.0f, 0, 1.0f, 0.0f, 0, 0), 1.0f, 0.0f, 0.0f), {{7, -100.0f}, {6, 2.5f}}},
+      {with(params(1.0f, 4, 1.0f, 0.0f, 0, 0), 1.3f, 0.2f, 0.0f), {{2, 0.5f}}},
+      {with(params(1.0f, 0, 0.8f, 0.0f, 0, 0), 0.7f, 0.0f, 0.4f), {{5, 1.0f}, {9, -1.0f}}},
+      {with(params(1.3f, 6, 0.9f, 0.1f, 0, 0), 1.2f, 0.3f, 0.3f), {{7, 0.5f}, {4, 1.5f}}}};
+  constexpr int kRows = 4096, kCalls = 8;
+  cuda::GpuSampler sampler({.max_rows = kRows, .vocab = vocab, .sort_rows = 1024});
+  for (const Kind& k : kinds) {
+    SCOPED_TRACE(testing::Message()
+                 << "T " << k.p.temperature << " top_k " << k.p.top_k << " top_p " << k.p.top_p
+                 << " min_p " << k.p.min_p << " rep " << k.p.repetition_penalty << " freq "
+                 << k.p.frequency_penalty << " pres " << k.p.presence_penalty);
+    Row base{logits, k.p, {}, {7, 0, 0, 4}, {7, 1, 1, 1, 9}, k.bias};
     const auto dist = expected_distribution(base);
     std::vector<int64_t> counts(vocab, 0);
     for (int call = 0; call < kCalls; ++call) {

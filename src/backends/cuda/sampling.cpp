@@ -23,6 +23,7 @@ GpuSampler::GpuSampler(const SamplerConfig& config) : config_(config) {
   iota_.reset(static_cast<size_t>(sort_items) * sizeof(int32_t));
   sorted_keys_.reset(static_cast<size_t>(sort_items) * sizeof(float));
   sorted_ids_.reset(static_cast<size_t>(sort_items) * sizeof(int32_t));
+  sort_in_.reset(static_cast<size_t>(sort_items) * sizeof(float));
   cub_temp_.reset(
       std::max<size_t>(16, launch::sample_cub_temp_bytes(config_.sort_rows, config.vocab)));
   launch::sample_fill_iota(iota_.as<int32_t>(), config_.sort_rows, config.vocab, nullptr);
@@ -47,6 +48,21 @@ void GpuSampler::sample(const SampleArgs& args, cudaStream_t stream) {
     check_dim(args.banned_indptr, op, "banned_indptr", 0, rows + 1);
     check_tensor(args.banned_ids, op, "banned_ids", DType::kI32, 1);
   }
+  // An adjustment CSR: indptr [rows+1] i32 and two [n] arrays (i32 ids, then `values`).
+  auto check_csr = [&](const TensorView& indptr, const TensorView& ids, const TensorView& values,
+                       const char* name, DType value_type) {
+    if (indptr.empty()) return false;
+    check_tensor(indptr, op, name, DType::kI32, 1);
+    check_dim(indptr, op, name, 0, rows + 1);
+    check_tensor(ids, op, name, DType::kI32, 1);
+    check_tensor(values, op, name, value_type, 1);
+    check_dim(values, op, name, 0, ids.size(0));
+    return true;
+  };
+  const bool penalties = check_csr(args.penalty_indptr, args.penalty_ids, args.penalty_counts,
+                                   "penalty CSR", DType::kI32);
+  const bool bias =
+      check_csr(args.bias_indptr, args.bias_ids, args.bias_values, "bias CSR", DType::kF32);
   check_tensor(args.tokens, op, "tokens", DType::kI32, 1);
   check_dim(args.tokens, op, "tokens", 0, rows);
   check_tensor(args.logprobs, op, "logprobs", DType::kF32, 1);
@@ -99,7 +115,19 @@ void GpuSampler::sample(const SampleArgs& args, cudaStream_t stream) {
   s.cub_temp = cub_temp_.data();
   s.cub_temp_bytes = cub_temp_.bytes();
   s.sort = sort;
-  launch::sample(s, stream);
+  launch::SampleAdjustLaunch adj;
+  if (penalties) {
+    adj.penalty_indptr = args.penalty_indptr.ptr<int32_t>();
+    adj.penalty_ids = args.penalty_ids.ptr<int32_t>();
+    adj.penalty_counts = args.penalty_counts.ptr<int32_t>();
+  }
+  if (bias) {
+    adj.bias_indptr = args.bias_indptr.ptr<int32_t>();
+    adj.bias_ids = args.bias_ids.ptr<int32_t>();
+    adj.bias_values = args.bias_values.ptr<float>();
+  }
+  adj.sort_in = sort_in_.as<float>();
+  launch::sample_adjusted(s, adj, stream);
 }
 
 }  // namespace nf::cuda

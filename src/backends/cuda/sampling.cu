@@ -20,7 +20,8 @@ constexpr int kSortedThreads = 512;
 constexpr int kItems = 8;  // sorted entries per thread per chunk
 constexpr int kChunk = kSortedThreads * kItems;
 
-enum RowMode : int32_t { kGreedy = 1, kFiltered = 2, kSorted = 4 };
+// kAdjusted: the row has penalty or bias entries (its processed logits differ from the raw ones).
+enum RowMode : int32_t { kGreedy = 1, kFiltered = 2, kSorted = 4, kAdjusted = 8 };
 
 // Per-row state handed from the first kernel to the second.
 struct RowInfo {
@@ -118,6 +119,97 @@ __device__ __forceinline__ bool is_banned(const uint32_t* mask, int32_t id) {
   return (mask[id >> 5] >> (id & 31)) & 1u;
 }
 
+__device__ __forceinline__ int mask_words(int vocab) {
+  return (vocab + 31) / 32;
+}
+
+// A row's adjustments: its penalty entries and its logit bias, each ascending by id.
+struct RowAdjust {
+  const int32_t* pen_ids;
+  const int32_t* pen_counts;
+  const int32_t* bias_ids;
+  const float* bias_values;
+  int n_pen, n_bias;
+  __device__ int size() const { return n_pen + n_bias; }
+  // The id of entry j < size() (penalty entries first, then bias entries).
+  __device__ int32_t id(int j) const { return j < n_pen ? pen_ids[j] : bias_ids[j - n_pen]; }
+};
+
+__device__ RowAdjust row_adjust(const launch::SampleAdjustLaunch& a, int64_t row) {
+  RowAdjust r{nullptr, nullptr, nullptr, nullptr, 0, 0};
+  if (a.penalty_indptr != nullptr) {
+    const int32_t b = a.penalty_indptr[row];
+    r.pen_ids = a.penalty_ids + b;
+    r.pen_counts = a.penalty_counts + b;
+    r.n_pen = a.penalty_indptr[row + 1] - b;
+  }
+  if (a.bias_indptr != nullptr) {
+    const int32_t b = a.bias_indptr[row];
+    r.bias_ids = a.bias_ids + b;
+    r.bias_values = a.bias_values + b;
+    r.n_bias = a.bias_indptr[row + 1] - b;
+  }
+  return r;
+}
+
+// The index of id in ids[0, n) (ascending), or -1.
+__device__ int find_id(const int32_t* ids, int n, int32_t id) {
+  int lo = 0, hi = n;
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    if (ids[mid] < id)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < n && ids[lo] == id ? lo : -1;
+}
+
+// The processed logit of an adjusted id, with the host sampler's operations in its order and
+// IEEE round-to-nearest, never contracted into an FMA (as nf::adjusted_logit on the host).
+__device__ float adjusted_logit(float raw, bool has_bias, float bias, bool seen, int32_t count,
+                                const SampleRowParams& p) {
+  float w = raw;
+  if (has_bias) w = __fadd_rn(w, bias);
+  if (seen && p.repetition_penalty != 1.0f)
+    w = w > 0.0f ? __fdiv_rn(w, p.repetition_penalty) : __fmul_rn(w, p.repetition_penalty);
+  if (count > 0 && (p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f))
+    w = __fsub_rn(w, __fadd_rn(__fmul_rn(p.frequency_penalty, static_cast<float>(count)),
+                               p.presence_penalty));
+  return w;
+}
+
+// Entry j < r.size() of the row's adjustments: its id and processed value. False when the
+// entry is not the id's own (a bias id that has a penalty entry too: that entry applies both)
+// or is out of range; so every adjusted id is produced exactly once.
+__device__ bool adjusted_entry(const RowAdjust& r, int j, const float* x, int vocab,
+                               const SampleRowParams& p, int32_t& id, float& w) {
+  if (j < r.n_pen) {
+    id = r.pen_ids[j];
+    if (id < 0 || id >= vocab) return false;
+    const int b = find_id(r.bias_ids, r.n_bias, id);
+    w = adjusted_logit(x[id], b >= 0, b >= 0 ? r.bias_values[b] : 0.0f, true, r.pen_counts[j], p);
+    return true;
+  }
+  const int k = j - r.n_pen;
+  id = r.bias_ids[k];
+  if (id < 0 || id >= vocab || find_id(r.pen_ids, r.n_pen, id) >= 0) return false;
+  w = adjusted_logit(x[id], true, r.bias_values[k], false, 0, p);
+  return true;
+}
+
+// The row's adjusted ids as a bitmask in shared memory ([ceil(vocab / 32)] words).
+__device__ void build_adjusted_mask(uint32_t* mask, int vocab, const RowAdjust& r) {
+  const int words = mask_words(vocab);
+  for (int i = threadIdx.x; i < words; i += blockDim.x) mask[i] = 0;
+  __syncthreads();
+  for (int j = threadIdx.x; j < r.size(); j += blockDim.x) {
+    const int32_t id = r.id(j);
+    if (id >= 0 && id < vocab) atomicOr(&mask[id >> 5], 1u << (id & 31));
+  }
+  __syncthreads();
+}
+
 __device__ __forceinline__ int32_t row_mode(const SampleRowParams& p, int vocab) {
   const bool greedy = p.temperature <= 0.0f || p.top_k == 1;
   const bool filtered =
@@ -129,8 +221,8 @@ __device__ __forceinline__ int32_t row_mode(const SampleRowParams& p, int vocab)
 // Kernel 1: one CTA per row. Statistics, the greedy and temperature-only draws, the sort
 // segments, and -1/-inf top-logprob slots for rows that are not sorted.
 __global__ void __launch_bounds__(kPrepThreads)
-    sample_prepare_kernel(const launch::SampleLaunch s) {
-  extern __shared__ uint32_t banned[];
+    sample_prepare_kernel(const launch::SampleLaunch s, const launch::SampleAdjustLaunch a) {
+  extern __shared__ uint32_t masks[];  // banned ids, then adjusted ids
   __shared__ float fscratch[32];
   __shared__ double dscratch[32];
   __shared__ Best bscratch[32];
@@ -138,15 +230,30 @@ __global__ void __launch_bounds__(kPrepThreads)
   const int vocab = s.vocab;
   const float* x = s.logits + row * vocab;
   const SampleRowParams p = static_cast<const SampleRowParams*>(s.params)[row];
-  const int32_t mode = row_mode(p, vocab);
+  const RowAdjust adj = row_adjust(a, row);
+  const bool has_adj = adj.size() > 0;  // uniform over the block
+  const int32_t mode = row_mode(p, vocab) | (has_adj ? kAdjusted : 0);
+  uint32_t* banned = masks;
+  uint32_t* adjusted = masks + mask_words(vocab);
   build_banned_mask(banned, vocab, s.banned_indptr, s.banned_ids, row);
+  if (has_adj) build_adjusted_mask(adjusted, vocab, adj);
+  // Ids taken at their raw logit: not banned, not adjusted (those come from adjusted_entry).
+  auto raw_candidate = [&](int32_t i) {
+    return !is_banned(banned, i) && !(has_adj && is_banned(adjusted, i));
+  };
 
   float mx = -INFINITY;
   Best best = no_best();
   for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
     const float v = x[i];
     mx = fmaxf(mx, v);
-    if (!is_banned(banned, i)) best = better(best, Best{v, i, v});
+    if (raw_candidate(i)) best = better(best, Best{v, i, v});
+  }
+  for (int j = threadIdx.x; j < adj.size(); j += blockDim.x) {
+    int32_t id;
+    float w;
+    if (adjusted_entry(adj, j, x, vocab, p, id, w) && !is_banned(banned, id))
+      best = better(best, Best{w, id, x[id]});
   }
   mx = block_max(mx, fscratch);
   best = block_best(best, bscratch);
@@ -158,8 +265,16 @@ __global__ void __launch_bounds__(kPrepThreads)
   for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
     const float v = x[i];
     sum += static_cast<double>(expf(v - mx));
-    if (plain && !is_banned(banned, i))
+    if (plain && raw_candidate(i))
       draw = better(draw, Best{v * inv_t + gumbel(p.seed, p.step, i), i, v});
+  }
+  if (plain) {
+    for (int j = threadIdx.x; j < adj.size(); j += blockDim.x) {
+      int32_t id;
+      float w;
+      if (adjusted_entry(adj, j, x, vocab, p, id, w) && !is_banned(banned, id))
+        draw = better(draw, Best{w * inv_t + gumbel(p.seed, p.step, id), id, x[id]});
+    }
   }
   sum = block_sum_double(sum, dscratch);
   if (plain) draw = block_best(draw, bscratch);
@@ -184,6 +299,35 @@ __global__ void __launch_bounds__(kPrepThreads)
       s.top_logprobs[row * s.top_cols + j] = -INFINITY;
     }
   }
+}
+
+// Per sort pass, when the batch has adjustments: the pass's sorted rows into sort_in, with the
+// processed values at the adjusted ids of rows that filter (a row sorted only for its logprobs
+// keeps its raw logits, whose sorted prefix is its top-K).
+__global__ void __launch_bounds__(kPrepThreads)
+    sample_adjust_kernel(const launch::SampleLaunch s, const launch::SampleAdjustLaunch a,
+                         int64_t row0) {
+  const int64_t local = blockIdx.x, row = row0 + local;
+  const int32_t mode = static_cast<const RowInfo*>(s.row_info)[row].mode;
+  if (!(mode & kSorted)) return;
+  const int vocab = s.vocab;
+  const float* x = s.logits + row * vocab;
+  float* y = a.sort_in + local * vocab;
+  for (int i = threadIdx.x; i < vocab; i += blockDim.x) y[i] = x[i];
+  if (!((mode & kAdjusted) && (mode & kFiltered))) return;
+  __syncthreads();  // the copy before the processed values over it
+  const SampleRowParams p = static_cast<const SampleRowParams*>(s.params)[row];
+  const RowAdjust adj = row_adjust(a, row);
+  for (int j = threadIdx.x; j < adj.size(); j += blockDim.x) {
+    int32_t id;
+    float w;
+    if (adjusted_entry(adj, j, x, vocab, p, id, w)) y[id] = w;
+  }
+}
+
+// (v, id) comes after prev in the order value desc, id asc.
+__device__ __forceinline__ bool ranks_after(const Best& prev, float v, int32_t id) {
+  return v < prev.v || (v == prev.v && id > prev.id);
 }
 
 using ScanInt = cub::BlockScan<int, kSortedThreads>;
@@ -223,8 +367,9 @@ __device__ void load_chunk(Chunk& c, const float* keys, const int32_t* ids, int 
 
 // Kernel 2: one CTA per sorted row of the pass starting at row0.
 __global__ void __launch_bounds__(kSortedThreads)
-    sample_sorted_kernel(const launch::SampleLaunch s, int64_t row0) {
-  extern __shared__ uint32_t banned[];
+    sample_sorted_kernel(const launch::SampleLaunch s, const launch::SampleAdjustLaunch a,
+                         int64_t row0) {
+  extern __shared__ uint32_t masks[];  // banned ids, then adjusted ids
   __shared__ union {
     ScanInt::TempStorage i;
     ScanDouble::TempStorage d;
@@ -239,11 +384,52 @@ __global__ void __launch_bounds__(kSortedThreads)
   const float* keys = s.sorted_keys + local * vocab;
   const int32_t* ids = s.sorted_ids + local * vocab;
   const SampleRowParams p = static_cast<const SampleRowParams*>(s.params)[row];
+  uint32_t* banned = masks;
+  uint32_t* adjusted = masks + mask_words(vocab);
+  // Its keys are the processed logits (sample_adjust_kernel), not the raw ones.
+  const bool processed_keys = (info.mode & kAdjusted) && (info.mode & kFiltered);
 
   const int n_lp = min(min(p.num_logprobs, s.top_cols), vocab);
-  for (int j = threadIdx.x; j < s.top_cols; j += blockDim.x) {
-    s.top_ids[row * s.top_cols + j] = j < n_lp ? ids[j] : -1;
-    s.top_logprobs[row * s.top_cols + j] = j < n_lp ? keys[j] - info.lse : -INFINITY;
+  if (processed_keys && n_lp > 0) {
+    // The raw top-K: an unadjusted id's key is its raw logit, and at most #adjusted of the
+    // first n_lp + #adjusted sorted entries are adjusted, so the best n_lp unadjusted ids are
+    // among them; the adjusted ids join at their raw logits. n_lp rounds of a block argmax,
+    // each over what ranks after the previous round's pick.
+    const RowAdjust adj = row_adjust(a, row);
+    build_adjusted_mask(adjusted, vocab, adj);
+    const float* x = s.logits + row * vocab;
+    const int lim =
+        static_cast<int>(min(static_cast<int64_t>(vocab), static_cast<int64_t>(n_lp) + adj.size()));
+    Best prev{INFINITY, -1, INFINITY};
+    for (int k = 0; k < n_lp; ++k) {
+      Best b = no_best();
+      for (int j = threadIdx.x; j < lim; j += blockDim.x) {
+        const int32_t id = ids[j];
+        if (!is_banned(adjusted, id) && ranks_after(prev, keys[j], id))
+          b = better(b, Best{keys[j], id, keys[j]});
+      }
+      for (int j = threadIdx.x; j < adj.size(); j += blockDim.x) {
+        const int32_t id = adj.id(j);
+        if (id >= 0 && id < vocab && ranks_after(prev, x[id], id))
+          b = better(b, Best{x[id], id, x[id]});
+      }
+      b = block_best(b, bscratch);
+      if (threadIdx.x == 0) {
+        const bool found = b.id != INT_MAX;
+        s.top_ids[row * s.top_cols + k] = found ? b.id : -1;
+        s.top_logprobs[row * s.top_cols + k] = found ? b.v - info.lse : -INFINITY;
+      }
+      prev = b;
+    }
+    for (int j = n_lp + threadIdx.x; j < s.top_cols; j += blockDim.x) {
+      s.top_ids[row * s.top_cols + j] = -1;
+      s.top_logprobs[row * s.top_cols + j] = -INFINITY;
+    }
+  } else {
+    for (int j = threadIdx.x; j < s.top_cols; j += blockDim.x) {
+      s.top_ids[row * s.top_cols + j] = j < n_lp ? ids[j] : -1;
+      s.top_logprobs[row * s.top_cols + j] = j < n_lp ? keys[j] - info.lse : -INFINITY;
+    }
   }
   if (!(info.mode & kFiltered)) return;
   build_banned_mask(banned, vocab, s.banned_indptr, s.banned_ids, row);
@@ -320,9 +506,9 @@ __global__ void __launch_bounds__(kSortedThreads)
   }
   draw = block_best(draw, bscratch);
   if (threadIdx.x == 0) {
-    const bool found = draw.id != INT_MAX;
-    s.tokens[row] = found ? draw.id : 0;
-    s.logprobs[row] = (found ? draw.key : s.logits[row * vocab]) - info.lse;
+    const int32_t token = draw.id != INT_MAX ? draw.id : 0;
+    s.tokens[row] = token;
+    s.logprobs[row] = s.logits[row * vocab + token] - info.lse;  // the raw logit
   }
 }
 
@@ -363,19 +549,34 @@ void launch::sample_fill_iota(int32_t* iota, int sort_rows, int vocab, cudaStrea
 }
 
 void launch::sample(const SampleLaunch& s, cudaStream_t stream) {
-  const size_t mask_bytes = banned_mask_bytes(s.vocab);
+  sample_adjusted(s, SampleAdjustLaunch{}, stream);
+}
+
+void launch::sample_adjusted(const SampleLaunch& s, const SampleAdjustLaunch& a,
+                             cudaStream_t stream) {
+  // The banned ids' mask, and the adjusted ids' one after it when the batch has adjustments
+  // (the kernels read it only for rows with adjustments).
+  const bool adjusted = a.penalty_indptr != nullptr || a.bias_indptr != nullptr;
+  const size_t mask_bytes = (adjusted ? 2 : 1) * banned_mask_bytes(s.vocab);
   allow_dynamic_smem(sample_prepare_kernel, mask_bytes);
   allow_dynamic_smem(sample_sorted_kernel, mask_bytes);
-  sample_prepare_kernel<<<static_cast<unsigned>(s.rows), kPrepThreads, mask_bytes, stream>>>(s);
+  sample_prepare_kernel<<<static_cast<unsigned>(s.rows), kPrepThreads, mask_bytes, stream>>>(s, a);
   NF_CUDA_CHECK_LAUNCH();
   if (!s.sort) return;
   for (int64_t r0 = 0; r0 < s.rows; r0 += s.sort_rows) {
     const int n = static_cast<int>(std::min<int64_t>(s.sort_rows, s.rows - r0));
+    const float* keys_in = s.logits + r0 * s.vocab;
+    if (adjusted) {
+      sample_adjust_kernel<<<static_cast<unsigned>(n), kPrepThreads, 0, stream>>>(s, a, r0);
+      NF_CUDA_CHECK_LAUNCH();
+      keys_in = a.sort_in;
+    }
     size_t temp_bytes = s.cub_temp_bytes;
     NF_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
-        s.cub_temp, temp_bytes, s.logits + r0 * s.vocab, s.sorted_keys, s.iota, s.sorted_ids,
+        s.cub_temp, temp_bytes, keys_in, s.sorted_keys, s.iota, s.sorted_ids,
         static_cast<int64_t>(n) * s.vocab, n, s.seg_begin + r0, s.seg_end + r0, 0, 32, stream));
-    sample_sorted_kernel<<<static_cast<unsigned>(n), kSortedThreads, mask_bytes, stream>>>(s, r0);
+    sample_sorted_kernel<<<static_cast<unsigned>(n), kSortedThreads, mask_bytes, stream>>>(s, a,
+                                                                                           r0);
     NF_CUDA_CHECK_LAUNCH();
   }
 }
