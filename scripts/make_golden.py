@@ -4,11 +4,13 @@
 Usage (from the repository root):
 
     /opt/nfpy/bin/python scripts/make_golden.py \
-        [--out tests/fixtures] [--smollm2 models/SmolLM2-135M-Instruct.Q4_1.gguf]
+        [--out tests/fixtures] [--smollm2 models/SmolLM2-135M-Instruct.Q4_1.gguf] \
+        [--only tiny|hd128|smollm2 ...]
 
 What it writes (see tests/fixtures/README.md for the details):
 
-  <out>/models/<name>/        tiny random-weight HF checkpoints (float32 safetensors)
+  <out>/models/<name>/        tiny random-weight HF checkpoints (float32 safetensors): <family>-tiny
+                              (head_dim 16) and <family>-hd128 (head_dim 128, for the GPU kernels)
                               + tokenizer.json / tokenizer_config.json
   <out>/tokenizer/<name>.json tokenizer encode/decode cases (tiny tokenizers + smollm2)
   <out>/golden/<name>.json    greedy generations + top-5 logprobs per step
@@ -536,7 +538,13 @@ def build_qwen2_tokenizer(base: Tokenizer):
 
 
 def init_weights(
-    model: torch.nn.Module, seed: int, lin_std: float, emb_std: float, head_std: float | None, out_mult: float = 1.0
+    model: torch.nn.Module,
+    seed: int,
+    lin_std: float,
+    emb_std: float,
+    head_std: float | None,
+    out_mult: float = 1.0,
+    final_norm_mult: float = 1.0,
 ) -> None:
     """Large-ish random weights so logits are far from uniform (robust greedy parity)."""
     g = torch.Generator().manual_seed(seed)
@@ -544,6 +552,8 @@ def init_weights(
         for name, p in model.named_parameters():
             if name.endswith("norm.weight") or "layernorm" in name:
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+                if name == "model.norm.weight" and final_norm_mult != 1.0:
+                    p.mul_(final_norm_mult)  # scales every logit (a tied lm_head has no std of its own)
             elif name.endswith(".bias"):
                 p.copy_(0.5 * torch.randn(p.shape, generator=g))
             elif "embed_tokens" in name:
@@ -637,6 +647,101 @@ TINY_SPECS = {
 
 INIT = dict(lin_std=1.0, emb_std=1.0, head_std=0.6)
 
+# The same four families with head_dim 128, the only head size the CUDA attention kernels (ours and
+# FlashInfer's) take, so that the GPU backend can be checked against these goldens too. hidden_size
+# is 64, far below heads * head_dim, so that the files stay small (~1 MB); head_dim is explicit in
+# every config (also qwen2-hd128's: transformers' Qwen2Attention reads config.head_dim when present).
+# Each reuses the tokenizer of its "-tiny" sibling (written into its model directory; there is no
+# tokenizer/<name>.json for them). Their own seeds, so the "-tiny" fixtures do not change.
+# Milder weights than the tiny models (HD128_INIT, and qwen2-hd128's own): the GPU runs bf16, and with
+# the tiny models' scales its logprobs would differ from these fp32 goldens by up to 0.2-0.5, above the
+# GPU test's 0.1 budget. With these, a bf16 run of the models in transformers stays within 0.031-0.045
+# of the goldens on every top-5 entry, and the CUDA backend (H200) within 0.029-0.041.
+HD128_INIT = dict(lin_std=0.7, emb_std=1.0, head_std=0.25)
+HD128_SPECS = {
+    "llama2-hd128": dict(
+        cls="llama",
+        init=HD128_INIT,
+        seed=2002,
+        tokenizer="llama2-tiny",
+        config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=128,
+            rope_theta=10000.0,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+        ),
+        config_style="v5",
+    ),
+    "llama3-hd128": dict(
+        cls="llama",
+        init=HD128_INIT,
+        seed=2003,
+        tokenizer="llama3-tiny",
+        config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=128,
+            rope_theta=500000.0,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+        ),
+        config_style="v4",
+    ),
+    "llama31-hd128": dict(
+        cls="llama",
+        init=HD128_INIT,
+        seed=2031,
+        tokenizer="llama31-tiny",
+        config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=128,
+            rope_theta=500000.0,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+        ),
+        config_style="v4",
+    ),
+    "qwen2-hd128": dict(
+        cls="qwen2",
+        seed=2020,
+        tokenizer="qwen2-tiny",
+        config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=128,
+            rope_theta=1000000.0,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
+            max_window_layers=2,
+        ),
+        # Tied embeddings: see qwen2-tiny; the final norm weight is scaled down instead of an lm_head std.
+        init=dict(lin_std=1.2, emb_std=0.3, head_std=None, out_mult=3.0, final_norm_mult=0.4),
+        config_style="v5",
+    ),
+}
+
 
 def v5_to_v4_config(d: dict) -> dict:
     """Rewrite a transformers-5 config dict (rope_parameters) in transformers-4 style (rope_theta + rope_scaling)."""
@@ -720,7 +825,11 @@ def check_reloaded_config(name: str, out_dir: Path, spec: dict) -> LlamaForCausa
     rp = model.config.rope_parameters
     assert rp["rope_theta"] == spec["config"]["rope_theta"], rp
     inv = model.model.rotary_emb.inv_freq.double().numpy()
-    if name == "llama31-tiny":
+    cfg = spec["config"]
+    assert len(inv) == cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"]) // 2, (name, len(inv))
+    if "head_dim" in cfg:  # hd128: q_proj is [heads * head_dim, hidden], wider than hidden
+        assert model.model.layers[0].self_attn.q_proj.weight.shape[0] == cfg["num_attention_heads"] * cfg["head_dim"]
+    if "rope_scaling" in cfg:
         rs = spec["config"]["rope_scaling"]
         assert rp["rope_type"] == "llama3" and rp["factor"] == rs["factor"], rp
         ref, plain = llama3_inv_freq_reference(
@@ -729,9 +838,10 @@ def check_reloaded_config(name: str, out_dir: Path, spec: dict) -> LlamaForCausa
         )
         assert np.allclose(inv, ref, rtol=1e-6), (inv, ref)
         assert not np.allclose(inv, plain), "llama3 rope scaling had no effect"
-        # The v5-style sidecar must describe the same model.
-        side = transformers.AutoConfig.from_pretrained(out_dir / "config.rope_parameters.json")
-        assert side.rope_parameters == model.config.rope_parameters, (side.rope_parameters, rp)
+        # The v5-style sidecar (llama31-tiny only) must describe the same model.
+        if (out_dir / "config.rope_parameters.json").exists():
+            side = transformers.AutoConfig.from_pretrained(out_dir / "config.rope_parameters.json")
+            assert side.rope_parameters == model.config.rope_parameters, (side.rope_parameters, rp)
         n_scaled = int(np.sum(~np.isclose(inv, plain)))
         print(f"  [{name}] llama3 rope: {n_scaled}/{len(inv)} inv_freq entries changed by scaling")
     else:
@@ -931,8 +1041,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="tests/fixtures")
     ap.add_argument("--smollm2", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    ap.add_argument("--skip-smollm2", action="store_true", help="only the tiny models (debugging)")
+    ap.add_argument("--skip-smollm2", action="store_true", help="leave out smollm2 (debugging)")
+    ap.add_argument(
+        "--only",
+        choices=["tiny", "hd128", "smollm2"],
+        action="append",
+        help="generate only these groups (repeatable; default all): tiny = the four <family>-tiny "
+        "models and their tokenizer fixtures, hd128 = the four <family>-hd128 models, smollm2. "
+        "Files of the other groups are left as they are.",
+    )
     args = ap.parse_args()
+    groups = set(args.only or ["tiny", "hd128", "smollm2"])
+    if args.skip_smollm2:
+        groups.discard("smollm2")
     out = Path(args.out)
     t_start = time.time()
     summary = {}
@@ -949,9 +1070,14 @@ def main() -> int:
         "qwen2-tiny": build_qwen2_tokenizer(bl_qwen2),
     }
 
-    for name, spec in TINY_SPECS.items():
+    specs = {}
+    if "tiny" in groups:
+        specs.update(TINY_SPECS)
+    if "hd128" in groups:
+        specs.update(HD128_SPECS)
+    for name, spec in specs.items():
         print(f"== {name}")
-        tj, tcfg, tinfo = toks[name]
+        tj, tcfg, tinfo = toks[spec.get("tokenizer", name)]
         mdir = out / "models" / name
         mdir.mkdir(parents=True, exist_ok=True)
         assert len(tj["model"]["vocab"]) + len(
@@ -962,7 +1088,8 @@ def main() -> int:
         raw = Tokenizer.from_file(str(mdir / "tokenizer.json"))
         hf_tok = AutoTokenizer.from_pretrained(mdir)
         assert len(hf_tok) == VOCAB_SIZE, len(hf_tok)
-        write_json(out / "tokenizer" / f"{name}.json", tokenizer_cases(name, hf_tok, raw))
+        if "tokenizer" not in spec:  # the hd128 models share their tiny sibling's tokenizer fixture
+            write_json(out / "tokenizer" / f"{name}.json", tokenizer_cases(name, hf_tok, raw))
 
         styles = make_tiny_model(name, spec, tinfo, mdir)
         model = check_reloaded_config(name, mdir, spec)
@@ -976,7 +1103,7 @@ def main() -> int:
             "safetensors_bytes": (mdir / "model.safetensors").stat().st_size,
         }
 
-    if not args.skip_smollm2:
+    if "smollm2" in groups:
         print("== smollm2")
         gguf_path = Path(args.smollm2)
         if not gguf_path.is_file():

@@ -1,6 +1,7 @@
 // End-to-end parity with Hugging Face transformers (float32): the CPU engine must reproduce
 // every greedy token of the committed golden fixtures (tests/fixtures/golden/*.json, made by
-// scripts/make_golden.py). At a mismatch, both tokens must be in each other's top-5 with
+// scripts/make_golden.py: the <family>-tiny models with head_dim 16, the <family>-hd128 ones
+// with head_dim 128, and smollm2). At a mismatch, both tokens must be in each other's top-5 with
 // logprobs within 1e-3 of each other; the comparison of that case ends there (the contexts
 // differ from then on).
 #include <gtest/gtest.h>
@@ -127,7 +128,9 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenParity, ::testing::ValuesIn(golden_file
 TEST(GoldenFixtures, AllFamiliesPresent) {
   std::vector<std::string> names;
   for (const auto& f : golden_files()) names.push_back(f.stem().string());
-  EXPECT_EQ(names, (std::vector<std::string>{"llama2-tiny", "llama3-tiny", "llama31-tiny", "qwen2-tiny", "smollm2"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"llama2-hd128", "llama2-tiny", "llama3-hd128", "llama3-tiny",
+                                             "llama31-hd128", "llama31-tiny", "qwen2-hd128", "qwen2-tiny",
+                                             "smollm2"}));
   for (const auto& f : golden_files()) {
     const Golden g = load_golden(f);
     std::vector<size_t> lens;

@@ -7,8 +7,10 @@
 //    configs (head_dim widened to 128, dummy weights), and on dummy:llama3-8b / dummy:qwen2-7b
 //    (NF_REAL_SIZE_TESTS=1): each step's top-1 logprob is within kBf16Logprob, up to the first
 //    token mismatch, where the GPU's token must be in the CPU's top-5.
+//  - the head_dim-128 golden families (<family>-hd128) the same way, once with each attention
+//    kernel ("native" and "flashinfer").
 // Skipped without a CUDA device, when the fixture models are absent, or (golden) when the model's
-// head_dim is not one the attention kernel takes (the tiny fixtures have 16).
+// head_dim is not one the attention kernel takes (the <family>-tiny fixtures have 16).
 #include <gtest/gtest.h>
 #include <nanoflow/engine.h>
 
@@ -19,6 +21,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "../golden_fixture.h"
 #include "backends/cuda/device.h"
@@ -122,6 +127,31 @@ CaseResult compare_case(const std::string& label, const GoldenCase& gc, const Re
   return r;
 }
 
+// Runs every case of a fixture as one batch on the engine `cfg` describes and compares each with
+// compare_case; `label` names the run in the messages and the PARITY line.
+void expect_golden_parity(const Golden& g, const EngineConfig& cfg, const std::string& label) {
+  auto engine = Engine::create(cfg);
+  const auto outs = engine->generate(nf::testing::golden_requests(g));
+  ASSERT_EQ(outs.size(), g.cases.size()) << label;
+  size_t matched = 0, total = 0;
+  int mismatches = 0;
+  double max_gap = 0;
+  for (size_t c = 0; c < g.cases.size(); ++c) {
+    const std::string case_label = label + " case " + std::to_string(c) + " (prompt " +
+                                   std::to_string(g.cases[c].prompt.size()) + ")";
+    const CaseResult r = compare_case(case_label, g.cases[c], outs[c]);
+    matched += r.matched;
+    total += g.cases[c].greedy.size();
+    mismatches += r.mismatch ? 1 : 0;
+    max_gap = std::max(max_gap, r.max_gap);
+  }
+  std::printf(
+      "PARITY %s: %zu/%zu greedy tokens match HF before the first mismatch of each case, "
+      "%d cases with a mismatch, max |logprob - HF| %.3e\n",
+      label.c_str(), matched, total, mismatches, max_gap);
+  EXPECT_LE(max_gap, kBf16Logprob) << label;
+}
+
 class CudaBackendGolden : public ::testing::TestWithParam<fs::path> {};
 
 TEST_P(CudaBackendGolden, GreedyMatchesTransformers) {
@@ -131,26 +161,7 @@ TEST_P(CudaBackendGolden, GreedyMatchesTransformers) {
   if (fs::is_directory(g.model) && !cuda_head_dim(head_dim_of(g.model)))
     GTEST_SKIP() << g.name << ": head_dim " << head_dim_of(g.model)
                  << " (the CUDA attention kernel takes 64 or 128)";
-  auto engine = Engine::create(engine_config(g.model, "cuda"));
-  const auto outs = engine->generate(nf::testing::golden_requests(g));
-  ASSERT_EQ(outs.size(), g.cases.size());
-  size_t matched = 0, total = 0;
-  int mismatches = 0;
-  double max_gap = 0;
-  for (size_t c = 0; c < g.cases.size(); ++c) {
-    const std::string label = g.name + " case " + std::to_string(c) + " (prompt " +
-                              std::to_string(g.cases[c].prompt.size()) + ")";
-    const CaseResult r = compare_case(label, g.cases[c], outs[c]);
-    matched += r.matched;
-    total += g.cases[c].greedy.size();
-    mismatches += r.mismatch ? 1 : 0;
-    max_gap = std::max(max_gap, r.max_gap);
-  }
-  std::printf(
-      "PARITY %s: %zu/%zu greedy tokens match HF before the first mismatch of each case, "
-      "%d cases with a mismatch, max |logprob - HF| %.3e\n",
-      g.name.c_str(), matched, total, mismatches, max_gap);
-  EXPECT_LE(max_gap, kBf16Logprob) << g.name;
+  expect_golden_parity(g, engine_config(g.model, "cuda"), g.name);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaBackendGolden, ::testing::ValuesIn(golden_files()),
@@ -160,6 +171,55 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaBackendGolden, ::testing::ValuesIn(golden
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return s;
                          });
+
+// The golden fixtures whose model (a Hugging Face directory) has head_dim 128: the <family>-hd128
+// models, which both attention kernels take.
+std::vector<fs::path> hd128_golden_files() {
+  std::vector<fs::path> out;
+  for (const fs::path& f : golden_files()) {
+    const Golden g = load_golden(f);
+    if (fs::is_directory(g.model) && head_dim_of(g.model) == 128) out.push_back(f);
+  }
+  return out;
+}
+
+// Every head_dim-128 golden family on the CUDA backend with each attention kernel, named
+// explicitly (not "auto"): ours ("native") and FlashInfer's ("flashinfer", skipped when the build
+// has no FlashInfer). Same rule as CudaBackendGolden.
+class CudaBackendGoldenHd128
+    : public ::testing::TestWithParam<std::tuple<fs::path, std::string>> {};
+
+TEST_P(CudaBackendGoldenHd128, GreedyMatchesTransformers) {
+  const auto& [fixture, attn] = GetParam();
+#ifndef NANOFLOW_HAVE_FLASHINFER
+  if (attn == "flashinfer") GTEST_SKIP() << "built without FlashInfer (scripts/fetch_third_party.sh)";
+#endif
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  const Golden g = load_golden(fixture);
+  ASSERT_EQ(head_dim_of(g.model), 128) << g.model;
+  EngineConfig cfg = engine_config(g.model, "cuda");
+  cfg.attention = attn;
+  expect_golden_parity(g, cfg, g.name + " attention " + attn);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, CudaBackendGoldenHd128,
+    ::testing::Combine(::testing::ValuesIn(hd128_golden_files()),
+                       ::testing::Values(std::string("native"), std::string("flashinfer"))),
+    [](const ::testing::TestParamInfo<std::tuple<fs::path, std::string>>& info) {
+      std::string s = std::get<0>(info.param).stem().string() + "_" + std::get<1>(info.param);
+      for (char& ch : s)
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      return s;
+    });
+
+// The test above must never pass by having nothing to run (no GPU needed).
+TEST(CudaBackendGoldenHd128Fixtures, AllFamiliesPresent) {
+  std::vector<std::string> names;
+  for (const fs::path& f : hd128_golden_files()) names.push_back(f.stem().string());
+  EXPECT_EQ(names, (std::vector<std::string>{"llama2-hd128", "llama3-hd128", "llama31-hd128",
+                                             "qwen2-hd128"}));
+}
 
 // The GPU engine (with the given attention kernel) against the CPU engine on the same prompts:
 // while both choose the same token, its logprob agrees within the bf16 budget; at the first

@@ -2,7 +2,12 @@
 // (they check nothing); run them with
 //   test_kernels --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
 #include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
 #include <numeric>
+#include <string>
+#include <vector>
 
 #include "backends/cuda/activation.h"
 #include "backends/cuda/attention.h"
@@ -12,6 +17,9 @@
 #include "backends/cuda/rope.h"
 #include "backends/cuda/sampling.h"
 #include "kernel_test_util.h"
+#ifdef NANOFLOW_HAVE_FLASHINFER
+#include "backends/cuda/flashinfer/fi_attention.h"
+#endif
 
 namespace nf {
 namespace {
@@ -111,6 +119,158 @@ TEST_F(Bench, DISABLED_Attention) {
   const double flops = 4.0 * H * D * (static_cast<double>(T) * (T + 1) / 2);
   std::printf("prefill attention %d tokens: %.3f ms, %.1f TFLOP/s\n", T, ms, flops / ms / 1e9);
 }
+
+#ifdef NANOFLOW_HAVE_FLASHINFER
+// Median, min and max over `reps` samples of the mean milliseconds of `inner` back-to-back
+// launches, after 3 warm-up launches (the same method as scripts/probe_cudnn_attention.py).
+template <typename Fn>
+std::array<double, 3> median_ms(Fn&& fn, int reps = 9, int inner = 10) {
+  for (int i = 0; i < 3; ++i) fn();
+  cudaEvent_t a, b;
+  NF_CUDA_CHECK(cudaEventCreate(&a));
+  NF_CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<double> samples;
+  for (int r = 0; r < reps; ++r) {
+    NF_CUDA_CHECK(cudaEventRecord(a));
+    for (int i = 0; i < inner; ++i) fn();
+    NF_CUDA_CHECK(cudaEventRecord(b));
+    NF_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    NF_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    samples.push_back(ms / inner);
+  }
+  NF_CUDA_CHECK(cudaEventDestroy(a));
+  NF_CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(samples.begin(), samples.end());
+  return {samples[samples.size() / 2], samples.front(), samples.back()};
+}
+
+// One case of the cuDNN comparison: request b has q_lens[b] new tokens, the last of its
+// kv_lens[b] tokens of context (causal, bottom-right aligned).
+struct FiCase {
+  const char* name;
+  const char* kind;  // "decode" or "prefill"
+  std::vector<int> q_lens, kv_lens;
+};
+
+// FlashInfer through our nf::cuda::fi::BatchAttention on the engine's per-layer KV layout
+// [num_pages, 2, KVH, 16, 128] with a shuffled page table; prints one `FI_ATTN {json}` line.
+void bench_fi_case(const FiCase& c, std::mt19937& rng) {
+  const int H = 32, KVH = 8, D = 128, P = 16;
+  const int B = static_cast<int>(c.q_lens.size());
+  std::vector<int32_t> qo(B + 1, 0), pind(B + 1, 0), last(B);
+  for (int b = 0; b < B; ++b) {
+    qo[b + 1] = qo[b] + c.q_lens[b];
+    const int pages = (c.kv_lens[b] + P - 1) / P;
+    pind[b + 1] = pind[b] + pages;
+    last[b] = c.kv_lens[b] - (pages - 1) * P;
+  }
+  const int T = qo[B];
+  const int64_t num_pages = pind[B];
+  std::vector<int32_t> ids(num_pages);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+
+  // Random KV: a 16 MiB random block repeated over the cache (filling GiBs on the host is slow).
+  const int64_t page_elems = 2LL * KVH * P * D;
+  DeviceBuffer kv(static_cast<size_t>(num_pages * page_elems * 2));
+  {
+    const int64_t chunk = std::min<int64_t>(num_pages * page_elems, 8LL << 20);
+    DeviceBuffer block = random_bf16(chunk, rng);
+    const size_t cb = static_cast<size_t>(chunk) * 2;
+    for (size_t off = 0; off < kv.bytes(); off += cb)
+      NF_CUDA_CHECK(cudaMemcpy(static_cast<char*>(kv.data()) + off, block.data(),
+                               std::min(cb, kv.bytes() - off), cudaMemcpyDeviceToDevice));
+  }
+  DeviceBuffer q = random_bf16(static_cast<int64_t>(T) * H * D, rng);
+  DeviceBuffer out(static_cast<size_t>(T) * H * D * 2);
+  auto d_qo = test::upload(qo), d_pind = test::upload(pind), d_ids = test::upload(ids),
+       d_last = test::upload(last);
+
+  double kv_tokens = 0, causal_pairs = 0;
+  for (int b = 0; b < B; ++b) {
+    kv_tokens += c.kv_lens[b];
+    for (int i = 0; i < c.q_lens[b]; ++i) causal_pairs += c.kv_lens[b] - c.q_lens[b] + 1 + i;
+  }
+  std::string head = std::string("FI_ATTN {\"case\":\"") + c.name + "\",\"kind\":\"" + c.kind +
+                     "\",\"batch\":" + std::to_string(B) + ",\"q_tokens\":" + std::to_string(T) +
+                     ",\"num_pages\":" + std::to_string(num_pages) +
+                     ",\"kv_layout\":\"interleaved [pages,2,8,16,128]\"";
+
+  cuda::fi::BatchAttention attn(H, KVH, D, P);
+  // plan() on the host, then its copy to the device: the per-batch cost (first and steady).
+  using clock = std::chrono::steady_clock;
+  auto t0 = clock::now();
+  std::string err = attn.plan(qo.data(), pind.data(), B, nullptr);
+  NF_CUDA_CHECK(cudaDeviceSynchronize());
+  const double plan_first_us = std::chrono::duration<double, std::micro>(clock::now() - t0).count();
+  std::vector<double> plan_us;
+  for (int i = 0; i < 20 && err.empty(); ++i) {
+    t0 = clock::now();
+    err = attn.plan(qo.data(), pind.data(), B, nullptr);
+    NF_CUDA_CHECK(cudaDeviceSynchronize());
+    plan_us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t0).count());
+  }
+  if (!err.empty()) {
+    std::printf("%s,\"error\":\"plan: %s\"}\n", head.c_str(), err.c_str());
+    return;
+  }
+  std::sort(plan_us.begin(), plan_us.end());
+
+  cuda::fi::BatchAttention::RunArgs a;
+  a.q = q.data();
+  a.q_stride_n = H * D;
+  a.kv_layer = kv.data();
+  a.qo_indptr = d_qo.as<int32_t>();
+  a.kv_page_indptr = d_pind.as<int32_t>();
+  a.kv_page_ids = d_ids.as<int32_t>();
+  a.kv_last_page_len = d_last.as<int32_t>();
+  a.out = out.data();
+  a.sm_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  test::poison(out);
+  cudaError_t st = attn.run(a, nullptr);
+  if (st == cudaSuccess) st = cudaDeviceSynchronize();
+  if (st != cudaSuccess) {
+    std::printf("%s,\"error\":\"run: %s\"}\n", head.c_str(), cudaGetErrorString(st));
+    cudaGetLastError();
+    return;
+  }
+  const size_t nonfinite = test::count_non_finite(test::download_bf16(out, static_cast<size_t>(T) * H * D));
+  const auto ms = median_ms([&] { NF_CUDA_CHECK(attn.run(a, nullptr)); });
+  std::string metric;
+  char buf[128];
+  if (std::string(c.kind) == "decode") {
+    const double bytes = kv_tokens * KVH * D * 2 * 2;
+    std::snprintf(buf, sizeof buf, ",\"kv_bytes\":%.0f,\"TB_per_s\":%.3f", bytes, bytes / ms[0] / 1e9);
+  } else {
+    const double flops = 4.0 * H * D * causal_pairs;
+    std::snprintf(buf, sizeof buf, ",\"causal_flops\":%.0f,\"TFLOP_per_s\":%.1f", flops,
+                  flops / ms[0] / 1e9);
+  }
+  metric = buf;
+  std::printf("%s,\"ms\":%.4f,\"ms_min\":%.4f,\"ms_max\":%.4f%s,\"plan_first_us\":%.1f,"
+              "\"plan_us\":%.1f,\"nonfinite_outputs\":%zu}\n",
+              head.c_str(), ms[0], ms[1], ms[2], metric.c_str(), plan_first_us,
+              plan_us[plan_us.size() / 2], nonfinite);
+  std::fflush(stdout);
+}
+
+// The cases of scripts/probe_cudnn_attention.py (cuDNN paged SDPA), for a per-phase choice of
+// library: Llama-3-8B heads (32/8, 128), bf16, page size 16.
+TEST_F(Bench, DISABLED_FlashInferPaged) {
+  const std::vector<FiCase> cases = {
+      {"decode_683x1280", "decode", std::vector<int>(683, 1), std::vector<int>(683, 1280)},
+      {"decode_256x4096", "decode", std::vector<int>(256, 1), std::vector<int>(256, 4096)},
+      {"decode_64x16384", "decode", std::vector<int>(64, 1), std::vector<int>(64, 16384)},
+      {"decode_560x1280", "decode", std::vector<int>(560, 1), std::vector<int>(560, 1280)},
+      {"prefill_1x2048_prefix0", "prefill", {2048}, {2048}},
+      {"prefill_1x1488_prefix0", "prefill", {1488}, {1488}},
+      {"prefill_1x1488_prefix1024", "prefill", {1488}, {1024 + 1488}},
+      {"prefill_4x512_prefix0", "prefill", std::vector<int>(4, 512), std::vector<int>(4, 512)},
+  };
+  for (const FiCase& c : cases) bench_fi_case(c, rng_);
+}
+#endif  // NANOFLOW_HAVE_FLASHINFER
 
 TEST_F(Bench, DISABLED_Elementwise) {
   const int64_t T = 2048, hidden = 4096, inter = 14336;
