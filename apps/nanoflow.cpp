@@ -300,6 +300,10 @@ int cmd_bench_offline(BenchArgs& a, const std::string& command) {
   std::printf("%-22s %.1f\n", "output tokens/s", j["output_tokens_per_s"].get<double>());
   std::printf("%-22s %.3f\n", "requests/s", j["requests_per_s"].get<double>());
   std::printf("%-22s %.2f ms, %.0f tokens\n", "per iteration", j["ms_per_step"].get<double>(), j["tokens_per_step"].get<double>());
+  if (!j["device_idle_pct"].is_null())
+    std::printf("%-22s %.2f ms busy, %.3f ms idle between iterations (%.2f%% idle)\n", "GPU per iteration",
+                j["device_busy_ms_per_step"].get<double>(), j["device_idle_ms_per_step"].get<double>(),
+                j["device_idle_pct"].get<double>());
   if (!j["optimum_tokens_per_s"].is_null()) {
     std::printf("%-22s %.1f tokens/s (layer GEMMs at %.0f TFLOP/s, batch %d)\n", "optimum",
                 j["optimum_tokens_per_s"].get<double>(), j["optimum"]["gemm_tflops"].get<double>(),

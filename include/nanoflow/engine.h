@@ -54,6 +54,9 @@ struct EngineStats {
   int64_t kv_blocks_used = 0, kv_blocks_total = 0;
   double schedule_ms = 0;  // host time spent planning steps
   double forward_ms = 0;   // executor time (forward + sampling)
+  // CUDA: device time of the forwards (first to last GPU op of each) and the device's idle time
+  // between consecutive forwards, from CUDA events; 0 on the CPU.
+  double device_busy_ms = 0, device_idle_ms = 0;
 };
 
 class Engine {

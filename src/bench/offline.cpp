@@ -129,6 +129,15 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
   j["ms_per_step"] = 1e3 * secs / steps;
   j["host_schedule_ms_per_step"] = (after.schedule_ms - before.schedule_ms) / steps;
   j["executor_ms_per_step"] = (after.forward_ms - before.forward_ms) / steps;
+  {
+    const double busy = after.device_busy_ms - before.device_busy_ms;
+    const double idle = after.device_idle_ms - before.device_idle_ms;
+    j["device_busy_ms_per_step"] = busy / steps;
+    j["device_idle_ms_per_step"] = idle / steps;
+    // The share of the run the GPU sat idle between iterations (host work not hidden).
+    j["device_idle_pct"] = busy + idle > 0 ? nlohmann::json(100.0 * idle / (busy + idle))
+                                           : nlohmann::json(nullptr);
+  }
   j["preemptions"] = after.preemptions - before.preemptions;
   j["cached_prompt_tokens"] = after.cached_prompt_tokens - before.cached_prompt_tokens;
 

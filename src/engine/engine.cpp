@@ -428,8 +428,15 @@ std::string Engine::op_profile_json() const {
 }
 
 EngineStats Engine::stats() const {
-  std::lock_guard<std::mutex> lock(impl_->stats_mu);
-  return impl_->published;
+  EngineStats s;
+  {
+    std::lock_guard<std::mutex> lock(impl_->stats_mu);
+    s = impl_->published;
+  }
+  const nf::Backend::DeviceTime d = impl_->backend->device_time();
+  s.device_busy_ms = d.busy_ms;
+  s.device_idle_ms = d.idle_ms;
+  return s;
 }
 
 void Engine::check_integrity() const { impl_->check_integrity(); }

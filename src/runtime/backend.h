@@ -73,6 +73,14 @@ class Backend {
   // Per-op timings of profiled forward passes as a JSON object (see CudaBackendConfig
   // profile_first_step); empty when the backend has none (yet).
   virtual std::string op_profile_json() const { return {}; }
+  // Device time over all forwards so far: busy from each forward's first GPU op to its last,
+  // idle from one forward's last op to the next one's first (what the host costs the device).
+  // Thread-safe. Zeros where the backend does not measure it (CPU).
+  struct DeviceTime {
+    double busy_ms = 0, idle_ms = 0;
+    int64_t steps = 0;
+  };
+  virtual DeviceTime device_time() const { return {}; }
 };
 
 }  // namespace nf

@@ -151,6 +151,8 @@ struct FiCase {
   const char* name;
   const char* kind;  // "decode" or "prefill"
   std::vector<int> q_lens, kv_lens;
+  int split_pages = -1;  // BatchAttention::plan's: -1 FlashInfer's heuristic, 0 no split
+  int q_stride = 0;      // elements between query rows; 0: H * D (the engine's is (H + 2 KVH) * D)
 };
 
 // FlashInfer through our nf::cuda::fi::BatchAttention on the engine's per-layer KV layout
@@ -182,7 +184,8 @@ void bench_fi_case(const FiCase& c, std::mt19937& rng) {
       NF_CUDA_CHECK(cudaMemcpy(static_cast<char*>(kv.data()) + off, block.data(),
                                std::min(cb, kv.bytes() - off), cudaMemcpyDeviceToDevice));
   }
-  DeviceBuffer q = random_bf16(static_cast<int64_t>(T) * H * D, rng);
+  const int64_t q_stride = c.q_stride > 0 ? c.q_stride : H * D;
+  DeviceBuffer q = random_bf16(static_cast<int64_t>(T) * q_stride, rng);
   DeviceBuffer out(static_cast<size_t>(T) * H * D * 2);
   auto d_qo = test::upload(qo), d_pind = test::upload(pind), d_ids = test::upload(ids),
        d_last = test::upload(last);
@@ -195,19 +198,20 @@ void bench_fi_case(const FiCase& c, std::mt19937& rng) {
   std::string head = std::string("FI_ATTN {\"case\":\"") + c.name + "\",\"kind\":\"" + c.kind +
                      "\",\"batch\":" + std::to_string(B) + ",\"q_tokens\":" + std::to_string(T) +
                      ",\"num_pages\":" + std::to_string(num_pages) +
-                     ",\"kv_layout\":\"interleaved [pages,2,8,16,128]\"";
+                     ",\"kv_layout\":\"interleaved [pages,2,8,16,128]\",\"split_pages\":" +
+                     std::to_string(c.split_pages) + ",\"q_stride\":" + std::to_string(q_stride);
 
   cuda::fi::BatchAttention attn(H, KVH, D, P);
   // plan() on the host, then its copy to the device: the per-batch cost (first and steady).
   using clock = std::chrono::steady_clock;
   auto t0 = clock::now();
-  std::string err = attn.plan(qo.data(), pind.data(), B, nullptr);
+  std::string err = attn.plan(qo.data(), pind.data(), B, nullptr, c.split_pages);
   NF_CUDA_CHECK(cudaDeviceSynchronize());
   const double plan_first_us = std::chrono::duration<double, std::micro>(clock::now() - t0).count();
   std::vector<double> plan_us;
   for (int i = 0; i < 20 && err.empty(); ++i) {
     t0 = clock::now();
-    err = attn.plan(qo.data(), pind.data(), B, nullptr);
+    err = attn.plan(qo.data(), pind.data(), B, nullptr, c.split_pages);
     NF_CUDA_CHECK(cudaDeviceSynchronize());
     plan_us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t0).count());
   }
@@ -219,7 +223,7 @@ void bench_fi_case(const FiCase& c, std::mt19937& rng) {
 
   cuda::fi::BatchAttention::RunArgs a;
   a.q = q.data();
-  a.q_stride_n = H * D;
+  a.q_stride_n = q_stride;
   a.kv_layer = kv.data();
   a.qo_indptr = d_qo.as<int32_t>();
   a.kv_page_indptr = d_pind.as<int32_t>();
@@ -267,6 +271,29 @@ TEST_F(Bench, DISABLED_FlashInferPaged) {
       {"prefill_1x1488_prefix0", "prefill", {1488}, {1488}},
       {"prefill_1x1488_prefix1024", "prefill", {1488}, {1024 + 1488}},
       {"prefill_4x512_prefix0", "prefill", std::vector<int>(4, 512), std::vector<int>(4, 512)},
+  };
+  for (const FiCase& c : cases) bench_fi_case(c, rng_);
+}
+
+// The engine's decode batch at 1024/512 (560 rows, contexts spread over 1025..1536, queries inside
+// the fused QKV rows) with FlashInfer's split heuristic, no split, and fixed KV chunks: what the
+// engine's in-situ 4.0 TB/s owes to length spread, query stride or the split choice.
+TEST_F(Bench, DISABLED_FlashInferDecodeSplits) {
+  std::vector<int> spread(560), spread683(683);
+  for (int& l : spread) l = 1025 + static_cast<int>(rng_() % 512);
+  for (int& l : spread683) l = 1025 + static_cast<int>(rng_() % 512);
+  const std::vector<int> ones(560, 1), flat(560, 1280);
+  const int qkv = (32 + 2 * 8) * 128;
+  const std::vector<FiCase> cases = {
+      {"decode_560x1280", "decode", ones, flat},
+      {"decode_560x1280_qkv_stride", "decode", ones, flat, -1, qkv},
+      {"decode_560_spread", "decode", ones, spread, -1, qkv},
+      {"decode_560_spread_nosplit", "decode", ones, spread, 0, qkv},
+      {"decode_560_spread_split8", "decode", ones, spread, 8, qkv},
+      {"decode_560_spread_split16", "decode", ones, spread, 16, qkv},
+      {"decode_560_spread_split32", "decode", ones, spread, 32, qkv},
+      {"decode_683_spread", "decode", std::vector<int>(683, 1), spread683, -1, qkv},
+      {"decode_683_spread_split16", "decode", std::vector<int>(683, 1), spread683, 16, qkv},
   };
   for (const FiCase& c : cases) bench_fi_case(c, rng_);
 }

@@ -176,6 +176,8 @@ CudaBackend::~CudaBackend() {
     cudaStreamDestroy(stream_);
   }
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  for (cudaEvent_t e : {step_start_, step_end_, prev_end_})
+    if (e != nullptr) cudaEventDestroy(e);
   clear_graphs();
 }
 
@@ -353,6 +355,10 @@ bool CudaBackend::run_model(const ScheduledBatch& b) {
   for (int32_t r : b.sample_rows)
     NF_CHECK(r >= 0 && r < T, "forward: sample row {} outside {} tokens", r, T);
   NF_CUDA_CHECK(cudaSetDevice(opts_.device));
+  if (step_start_ == nullptr) {
+    for (cudaEvent_t* e : {&step_start_, &step_end_, &prev_end_}) NF_CUDA_CHECK(cudaEventCreate(e));
+  }
+  NF_CUDA_CHECK(cudaEventRecord(step_start_, stream_));
 
   const int first = opts_.profile_first_step;
   profiling_ = first >= 0 && step_ >= first && step_ < first + opts_.profile_steps;
@@ -398,8 +404,20 @@ void CudaBackend::mark(const char* op, double flops, double bytes) {
 }
 
 void CudaBackend::finish_step() {
+  NF_CUDA_CHECK(cudaEventRecord(step_end_, stream_));
   NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
   ++step_;
+  {
+    float busy = 0, idle = 0;
+    NF_CUDA_CHECK(cudaEventElapsedTime(&busy, step_start_, step_end_));
+    if (have_prev_end_) NF_CUDA_CHECK(cudaEventElapsedTime(&idle, prev_end_, step_start_));
+    std::swap(step_end_, prev_end_);
+    have_prev_end_ = true;
+    std::lock_guard<std::mutex> lock(profile_mu_);
+    device_time_.busy_ms += busy;
+    device_time_.idle_ms += idle;
+    ++device_time_.steps;
+  }
   if (profiling_) {
     profiling_ = false;
     std::lock_guard<std::mutex> lock(profile_mu_);
@@ -419,6 +437,11 @@ void CudaBackend::finish_step() {
   }
   NF_CHECK(*error_host_ == 0, "forward: a token id is outside the vocabulary of {}",
            config_.vocab_size);
+}
+
+Backend::DeviceTime CudaBackend::device_time() const {
+  std::lock_guard<std::mutex> lock(profile_mu_);
+  return device_time_;
 }
 
 std::string CudaBackend::op_profile_json() const {

@@ -69,6 +69,7 @@ class CudaBackend final : public Backend {
                       DeviceSampleResult& out) override;
   static constexpr int kMaxLogprobs = 20;
   std::string op_profile_json() const override;
+  DeviceTime device_time() const override;
   // The attention kernel in use: "flashinfer" or "native".
   const char* attention_kernel() const { return fi_attn_ ? "flashinfer" : "native"; }
 
@@ -116,6 +117,10 @@ class CudaBackend final : public Backend {
   };
   int64_t step_ = 0;
   bool profiling_ = false;
+  // Device timeline: events at each forward's start and end (the previous end kept).
+  cudaEvent_t step_start_ = nullptr, step_end_ = nullptr, prev_end_ = nullptr;
+  bool have_prev_end_ = false;
+  DeviceTime device_time_;  // guarded by profile_mu_
   std::vector<cudaEvent_t> events_;
   struct Mark {
     const char* op;

@@ -141,7 +141,7 @@ BatchAttention::~BatchAttention() {
 }
 
 std::string BatchAttention::plan(const int32_t* qo_indptr, const int32_t* kv_page_indptr,
-                                 int batch_size, cudaStream_t stream) {
+                                 int batch_size, cudaStream_t stream, int split_pages) {
   Impl& s = *impl_;
   s.planned = false;
   if (s.head_dim != static_cast<int>(kHeadDim)) return "FlashInfer attention: head_dim is not 128";
@@ -154,8 +154,8 @@ std::string BatchAttention::plan(const int32_t* qo_indptr, const int32_t* kv_pag
         kv.data(), static_cast<uint32_t>(qo.back()), static_cast<uint32_t>(batch_size),
         static_cast<uint32_t>(s.num_qo_heads), static_cast<uint32_t>(s.num_kv_heads), kHeadDim,
         kHeadDim, static_cast<uint32_t>(s.page_size), /*enable_cuda_graph=*/false,
-        /*sizeof_dtype_o=*/2, /*window_left=*/-1, /*fixed_split_size=*/-1,
-        /*disable_split_kv=*/false, /*num_colocated_ctas=*/0, /*uniform_q_len=*/0,
+        /*sizeof_dtype_o=*/2, /*window_left=*/-1, /*fixed_split_size=*/split_pages > 0 ? split_pages : -1,
+        /*disable_split_kv=*/split_pages == 0, /*num_colocated_ctas=*/0, /*uniform_q_len=*/0,
         /*fixed_uniform_q_len=*/false, stream);
     if (st != cudaSuccess) return std::string("FlashInfer plan: ") + cudaGetErrorString(st);
   } catch (const std::exception& e) {

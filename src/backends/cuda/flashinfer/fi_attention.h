@@ -31,9 +31,10 @@ class BatchAttention {
 
   // qo_indptr [B+1]: query rows of request b are [qo_indptr[b], qo_indptr[b+1]), the last
   // rows of its context; kv_page_indptr [B+1]: its pages in the page table. Host pointers.
-  // Returns an empty string, or the error.
+  // split_pages > 0 splits every request's KV into chunks of that many pages (merged after);
+  // 0 never splits; -1 lets FlashInfer's heuristic decide. Returns an empty string, or the error.
   std::string plan(const int32_t* qo_indptr, const int32_t* kv_page_indptr, int batch_size,
-                   cudaStream_t stream);
+                   cudaStream_t stream, int split_pages = -1);
 
   struct RunArgs {
     const void* q = nullptr;          // bf16 [T, >= H*D] with row stride q_stride_n elements
