@@ -27,6 +27,10 @@ struct ScheduledBatch {
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_requests() const { return static_cast<int>(request_ids.size()); }
   void clear();
+  // Throws (NF_CHECK) unless the arrays agree: T positions and slots, seq_indptr and
+  // block_indptr of B + 1 covering the tokens and block ids, B context lengths, sample rows in
+  // [0, T). Backends call it at the top of forward.
+  void check_shape() const;
 };
 
 }  // namespace nf

@@ -207,23 +207,13 @@ void CpuBackend::load_rank_weights(const WeightSource& w) {
 void CpuBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
   const int64_t T = b.num_tokens(), S = static_cast<int64_t>(b.sample_rows.size());
   const int64_t V = config_.vocab_size;
-  NF_CHECK(static_cast<int64_t>(b.positions.size()) == T &&
-               static_cast<int64_t>(b.slot_mapping.size()) == T,
-           "forward: {} tokens, {} positions, {} slots", T, b.positions.size(),
-           b.slot_mapping.size());
-  NF_CHECK(
-      static_cast<int64_t>(b.seq_indptr.size()) == b.num_requests() + 1 && b.seq_indptr.back() == T,
-      "forward: seq_indptr does not cover the {} tokens", T);
+  b.check_shape();
   NF_CHECK(static_cast<int64_t>(logits.size()) == S * V,
            "forward: logits holds {} floats, need {}x{}", logits.size(), S, V);
   if (T == 0) return;
   for (int64_t t = 0; t < T; ++t) {
     const int32_t id = b.token_ids[t];
     NF_CHECK(id >= 0 && id < V, "forward: token id {} outside the vocabulary of {}", id, V);
-  }
-  for (int64_t s = 0; s < S; ++s) {
-    const int32_t r = b.sample_rows[s];
-    NF_CHECK(r >= 0 && r < T, "forward: sample row {} outside {} tokens", r, T);
   }
   if (!group_) {
     SingleRankCommunicator one;

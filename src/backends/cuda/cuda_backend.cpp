@@ -336,24 +336,11 @@ bool CudaBackend::run_model(const ScheduledBatch& b) {
   const ModelConfig& c = config_;
   const int64_t T = b.num_tokens(), S = static_cast<int64_t>(b.sample_rows.size());
   const int64_t H = c.hidden_size, V = c.vocab_size;
-  NF_CHECK(static_cast<int64_t>(b.positions.size()) == T &&
-               static_cast<int64_t>(b.slot_mapping.size()) == T,
-           "forward: {} tokens, {} positions, {} slots", T, b.positions.size(),
-           b.slot_mapping.size());
-  NF_CHECK(
-      static_cast<int64_t>(b.seq_indptr.size()) == b.num_requests() + 1 && b.seq_indptr.back() == T,
-      "forward: seq_indptr does not cover the {} tokens", T);
-  NF_CHECK(static_cast<int64_t>(b.block_indptr.size()) == b.num_requests() + 1 &&
-               b.block_indptr.back() == static_cast<int32_t>(b.block_ids.size()),
-           "forward: block_indptr does not cover the {} block ids", b.block_ids.size());
-  NF_CHECK(static_cast<int64_t>(b.context_lens.size()) == b.num_requests(),
-           "forward: {} context lengths for {} requests", b.context_lens.size(), b.num_requests());
+  b.check_shape();
   NF_CHECK(T <= opts_.max_batch_tokens,
            "forward: {} tokens exceed the backend's max batch tokens {}", T,
            opts_.max_batch_tokens);
   if (T == 0) return false;
-  for (int32_t r : b.sample_rows)
-    NF_CHECK(r >= 0 && r < T, "forward: sample row {} outside {} tokens", r, T);
   NF_CUDA_CHECK(cudaSetDevice(opts_.device));
   if (step_start_ == nullptr) {
     for (cudaEvent_t* e : {&step_start_, &step_end_, &prev_end_}) NF_CUDA_CHECK(cudaEventCreate(e));
