@@ -250,7 +250,49 @@ TEST(EngineProperty, EveryRequestEndsExactlyOnceAndNoBlockLeaks) {
     }
     EXPECT_EQ(h.engine->stats().kv_blocks_used, 0);
     EXPECT_GT(all.size(), 1500u);
+    // Every batch is well formed, and its single-token rows (decodes) come before its
+    // multi-token chunks: the CUDA backend runs the two groups as separate attention batches.
+    size_t mixed = 0;
+    for (const ScheduledBatch& b : h.backend->batches) {
+      b.check_shape();
+      bool chunk_seen = false, decode_seen = false;
+      for (int r = 0; r < b.num_requests(); ++r) {
+        const bool single = b.seq_indptr[r + 1] - b.seq_indptr[r] == 1;
+        ASSERT_FALSE(single && chunk_seen) << "a single-token row after a chunk";
+        chunk_seen = chunk_seen || !single;
+        decode_seen = decode_seen || single;
+      }
+      mixed += decode_seen && chunk_seen ? 1 : 0;
+    }
+    EXPECT_GT(mixed, 100u) << "the workload should mix decodes and chunks in one batch";
   }
+}
+
+TEST(ScheduledBatchShape, RejectsArraysThatDisagree) {
+  ScheduledBatch b;
+  b.clear();
+  b.token_ids = {5, 6, 7};
+  b.positions = {0, 1, 2};
+  b.slot_mapping = {0, 1, 2};
+  b.seq_indptr = {0, 3};
+  b.context_lens = {3};
+  b.block_ids = {0};
+  b.block_indptr = {0, 1};
+  b.request_ids = {1};
+  b.sample_rows = {2};
+  b.check_shape();  // an internal-error abort fails the test
+  // A malformed batch is a bug in the scheduler, not a user error: check_shape aborts.
+  auto bad = [&](auto mutate, const char* message) {
+    ScheduledBatch c = b;
+    mutate(c);
+    EXPECT_DEATH(c.check_shape(), message);
+  };
+  bad([](ScheduledBatch& c) { c.positions.pop_back(); }, "3 tokens, 2 positions");
+  bad([](ScheduledBatch& c) { c.slot_mapping.push_back(3); }, "3 slots|4 slots");
+  bad([](ScheduledBatch& c) { c.seq_indptr = {0, 2}; }, "seq_indptr does not cover");
+  bad([](ScheduledBatch& c) { c.block_indptr = {0, 2}; }, "block_indptr does not cover");
+  bad([](ScheduledBatch& c) { c.context_lens.clear(); }, "0 context lengths");
+  bad([](ScheduledBatch& c) { c.sample_rows = {3}; }, "sample row 3 outside");
 }
 
 }  // namespace
