@@ -665,7 +665,7 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
   const int L = static_cast<int>(layers_.size());
   for (int s = 0; s <= L; ++s) {
     launch_segment(s, Tp);
-    if (s < L) run_attention(b, static_cast<size_t>(s), max_context);
+    if (s < L) run_attention(b, static_cast<size_t>(s));
   }
 }
 
@@ -763,8 +763,7 @@ void CudaBackend::clear_graphs() {
   graphs_.clear();
 }
 
-void CudaBackend::run_attention(const ScheduledBatch& b, size_t li, int64_t max_context) {
-  (void)max_context;
+void CudaBackend::run_attention(const ScheduledBatch& b, size_t li) {
   const ModelConfig& c = config_;
   const int64_t T = b.num_tokens(), B = b.num_requests(), D = fi_attn_ ? fi_decodes_ : 0;
   const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;

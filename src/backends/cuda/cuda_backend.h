@@ -105,7 +105,8 @@ class CudaBackend final : public Backend {
   // Runs segment s, from its graph when graphs are on (captured on the second use of a bucket,
   // after one eager run has loaded its kernels and planned its GEMMs).
   void launch_segment(int s, int64_t Tp);
-  void run_attention(const ScheduledBatch& b, size_t li, int64_t max_context);
+  // Attention of layer li over the batch's T rows (FlashInfer's two batches, or our kernel).
+  void run_attention(const ScheduledBatch& b, size_t li);
   void clear_graphs();
   void finish_step();
   // Op profiling: mark() records an event after an op when this step is profiled; the time
