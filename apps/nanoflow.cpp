@@ -99,6 +99,12 @@ struct EngineOptions {
                   "Do not reuse the KV cache of shared prompt prefixes");
     app->add_flag("!--no-async-schedule", engine.async_schedule,
                   "Plan each step after the previous one finished (no one-step-ahead scheduling)");
+    app->add_option("--kv-admission", engine.kv_admission,
+                    "Admit a waiting request only while the projected peak KV use of the running "
+                    "requests (each grown to max_tokens, or 1.5x the recent mean output) fits "
+                    "(peak), or while its prompt's blocks are free (greedy)")
+        ->check(CLI::IsMember({"peak", "greedy"}))
+        ->capture_default_str();
   }
 };
 

@@ -8,6 +8,7 @@
 //   bench_schedule [--requests 2000] [--input 1024] [--output 512] [--blocks 55615]
 //                  [--max-batch-tokens 2048] [--max-running 1024]
 //                  [--ms-fixed 1.0] [--ms-per-token 0.0212] [--ms-per-kv-token 3.9e-5]
+//                  [--kv-admission peak|greedy]
 #include <nanoflow/engine.h>
 
 #include <cstdio>
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
   int requests = 2000, input = 1024, output = 512, max_tokens = 2048, max_running = 1024;
   int64_t blocks = 55615;
   CostModel cost;
+  std::string admission = "peak";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const char* v = argv[i + 1];
@@ -68,6 +70,7 @@ int main(int argc, char** argv) {
     else if (k == "--ms-fixed") cost.fixed = std::atof(v);
     else if (k == "--ms-per-token") cost.per_token = std::atof(v);
     else if (k == "--ms-per-kv-token") cost.per_kv_token = std::atof(v);
+    else if (k == "--kv-admission") admission = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -76,6 +79,7 @@ int main(int argc, char** argv) {
   nanoflow::EngineConfig c;
   c.max_batch_tokens = max_tokens;
   c.max_running_requests = max_running;
+  c.kv_admission = admission;
   auto backend = std::make_unique<NullBackend>(blocks, cost);
   NullBackend* be = backend.get();
   nanoflow::Engine engine(c, std::move(backend), {});
@@ -104,10 +108,10 @@ int main(int argc, char** argv) {
   const auto s = engine.stats();
   const double tokens = static_cast<double>(requests) * (input + output);
   std::printf(
-      "{\"requests\": %d, \"input\": %d, \"output\": %d, \"kv_blocks\": %lld, \"steps\": %lld, "
+      "{\"kv_admission\": \"%s\", \"requests\": %d, \"input\": %d, \"output\": %d, \"kv_blocks\": %lld, \"steps\": %lld, "
       "\"full_steps\": %lld, \"tokens_per_step\": %.1f, \"preemptions\": %lld, "
       "\"scheduled_tokens\": %lld, \"model_s\": %.2f, \"model_total_tok_s\": %.0f}\n",
-      requests, input, output, static_cast<long long>(blocks), static_cast<long long>(s.steps),
+      admission.c_str(), requests, input, output, static_cast<long long>(blocks), static_cast<long long>(s.steps),
       static_cast<long long>(full_steps), static_cast<double>(s.scheduled_tokens) / s.steps,
       static_cast<long long>(s.preemptions), static_cast<long long>(s.scheduled_tokens),
       be->ms() / 1e3, tokens / (be->ms() / 1e3));

@@ -38,6 +38,10 @@ struct EngineConfig {
   int tensor_parallel_size = 1;    // ranks the model is split over (CPU: threads of one process)
   bool enable_prefix_caching = true;  // reuse the KV of full blocks with the same prefix
   bool async_schedule = true;      // plan step i+1 while step i runs (one step ahead)
+  // Admission of waiting requests: "peak" (only while the projected peak KV use of the running
+  // requests, each grown to its expected output, fits the pool) or "greedy" (while the prompt's
+  // blocks are free; outgrowing requests preempt the newest).
+  std::string kv_admission = "peak";
 };
 
 struct GenerateRequest {

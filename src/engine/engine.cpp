@@ -68,8 +68,13 @@ struct Engine::Impl {
         tokenizer(std::move(tok)),
         max_len(backend->config().max_position_embeddings),
         kv(backend->num_kv_blocks(), backend->block_size(), c.enable_prefix_caching),
-        scheduler({c.max_batch_tokens, c.max_running_requests, static_cast<int>(max_len)}, kv),
-        executor(std::make_unique<nf::Executor>(*backend, eos_ids, c.async_schedule)) {}
+        scheduler({c.max_batch_tokens, c.max_running_requests, static_cast<int>(max_len),
+                   c.kv_admission == "peak"},
+                  kv),
+        executor(std::make_unique<nf::Executor>(*backend, eos_ids, c.async_schedule)) {
+    if (c.kv_admission != "peak" && c.kv_admission != "greedy")
+      nf::fail("--kv-admission {}: peak or greedy", c.kv_admission);
+  }
 
   void emit(std::vector<RequestOutput>& deltas) {
     if (deltas.empty()) return;
@@ -92,7 +97,7 @@ struct Engine::Impl {
   }
 
   void finish(Request& r, FinishReason reason, std::vector<RequestOutput>& deltas, RequestOutput* d) {
-    scheduler.finish(&r);
+    scheduler.finish(&r, reason != FinishReason::Abort);
     if (r.sent_to_executor) finished_for_executor.push_back(r.id);
     RequestOutput own;
     if (!d) {

@@ -17,7 +17,15 @@ void Scheduler::add(Request* r) {
   waiting_.push_back(r);
 }
 
-void Scheduler::finish(Request* r) {
+void Scheduler::finish(Request* r, bool completed) {
+  if (completed) {
+    recent_outputs_.push_back(r->num_generated());
+    recent_sum_ += r->num_generated();
+    if (recent_outputs_.size() > kWindow) {
+      recent_sum_ -= recent_outputs_.front();
+      recent_outputs_.pop_front();
+    }
+  }
   if (r->state == RequestState::Running) {
     running_.erase(std::find(running_.begin(), running_.end(), r));
   } else if (r->state == RequestState::Waiting) {
@@ -37,6 +45,40 @@ void Scheduler::preempt(Request* r) {
   ++preemptions_;
   r->state = RequestState::Waiting;
   waiting_.push_front(r);
+}
+
+std::pair<int64_t, int64_t> Scheduler::projection_of(const Request& r) const {
+  int64_t output = r.params.max_tokens;
+  const bool to_context_limit =
+      config_.max_model_len > 0 &&
+      static_cast<int64_t>(r.prompt_len) + r.params.max_tokens >= config_.max_model_len;
+  if (recent_outputs_.size() >= kMinSamples) {
+    const int64_t n = static_cast<int64_t>(recent_outputs_.size());
+    output = std::min<int64_t>(output, (3 * recent_sum_ + 2 * n - 1) / (2 * n));
+  } else if (to_context_limit) {
+    output = std::min(output, kColdStartOutput);
+  }
+  output = std::max<int64_t>(output, r.num_generated());
+  int64_t final_len = static_cast<int64_t>(r.prompt_len) + output;
+  if (config_.max_model_len > 0) final_len = std::min<int64_t>(final_len, config_.max_model_len);
+  const int64_t known = static_cast<int64_t>(r.tokens.size());
+  return {final_len, std::max<int64_t>(0, final_len - known)};
+}
+
+int64_t Scheduler::projected_peak_tokens(std::vector<std::pair<int64_t, int64_t>>& extra) const {
+  std::vector<std::pair<int64_t, int64_t>> reqs = extra;  // (final length, remaining steps)
+  for (const Request* r : running_) reqs.push_back(projection_of(*r));
+  std::sort(reqs.begin(), reqs.end(),
+            [](const auto& a, const auto& b) { return a.second > b.second; });
+  // Walk the finishing times from the last: the prefix holds the requests still running.
+  int64_t peak = 0, sum = 0, n = 0;
+  const int64_t bs = kv_.block_size();
+  for (const auto& [final_len, remaining] : reqs) {
+    sum += final_len - remaining + bs;  // + a block of rounding per request
+    ++n;
+    peak = std::max(peak, sum + n * remaining);
+  }
+  return peak;
 }
 
 std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
@@ -67,12 +109,17 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
   }
   // Admit waiting requests in arrival order; none in a step that had to preempt. A request
   // whose last token is still being sampled (preempted while stop_pending) is passed over.
+  const int64_t pool_tokens = kv_.num_blocks() * kv_.block_size();
   for (size_t w = 0; !preempted && w < waiting_.size() && budget > 0 &&
                      static_cast<int>(running_.size()) < config_.max_running_requests;) {
     Request* r = waiting_[w];
     if (r->stop_pending || (r->prompt_ready && !r->leads_siblings && !*r->prompt_ready)) {
       ++w;
       continue;
+    }
+    if (config_.admit_by_projected_peak && !running_.empty()) {
+      std::vector<std::pair<int64_t, int64_t>> candidate{projection_of(*r)};
+      if (projected_peak_tokens(candidate) > pool_tokens) break;
     }
     if (r->block_table.empty())
       r->num_computed = static_cast<int>(kv_.match_prefix(r->tokens, r->block_table, r->block_hashes));

@@ -28,6 +28,12 @@ struct SchedulerConfig {
   int max_batch_tokens = 2048;
   int max_running_requests = 256;
   int max_model_len = 0;  // context limit (positions); requests stop at it
+  // Admission of waiting requests: false admits while the prompt chunk's blocks are free
+  // (running requests that later outgrow the pool preempt the newest); true also requires the
+  // projected peak KV use of the running requests and the newcomer, each growing to its
+  // expected length, to fit the pool (see projected_peak_tokens). Preemption stays the
+  // fallback for requests that outgrow their expectation.
+  bool admit_by_projected_peak = false;
 };
 
 struct ScheduledRequest {
@@ -41,8 +47,9 @@ class Scheduler {
   Scheduler(const SchedulerConfig& config, KvCacheManager& kv);
 
   void add(Request* r);
-  // Finishes a request wherever it is (abort or stop) and frees its blocks.
-  void finish(Request* r);
+  // Finishes a request wherever it is (abort or stop) and frees its blocks. completed: it
+  // stopped on its own (stop condition or length), and its output length joins the estimate.
+  void finish(Request* r, bool completed = false);
   bool empty() const { return waiting_.empty() && running_.empty(); }
   size_t num_waiting() const { return waiting_.size(); }
   size_t num_running() const { return running_.size(); }
@@ -56,6 +63,21 @@ class Scheduler {
 
  private:
   void preempt(Request* r);
+  // The most KV tokens the running requests plus `extra` (final length, remaining decode
+  // steps) will hold at once if each runs to its max_tokens (or the context limit): usage at
+  // step t is the sum over requests still running at t of (final length - remaining + t), and
+  // its maximum is reached just before one of them finishes.
+  int64_t projected_peak_tokens(std::vector<std::pair<int64_t, int64_t>>& extra) const;
+  // (final length, remaining steps) of a request: its prompt plus its expected output, which
+  // is max_tokens, or, once kMinSamples requests have completed, min(max_tokens, 1.5x the mean
+  // output of the last kWindow completed); before that, a request whose max_tokens reaches the
+  // context limit (the API's default when none is given) expects at most kColdStartOutput.
+  // Never below what it has generated; capped at the context limit.
+  std::pair<int64_t, int64_t> projection_of(const Request& r) const;
+  static constexpr size_t kWindow = 256, kMinSamples = 16;
+  static constexpr int64_t kColdStartOutput = 512;
+  std::deque<int32_t> recent_outputs_;  // output lengths of the last completed requests
+  int64_t recent_sum_ = 0;
 
   SchedulerConfig config_;
   KvCacheManager& kv_;

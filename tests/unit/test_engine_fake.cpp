@@ -60,11 +60,13 @@ struct Harness {
   std::map<nanoflow::RequestId, RequestOutput> outs;
   std::map<nanoflow::RequestId, int> finishes;
 
-  Harness(int budget, int64_t blocks, bool async, int max_running = 64) {
+  Harness(int budget, int64_t blocks, bool async, int max_running = 64,
+          const char* admission = "peak") {
     EngineConfig c;
     c.max_batch_tokens = budget;
     c.max_running_requests = max_running;
     c.async_schedule = async;
+    c.kv_admission = admission;
     auto b = std::make_unique<FakeBackend>(blocks);
     backend = b.get();
     engine = std::make_unique<Engine>(c, std::move(b), std::vector<int32_t>{kEos});
@@ -174,8 +176,9 @@ TEST_P(EngineTimeline, EosStopsAndTheLateTokenIsNeverEmitted) {
 
 TEST_P(EngineTimeline, PreemptsTheNewestWhenBlocksRunOut) {
   // 6 blocks of 4 tokens. Two requests of 8 prompt tokens each take 4 blocks; decoding grows
-  // them until the newest must give its blocks back and be recomputed later.
-  Harness h(64, 6, GetParam());
+  // them until the newest must give its blocks back and be recomputed later (greedy admission:
+  // b is admitted while its prompt's blocks are free).
+  Harness h(64, 6, GetParam(), 64, "greedy");
   const auto a = h.engine->add_request(prompt_of(8), greedy(8));
   const auto b = h.engine->add_request(prompt_of(8, 30), greedy(8));
   h.run();
@@ -187,6 +190,30 @@ TEST_P(EngineTimeline, PreemptsTheNewestWhenBlocksRunOut) {
   // The recomputed request produced the same tokens as without preemption.
   const int32_t lb = prompt_of(8, 30).back();
   for (int i = 0; i < 8; ++i) EXPECT_EQ(h.outs.at(b).token_ids[i], (lb + 1 + i) % kVocab == 0 ? 1 : (lb + 1 + i) % kVocab);
+}
+
+TEST_P(EngineTimeline, PeakAdmissionWaitsInsteadOfPreempting) {
+  // The same two requests under peak admission: a alone will grow to 16 tokens (4 blocks,
+  // plus a block of rounding), so b (another 5) does not fit beside it and waits for a to end.
+  Harness h(64, 6, GetParam());
+  const auto a = h.engine->add_request(prompt_of(8), greedy(8));
+  const auto b = h.engine->add_request(prompt_of(8, 30), greedy(8));
+  h.run();
+  EXPECT_EQ(h.engine->stats().preemptions, 0);
+  for (auto id : {a, b}) {
+    EXPECT_EQ(h.finishes.at(id), 1);
+    EXPECT_EQ(h.outs.at(id).token_ids.size(), 8u);
+  }
+  // b ran only after a finished: no batch holds both.
+  for (const ScheduledBatch& batch : h.backend->batches) EXPECT_LE(batch.num_requests(), 1);
+  const int32_t lb = prompt_of(8, 30).back();
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(h.outs.at(b).token_ids[i], (lb + 1 + i) % kVocab == 0 ? 1 : (lb + 1 + i) % kVocab);
+}
+
+TEST(EngineConfigCheck, RejectsAnUnknownAdmissionPolicy) {
+  EngineConfig c;
+  c.kv_admission = "eager";
+  EXPECT_THROW(Engine(c, std::make_unique<FakeBackend>(8), {kEos}), Error);
 }
 
 TEST_P(EngineTimeline, AbortFreesBlocksWithinAStep) {
@@ -222,9 +249,11 @@ INSTANTIATE_TEST_SUITE_P(AsyncAndSync, EngineTimeline, ::testing::Bool(),
 
 // Thousands of random arrivals, aborts and lengths over a small KV pool.
 TEST(EngineProperty, EveryRequestEndsExactlyOnceAndNoBlockLeaks) {
+  for (const char* admission : {"peak", "greedy"})
   for (bool async : {false, true}) {
+    SCOPED_TRACE(std::string(admission) + (async ? " async" : " sync"));
     std::mt19937 rng(async ? 11 : 7);
-    Harness h(32, 40, async, 8);
+    Harness h(32, 40, async, 8, admission);
     std::set<nanoflow::RequestId> live;
     std::vector<nanoflow::RequestId> all;
     for (int step = 0; step < 6000 || h.engine->has_unfinished(); ++step) {
