@@ -8,7 +8,9 @@
 //   bench_schedule [--requests 2000] [--input 1024] [--output 512] [--blocks 55615]
 //                  [--max-batch-tokens 2048] [--max-running 1024]
 //                  [--ms-fixed 1.0] [--ms-per-token 0.0212] [--ms-per-kv-token 3.9e-5]
-//                  [--kv-admission peak|greedy]
+//                  [--kv-admission peak|greedy] [--dataset TRACE]
+// --dataset takes the first --requests lengths of an Azure CSV, the ShareGPT length CSV or a
+// Mooncake JSONL (src/bench/datasets.h) instead of constant --input/--output.
 #include <nanoflow/engine.h>
 
 #include <cstdio>
@@ -18,6 +20,7 @@
 #include <random>
 #include <string>
 
+#include "bench/datasets.h"
 #include "model/model_config.h"
 #include "runtime/backend.h"
 
@@ -57,7 +60,7 @@ int main(int argc, char** argv) {
   int requests = 2000, input = 1024, output = 512, max_tokens = 2048, max_running = 1024;
   int64_t blocks = 55615;
   CostModel cost;
-  std::string admission = "peak";
+  std::string admission = "peak", dataset;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const char* v = argv[i + 1];
@@ -71,6 +74,7 @@ int main(int argc, char** argv) {
     else if (k == "--ms-per-token") cost.per_token = std::atof(v);
     else if (k == "--ms-per-kv-token") cost.per_kv_token = std::atof(v);
     else if (k == "--kv-admission") admission = v;
+    else if (k == "--dataset") dataset = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -83,15 +87,23 @@ int main(int argc, char** argv) {
   auto backend = std::make_unique<NullBackend>(blocks, cost);
   NullBackend* be = backend.get();
   nanoflow::Engine engine(c, std::move(backend), {});
+  std::vector<nf::TraceRequest> trace;
+  if (!dataset.empty()) {
+    trace = nf::load_trace(dataset, requests);
+    requests = static_cast<int>(trace.size());
+  }
   std::mt19937 rng(1);
   nanoflow::SamplingParams p;
   p.temperature = 0;
-  p.max_tokens = output;
   p.ignore_eos = true;
+  double tokens = 0;
   for (int i = 0; i < requests; ++i) {
-    std::vector<int32_t> prompt(static_cast<size_t>(input));
+    const int in = trace.empty() ? input : std::max(1, trace[i].input_len);
+    p.max_tokens = trace.empty() ? output : std::max(1, trace[i].output_len);
+    std::vector<int32_t> prompt(static_cast<size_t>(in));
     for (auto& t : prompt) t = static_cast<int32_t>(rng() % 32);
     engine.add_request(std::move(prompt), p);
+    tokens += in + p.max_tokens;
   }
   std::vector<nanoflow::RequestOutput> outs;
   int finished = 0;
@@ -106,12 +118,11 @@ int main(int argc, char** argv) {
       if (o.finished()) ++finished;
   }
   const auto s = engine.stats();
-  const double tokens = static_cast<double>(requests) * (input + output);
   std::printf(
-      "{\"kv_admission\": \"%s\", \"requests\": %d, \"input\": %d, \"output\": %d, \"kv_blocks\": %lld, \"steps\": %lld, "
+      "{\"kv_admission\": \"%s\", \"dataset\": \"%s\", \"requests\": %d, \"input\": %d, \"output\": %d, \"kv_blocks\": %lld, \"steps\": %lld, "
       "\"full_steps\": %lld, \"tokens_per_step\": %.1f, \"preemptions\": %lld, "
       "\"scheduled_tokens\": %lld, \"model_s\": %.2f, \"model_total_tok_s\": %.0f}\n",
-      admission.c_str(), requests, input, output, static_cast<long long>(blocks), static_cast<long long>(s.steps),
+      admission.c_str(), dataset.c_str(), requests, input, output, static_cast<long long>(blocks), static_cast<long long>(s.steps),
       static_cast<long long>(full_steps), static_cast<double>(s.scheduled_tokens) / s.steps,
       static_cast<long long>(s.preemptions), static_cast<long long>(s.scheduled_tokens),
       be->ms() / 1e3, tokens / (be->ms() / 1e3));
