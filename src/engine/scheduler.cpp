@@ -65,7 +65,7 @@ std::pair<int64_t, int64_t> Scheduler::projection_of(const Request& r) const {
   return {final_len, std::max<int64_t>(0, final_len - known)};
 }
 
-int64_t Scheduler::projected_peak_tokens(std::vector<std::pair<int64_t, int64_t>>& extra) const {
+int64_t Scheduler::projected_peak_tokens(const std::vector<std::pair<int64_t, int64_t>>& extra) const {
   std::vector<std::pair<int64_t, int64_t>> reqs = extra;  // (final length, remaining steps)
   for (const Request* r : running_) reqs.push_back(projection_of(*r));
   std::sort(reqs.begin(), reqs.end(),
@@ -118,7 +118,7 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
       continue;
     }
     if (config_.admit_by_projected_peak && !running_.empty()) {
-      std::vector<std::pair<int64_t, int64_t>> candidate{projection_of(*r)};
+      const std::vector<std::pair<int64_t, int64_t>> candidate{projection_of(*r)};
       if (projected_peak_tokens(candidate) > pool_tokens) break;
     }
     if (r->block_table.empty())

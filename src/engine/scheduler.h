@@ -67,7 +67,7 @@ class Scheduler {
   // steps) will hold at once if each runs to its max_tokens (or the context limit): usage at
   // step t is the sum over requests still running at t of (final length - remaining + t), and
   // its maximum is reached just before one of them finishes.
-  int64_t projected_peak_tokens(std::vector<std::pair<int64_t, int64_t>>& extra) const;
+  int64_t projected_peak_tokens(const std::vector<std::pair<int64_t, int64_t>>& extra) const;
   // (final length, remaining steps) of a request: its prompt plus its expected output, which
   // is max_tokens, or, once kMinSamples requests have completed, min(max_tokens, 1.5x the mean
   // output of the last kWindow completed); before that, a request whose max_tokens reaches the
