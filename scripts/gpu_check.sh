@@ -55,16 +55,24 @@ timeout "$TEST_TIMEOUT" "$BUILD/tests/kernels/test_kernels" >"$OUT/kernels.log" 
 t_kernels=$(( $(date +%s) - t0 ))
 grep -E "PARITY|REPORT|GPU vs CPU|FAILED|PASSED|SKIPPED \[" "$OUT/kernels.log" | head -40
 
-# Benchmarks: BENCHES is a list of "model input output requests [dataset]" separated by ';'.
+# Benchmarks: BENCHES is a list of "model input output requests [dataset] [| extra flags]"
+# separated by ';'; the extra flags go to `bench offline` and name the result (e.g.
+# "llama3-8b 1024 512 2000 | --kv-admission greedy" -> bench_llama3-8b_1024_512_kv-admission-greedy).
 BENCHES=${BENCHES:-"llama3-8b 1024 512 $NUM_REQUESTS"}
 t0=$(date +%s)
 IFS=';' read -ra bench_list <<<"$BENCHES"
 for spec in "${bench_list[@]}"; do
+  flags=""
+  if [[ "$spec" == *"|"* ]]; then flags="${spec#*|}"; spec="${spec%%|*}"; fi
   read -r model in_len out_len nreq dataset <<<"$spec"
   [ -z "$model" ] && continue
   name="bench_${model}_${in_len}_${out_len}${dataset:+_$(basename "$dataset" | cut -d. -f1)}"
+  tag=$(echo $flags | sed 's/^-*//; s/ -*/-/g; s/[^A-Za-z0-9._-]/-/g')
+  [ -n "$tag" ] && name="${name}_${tag}"
   extra=()
   [ -n "$dataset" ] && extra=(--dataset "$dataset")
+  read -ra flag_args <<<"$flags"
+  extra+=("${flag_args[@]}")
   timeout "$BENCH_TIMEOUT" "$BUILD/nanoflow" bench offline --model "dummy:$model" --device cuda \
     --num-requests "$nreq" --input-len "$in_len" --output-len "$out_len" --max-batch-tokens 2048 \
     --max-running-requests 1024 "${extra[@]}" --result-json "$OUT/$name.json" >"$OUT/$name.log" 2>&1 \
