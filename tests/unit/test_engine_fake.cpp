@@ -210,6 +210,33 @@ TEST_P(EngineTimeline, PeakAdmissionWaitsInsteadOfPreempting) {
   for (int i = 0; i < 8; ++i) EXPECT_EQ(h.outs.at(b).token_ids[i], (lb + 1 + i) % kVocab == 0 ? 1 : (lb + 1 + i) % kVocab);
 }
 
+TEST_P(EngineTimeline, PeakAdmissionLearnsTheOutputLengthFromCompletedRequests) {
+  // Every request: a 4-token prompt, max_tokens 100, but EOS after 3 tokens. 40 blocks of 4
+  // tokens = 160. Expecting 100 tokens each (104 + a block of rounding), two never fit: the
+  // first 16 run one at a time. Once 16 have completed, a request expects 1.5 x 3 = 5 tokens
+  // (13 with rounding) and many run together.
+  Harness h(64, 40, GetParam());
+  h.backend->eos_after = prompt_of(4, 10).back() + 2;
+  auto submit = [&](int n) {
+    for (int i = 0; i < n; ++i) h.engine->add_request(prompt_of(4, 10), greedy(100));
+  };
+  auto widest = [&](size_t from) {
+    int w = 0;
+    for (size_t i = from; i < h.backend->batches.size(); ++i)
+      w = std::max(w, h.backend->batches[i].num_requests());
+    return w;
+  };
+  submit(16);
+  h.run();
+  EXPECT_LE(widest(0), 2) << "cold start: max_tokens is the expectation";
+  const size_t phase2 = h.backend->batches.size();
+  submit(16);
+  h.run();
+  EXPECT_GE(widest(phase2), 6) << "after 16 completions the expectation is 1.5x their mean";
+  EXPECT_EQ(h.engine->stats().preemptions, 0);
+  for (const auto& [id, o] : h.outs) EXPECT_EQ(o.token_ids.size(), 3u) << "request " << id;
+}
+
 TEST(EngineConfigCheck, RejectsAnUnknownAdmissionPolicy) {
   EngineConfig c;
   c.kv_admission = "eager";
