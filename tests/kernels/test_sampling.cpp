@@ -200,6 +200,39 @@ SampleResult cpu_sample(const Row& r) {
 
 class Sampling : public test::KernelTest {};
 
+// Draws kRows x kCalls tokens from `base` (one seed per call, the row index as step) and checks
+// the counts against the host's distribution: each token within 5 sigma (+1), total variation
+// distance below 0.015.
+void expect_empirical_distribution(cuda::GpuSampler& sampler, const Row& base, int kRows,
+                                   int kCalls, std::mt19937& rng) {
+  const int vocab = static_cast<int>(base.logits.size());
+  const auto dist = expected_distribution(base);
+  std::vector<int64_t> counts(vocab, 0);
+  for (int call = 0; call < kCalls; ++call) {
+    std::vector<Row> rows(kRows, base);
+    const uint64_t seed = rng();
+    for (int i = 0; i < kRows; ++i) {
+      rows[i].params.seed = seed;
+      rows[i].params.step = i;
+    }
+    const Result res = run(sampler, rows);
+    for (int32_t t : res.tokens) {
+      ASSERT_TRUE(t >= 0 && t < vocab) << "token " << t;
+      ++counts[t];
+    }
+  }
+  const double n = static_cast<double>(kRows) * kCalls;
+  double tv = 0;
+  for (int i = 0; i < vocab; ++i) {
+    const double expect = n * dist[i];
+    const double sigma = std::sqrt(n * dist[i] * (1 - dist[i]));
+    EXPECT_LE(std::abs(counts[i] - expect), 5 * sigma + 1)
+        << "token " << i << ": " << counts[i] << " draws, expected " << expect;
+    tv += std::abs(counts[i] / n - dist[i]) / 2;
+  }
+  EXPECT_LT(tv, 0.015) << "total variation distance";
+}
+
 TEST_F(Sampling, GreedyMatchesCpuArgmax) {
   for (int vocab : {1000, 152064}) {
     SCOPED_TRACE(testing::Message() << "vocab " << vocab);
@@ -368,32 +401,7 @@ TEST_F(Sampling, EmpiricalDistributionMatchesExpected) {
   for (const SampleRowParams& k : kinds) {
     SCOPED_TRACE(testing::Message() << "T " << k.temperature << " top_k " << k.top_k << " top_p "
                                     << k.top_p << " min_p " << k.min_p);
-    Row base{logits, k, {}};
-    const auto dist = expected_distribution(base);
-    std::vector<int64_t> counts(vocab, 0);
-    for (int call = 0; call < kCalls; ++call) {
-      std::vector<Row> rows(kRows, base);
-      const uint64_t seed = rng_();
-      for (int i = 0; i < kRows; ++i) {
-        rows[i].params.seed = seed;
-        rows[i].params.step = i;
-      }
-      const Result res = run(sampler, rows);
-      for (int32_t t : res.tokens) {
-        ASSERT_TRUE(t >= 0 && t < vocab) << "token " << t;
-        ++counts[t];
-      }
-    }
-    const double n = static_cast<double>(kRows) * kCalls;
-    double tv = 0;
-    for (int i = 0; i < vocab; ++i) {
-      const double expect = n * dist[i];
-      const double sigma = std::sqrt(n * dist[i] * (1 - dist[i]));
-      EXPECT_LE(std::abs(counts[i] - expect), 5 * sigma + 1)
-          << "token " << i << ": " << counts[i] << " draws, expected " << expect;
-      tv += std::abs(counts[i] / n - dist[i]) / 2;
-    }
-    EXPECT_LT(tv, 0.015) << "total variation distance";
+    expect_empirical_distribution(sampler, Row{logits, k, {}}, kRows, kCalls, rng_);
   }
 }
 
@@ -585,32 +593,8 @@ TEST_F(Sampling, EmpiricalDistributionWithPenaltiesMatchesExpected) {
                  << "T " << k.p.temperature << " top_k " << k.p.top_k << " top_p " << k.p.top_p
                  << " min_p " << k.p.min_p << " rep " << k.p.repetition_penalty << " freq "
                  << k.p.frequency_penalty << " pres " << k.p.presence_penalty);
-    Row base{logits, k.p, {}, {7, 0, 0, 4}, {7, 1, 1, 1, 9}, k.bias};
-    const auto dist = expected_distribution(base);
-    std::vector<int64_t> counts(vocab, 0);
-    for (int call = 0; call < kCalls; ++call) {
-      std::vector<Row> rows(kRows, base);
-      const uint64_t seed = rng_();
-      for (int i = 0; i < kRows; ++i) {
-        rows[i].params.seed = seed;
-        rows[i].params.step = i;
-      }
-      const Result res = run(sampler, rows);
-      for (int32_t t : res.tokens) {
-        ASSERT_TRUE(t >= 0 && t < vocab) << "token " << t;
-        ++counts[t];
-      }
-    }
-    const double n = static_cast<double>(kRows) * kCalls;
-    double tv = 0;
-    for (int i = 0; i < vocab; ++i) {
-      const double expect = n * dist[i];
-      const double sigma = std::sqrt(n * dist[i] * (1 - dist[i]));
-      EXPECT_LE(std::abs(counts[i] - expect), 5 * sigma + 1)
-          << "token " << i << ": " << counts[i] << " draws, expected " << expect;
-      tv += std::abs(counts[i] / n - dist[i]) / 2;
-    }
-    EXPECT_LT(tv, 0.015) << "total variation distance";
+    expect_empirical_distribution(sampler, Row{logits, k.p, {}, {7, 0, 0, 4}, {7, 1, 1, 1, 9}, k.bias},
+                                  kRows, kCalls, rng_);
   }
 }
 
