@@ -540,46 +540,33 @@ void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatc
     }
   }
   size_t off = static_cast<size_t>(S) * sizeof(cuda::SampleRowParams);
-  cuda::TensorView banned_indptr, banned_ids;
-  if (!in.banned_indptr.empty()) {
-    std::memcpy(h + off, in.banned_indptr.data(), in.banned_indptr.size() * 4);
-    banned_indptr = cuda::TensorView(d + off, DType::kI32, {S + 1});
-    off += in.banned_indptr.size() * 4;
-    if (nban > 0) std::memcpy(h + off, in.banned_ids.data(), nban * 4);
-    banned_ids = cuda::TensorView(d + off, DType::kI32, {static_cast<int64_t>(nban)});
-    off += nban * 4;
-  }
-  // The adjustment CSRs (runtime/sample_pack.h): indptr, ids, then counts or bias values.
+  // After the row parameters, 4-byte words: the banned-id CSR, then the adjustment CSRs
+  // (runtime/sample_pack.h): indptr, ids, then counts or bias values.
   auto upload_words = [&](const void* src, size_t n, DType type) {
     if (n > 0) std::memcpy(h + off, src, n * 4);
     const cuda::TensorView v(d + off, type, {static_cast<int64_t>(n)});
     off += n * 4;
     return v;
   };
-  cuda::TensorView penalty_indptr, penalty_ids, penalty_counts, bias_indptr, bias_ids, bias_values;
+  cuda::SampleArgs a;
+  if (!in.banned_indptr.empty()) {
+    a.banned_indptr = upload_words(in.banned_indptr.data(), in.banned_indptr.size(), DType::kI32);
+    a.banned_ids = upload_words(in.banned_ids.data(), nban, DType::kI32);
+  }
   if (!in.penalty_indptr.empty()) {
-    penalty_indptr = upload_words(in.penalty_indptr.data(), in.penalty_indptr.size(), DType::kI32);
-    penalty_ids = upload_words(in.penalty_ids.data(), npen, DType::kI32);
-    penalty_counts = upload_words(in.penalty_counts.data(), npen, DType::kI32);
+    a.penalty_indptr = upload_words(in.penalty_indptr.data(), in.penalty_indptr.size(), DType::kI32);
+    a.penalty_ids = upload_words(in.penalty_ids.data(), npen, DType::kI32);
+    a.penalty_counts = upload_words(in.penalty_counts.data(), npen, DType::kI32);
   }
   if (!in.bias_indptr.empty()) {
-    bias_indptr = upload_words(in.bias_indptr.data(), in.bias_indptr.size(), DType::kI32);
-    bias_ids = upload_words(in.bias_ids.data(), nbias, DType::kI32);
-    bias_values = upload_words(in.bias_values.data(), nbias, DType::kF32);
+    a.bias_indptr = upload_words(in.bias_indptr.data(), in.bias_indptr.size(), DType::kI32);
+    a.bias_ids = upload_words(in.bias_ids.data(), nbias, DType::kI32);
+    a.bias_values = upload_words(in.bias_values.data(), nbias, DType::kF32);
   }
   NF_CUDA_CHECK(cudaMemcpyAsync(d, h, off, cudaMemcpyHostToDevice, stream_));
   const size_t down = align_up(off, 16);
-  cuda::SampleArgs a;
   a.logits = logits_.view(DType::kF32, {S, V});
   a.params = cuda::TensorView(d, DType::kU8, {S, static_cast<int64_t>(sizeof(cuda::SampleRowParams))});
-  a.banned_indptr = banned_indptr;
-  a.banned_ids = banned_ids;
-  a.penalty_indptr = penalty_indptr;
-  a.penalty_ids = penalty_ids;
-  a.penalty_counts = penalty_counts;
-  a.bias_indptr = bias_indptr;
-  a.bias_ids = bias_ids;
-  a.bias_values = bias_values;
   a.tokens = cuda::TensorView(d + down, DType::kI32, {S});
   a.logprobs = cuda::TensorView(d + down + S * 4, DType::kF32, {S});
   if (K > 0) {
