@@ -20,6 +20,15 @@ struct GoldenCase {
   std::vector<std::vector<std::pair<int32_t, double>>> top5;  // [step][rank] (id, logprob)
 };
 
+// The entry for `id` in a list of (id, logprob) pairs (a golden top-5 or an output's
+// top_logprobs), or null.
+template <typename Vec>
+const typename Vec::value_type* find_id(const Vec& v, int32_t id) {
+  for (const auto& e : v)
+    if (e.first == id) return &e;
+  return nullptr;
+}
+
 struct Golden {
   std::string name;
   std::filesystem::path model;  // resolved against the repository root

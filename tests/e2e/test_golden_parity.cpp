@@ -30,16 +30,7 @@ using nf::testing::GoldenCase;
 Golden load_golden(const fs::path& file) { return nf::testing::load_golden(kSource, file); }
 std::vector<fs::path> golden_files() { return nf::testing::golden_files(kSource); }
 
-const std::pair<int32_t, double>* find_id(const std::vector<std::pair<int32_t, double>>& v, int32_t id) {
-  for (const auto& e : v)
-    if (e.first == id) return &e;
-  return nullptr;
-}
-const std::pair<int32_t, float>* find_id(const nanoflow::TopLogprobs& v, int32_t id) {
-  for (const auto& e : v)
-    if (e.first == id) return &e;
-  return nullptr;
-}
+using nf::testing::find_id;
 
 // Checks one engine output against one golden case. Returns the number of tolerated near-tie
 // mismatches (0 or 1); failures are reported through gtest.

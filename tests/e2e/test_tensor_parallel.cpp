@@ -37,11 +37,7 @@ using nf::testing::Golden;
 
 const fs::path kSource = NANOFLOW_SOURCE_DIR;
 
-const std::pair<int32_t, float>* find_id(const TopLogprobs& v, int32_t id) {
-  for (const auto& e : v)
-    if (e.first == id) return &e;
-  return nullptr;
-}
+using nf::testing::find_id;
 
 // One step of a reference run: its greedy token and top-5 (id, logprob).
 struct RefStep {

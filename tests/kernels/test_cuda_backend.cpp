@@ -70,12 +70,7 @@ bool cuda_head_dim(int64_t d) {
   return d == 64 || d == 128;
 }
 
-template <typename Vec>
-const typename Vec::value_type* find_id(const Vec& v, int32_t id) {
-  for (const auto& e : v)
-    if (e.first == id) return &e;
-  return nullptr;
-}
+using nf::testing::find_id;
 
 EngineConfig engine_config(const fs::path& model, const std::string& device) {
   EngineConfig c = nf::testing::golden_engine_config(model);

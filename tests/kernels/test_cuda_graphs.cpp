@@ -70,10 +70,8 @@ TEST(CudaGraphs, ReplayIsBitwiseEagerAndAgreesWithGraphsOff) {
       ASSERT_FALSE(b.top_logprobs[i].empty());
       if (a.token_ids[i] != b.token_ids[i]) {
         // Different rounding may flip a near tie: each token must be in the other's top-5.
-        auto in = [](const auto& top, int32_t id) {
-          return std::any_of(top.begin(), top.end(), [&](const auto& e) { return e.first == id; });
-        };
-        EXPECT_TRUE(in(b.top_logprobs[i], a.token_ids[i]) && in(a.top_logprobs[i], b.token_ids[i]))
+        EXPECT_TRUE(nf::testing::find_id(b.top_logprobs[i], a.token_ids[i]) != nullptr &&
+                    nf::testing::find_id(a.top_logprobs[i], b.token_ids[i]) != nullptr)
             << "request " << r << " step " << i;
         break;
       }
