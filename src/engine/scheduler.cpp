@@ -65,16 +65,14 @@ std::pair<int64_t, int64_t> Scheduler::projection_of(const Request& r) const {
   return {final_len, std::max<int64_t>(0, final_len - known)};
 }
 
-int64_t Scheduler::projected_peak_tokens(const std::vector<std::pair<int64_t, int64_t>>& extra) const {
-  std::vector<std::pair<int64_t, int64_t>> reqs = extra;  // (final length, remaining steps)
-  for (const Request* r : running_) reqs.push_back(projection_of(*r));
+int64_t Scheduler::projected_peak_tokens(std::vector<std::pair<int64_t, int64_t>> reqs,
+                                         int64_t block_size) {
   std::sort(reqs.begin(), reqs.end(),
             [](const auto& a, const auto& b) { return a.second > b.second; });
   // Walk the finishing times from the last: the prefix holds the requests still running.
   int64_t peak = 0, sum = 0, n = 0;
-  const int64_t bs = kv_.block_size();
   for (const auto& [final_len, remaining] : reqs) {
-    sum += final_len - remaining + bs;  // + a block of rounding per request
+    sum += final_len - remaining + block_size;  // + a block of rounding per request
     ++n;
     peak = std::max(peak, sum + n * remaining);
   }
@@ -110,6 +108,11 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
   // Admit waiting requests in arrival order; none in a step that had to preempt. A request
   // whose last token is still being sampled (preempted while stop_pending) is passed over.
   const int64_t pool_tokens = kv_.num_blocks() * kv_.block_size();
+  // Peak admission: the running requests' projections, once per step; an admitted request's
+  // projection stays in.
+  std::vector<std::pair<int64_t, int64_t>> projections;
+  if (config_.admit_by_projected_peak)
+    for (const Request* r : running_) projections.push_back(projection_of(*r));
   for (size_t w = 0; !preempted && w < waiting_.size() && budget > 0 &&
                      static_cast<int>(running_.size()) < config_.max_running_requests;) {
     Request* r = waiting_[w];
@@ -117,9 +120,10 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
       ++w;
       continue;
     }
-    if (config_.admit_by_projected_peak && !running_.empty()) {
-      const std::vector<std::pair<int64_t, int64_t>> candidate{projection_of(*r)};
-      if (projected_peak_tokens(candidate) > pool_tokens) break;
+    if (config_.admit_by_projected_peak) {
+      projections.push_back(projection_of(*r));  // the first request is admitted regardless
+      if (!running_.empty() && projected_peak_tokens(projections, kv_.block_size()) > pool_tokens)
+        break;
     }
     if (r->block_table.empty())
       r->num_computed = static_cast<int>(kv_.match_prefix(r->tokens, r->block_table, r->block_hashes));

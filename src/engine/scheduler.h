@@ -63,11 +63,11 @@ class Scheduler {
 
  private:
   void preempt(Request* r);
-  // The most KV tokens the running requests plus `extra` (final length, remaining decode
-  // steps) will hold at once if each runs to its max_tokens (or the context limit): usage at
-  // step t is the sum over requests still running at t of (final length - remaining + t), and
-  // its maximum is reached just before one of them finishes.
-  int64_t projected_peak_tokens(const std::vector<std::pair<int64_t, int64_t>>& extra) const;
+  // The most KV tokens the requests (final length, remaining decode steps) will hold at once,
+  // each with a block of rounding: usage at step t is the sum over requests still running at t
+  // of (final length - remaining + t), and its maximum is reached just before one finishes.
+  static int64_t projected_peak_tokens(std::vector<std::pair<int64_t, int64_t>> reqs,
+                                       int64_t block_size);
   // (final length, remaining steps) of a request: its prompt plus its expected output, which
   // is max_tokens, or, once kMinSamples requests have completed, min(max_tokens, 1.5x the mean
   // output of the last kWindow completed); before that, a request whose max_tokens reaches the
