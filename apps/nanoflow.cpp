@@ -89,6 +89,10 @@ struct EngineOptions {
                     "CUDA graphs for the dense ops (token count padded to a bucket; attention "
                     "runs eagerly): true or false")
         ->capture_default_str();
+    app->add_option("--kv-tlb-warmup", engine.kv_tlb_warmup,
+                    "CUDA: load one word per 2 MiB of each layer's KV pool on a side stream while "
+                    "the GEMMs before its attention run (warms address translation): true or false")
+        ->capture_default_str();
     app->add_option("--threads", engine.threads, "CPU threads (0: all)")->capture_default_str();
     app->add_option("--tensor-parallel-size", engine.tensor_parallel_size,
                     "Ranks to split the model over (CPU: threads of one process; heads and KV "

@@ -42,16 +42,26 @@ class NullBackend final : public nf::Backend {
   void forward(const nf::ScheduledBatch& b, std::span<float> logits) override {
     double ctx = 0;
     for (int32_t c : b.context_lens) ctx += c;
-    ms_ += cost_.fixed + cost_.per_token * b.num_tokens() + cost_.per_kv_token * ctx;
+    const double ms = cost_.fixed + cost_.per_token * b.num_tokens() + cost_.per_kv_token * ctx;
+    ms_ += ms;
+    if (trace_ != nullptr) {
+      int decodes = 0;
+      for (int i = 0; i < b.num_requests(); ++i)
+        if (b.seq_indptr[i + 1] - b.seq_indptr[i] == 1) ++decodes;
+      std::fprintf(trace_, "%d %d %d %.0f %.3f\n", b.num_tokens(), b.num_requests(), decodes, ctx,
+                   ms);
+    }
     std::fill(logits.begin(), logits.end(), 0.0f);
   }
   double ms() const { return ms_; }
+  void set_trace(std::FILE* f) { trace_ = f; }
 
  private:
   nf::ModelConfig config_;
   int64_t blocks_;
   CostModel cost_;
   double ms_ = 0;
+  std::FILE* trace_ = nullptr;
 };
 
 }  // namespace
@@ -60,7 +70,7 @@ int main(int argc, char** argv) {
   int requests = 2000, input = 1024, output = 512, max_tokens = 2048, max_running = 1024;
   int64_t blocks = 55615;
   CostModel cost;
-  std::string admission = "peak", dataset;
+  std::string admission = "peak", dataset, trace_path;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const char* v = argv[i + 1];
@@ -75,6 +85,7 @@ int main(int argc, char** argv) {
     else if (k == "--ms-per-kv-token") cost.per_kv_token = std::atof(v);
     else if (k == "--kv-admission") admission = v;
     else if (k == "--dataset") dataset = v;
+    else if (k == "--trace") trace_path = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -86,6 +97,16 @@ int main(int argc, char** argv) {
   c.kv_admission = admission;
   auto backend = std::make_unique<NullBackend>(blocks, cost);
   NullBackend* be = backend.get();
+  std::FILE* trace_file = nullptr;
+  if (!trace_path.empty()) {
+    trace_file = std::fopen(trace_path.c_str(), "w");
+    if (trace_file == nullptr) {
+      std::fprintf(stderr, "cannot write %s\n", trace_path.c_str());
+      return 2;
+    }
+    std::fprintf(trace_file, "tokens requests decodes context_tokens model_ms\n");
+    be->set_trace(trace_file);
+  }
   nanoflow::Engine engine(c, std::move(backend), {});
   std::vector<nf::TraceRequest> trace;
   if (!dataset.empty()) {
@@ -117,6 +138,7 @@ int main(int argc, char** argv) {
     for (const auto& o : outs)
       if (o.finished()) ++finished;
   }
+  if (trace_file != nullptr) std::fclose(trace_file);
   const auto s = engine.stats();
   std::printf(
       "{\"kv_admission\": \"%s\", \"dataset\": \"%s\", \"requests\": %d, \"input\": %d, \"output\": %d, \"kv_blocks\": %lld, \"steps\": %lld, "

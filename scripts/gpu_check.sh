@@ -12,7 +12,9 @@
 # Environment: BUILD (build dir, default build-gpu), JOBS (16), BENCHES (see below; default
 # llama3-8b at 1024/512 with NUM_REQUESTS=256 requests), CPU_TESTS (1: also the CPU ctest),
 # NF_REAL_SIZE_TESTS (1: GPU vs CPU engine on dummy llama3-8b/qwen2-7b), BENCH_TIMEOUT and
-# TEST_TIMEOUT (seconds, default 300 and 600), NF_GIT_COMMIT (recorded when there is no .git).
+# TEST_TIMEOUT (seconds, default 300 and 600), NF_GIT_COMMIT (recorded when there is no .git),
+# KERNEL_BENCHES (a gtest filter of the disabled kernel timings in tests/kernels/test_kernel_bench.cpp,
+# e.g. 'Bench.DISABLED_Gemm:Bench.DISABLED_Elementwise'; run after the tests, log kernel_bench.log).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
@@ -54,6 +56,11 @@ t0=$(date +%s)
 timeout "$TEST_TIMEOUT" "$BUILD/tests/kernels/test_kernels" >"$OUT/kernels.log" 2>&1 || status_kernels=FAILED
 t_kernels=$(( $(date +%s) - t0 ))
 grep -E "PARITY|REPORT|GPU vs CPU|FAILED|PASSED|SKIPPED \[" "$OUT/kernels.log" | head -40
+if [ -n "${KERNEL_BENCHES:-}" ]; then
+  timeout "$TEST_TIMEOUT" "$BUILD/tests/kernels/test_kernels" --gtest_also_run_disabled_tests \
+    --gtest_filter="$KERNEL_BENCHES" >"$OUT/kernel_bench.log" 2>&1 || echo "kernel benches FAILED"
+  grep -vE "^\[|^$|^Note:" "$OUT/kernel_bench.log" | head -60
+fi
 
 # Benchmarks: BENCHES is a list of "model input output requests [dataset] [| extra flags]"
 # separated by ';'; the extra flags go to `bench offline` and name the result (e.g.
@@ -73,11 +80,28 @@ for spec in "${bench_list[@]}"; do
   [ -n "$dataset" ] && extra=(--dataset "$dataset")
   read -ra flag_args <<<"$flags"
   extra+=("${flag_args[@]}")
+  # The GPU's SM clock, power and temperature twice a second while it runs.
+  smi_pid=""
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu \
+      --format=csv,noheader,nounits -lms 500 >"$OUT/$name.smi.csv" 2>/dev/null &
+    smi_pid=$!
+  fi
   timeout "$BENCH_TIMEOUT" "$BUILD/nanoflow" bench offline --model "dummy:$model" --device cuda \
     --num-requests "$nreq" --input-len "$in_len" --output-len "$out_len" --max-batch-tokens 2048 \
     --max-running-requests 1024 "${extra[@]}" --result-json "$OUT/$name.json" >"$OUT/$name.log" 2>&1 \
     || status_bench="FAILED ($name)"
+  [ -n "$smi_pid" ] && kill "$smi_pid" 2>/dev/null
   echo "== $name"; tail -22 "$OUT/$name.log"
+  [ -s "$OUT/$name.smi.csv" ] && python3 - "$OUT/$name.smi.csv" <<'PY'
+import sys, statistics as st
+rows = [l.split(", ") for l in open(sys.argv[1]) if l.count(",") == 3]
+clk = [float(r[1]) for r in rows]; pw = [float(r[2]) for r in rows]; tc = [float(r[3]) for r in rows]
+busy = [i for i, p in enumerate(pw) if p > 200] or range(len(pw))
+print("  GPU while busy: SM clock median %.0f MHz (min %.0f), power mean %.0f W (max %.0f), temperature max %.0f C, %d samples"
+      % (st.median(clk[i] for i in busy), min(clk[i] for i in busy), st.mean(pw[i] for i in busy),
+         max(pw), max(tc), len(busy)))
+PY
 done
 t_bench=$(( $(date +%s) - t0 ))
 

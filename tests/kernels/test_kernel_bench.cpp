@@ -14,6 +14,7 @@
 #include "backends/cuda/device.h"
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/norm.h"
+#include "backends/cuda/prefetch.h"
 #include "backends/cuda/rope.h"
 #include "backends/cuda/sampling.h"
 #include "kernel_test_util.h"
@@ -297,6 +298,119 @@ TEST_F(Bench, DISABLED_FlashInferDecodeSplits) {
   };
   for (const FiCase& c : cases) bench_fi_case(c, rng_);
 }
+
+// The engine reads a different layer's KV pool (3-4 GB each) at every attention call, while the
+// isolated benches above reread one. Decode attention on the 1024/512 batch (560 rows, contexts
+// 1025..1536, a 20% larger pool than used, as in the engine) over R = 16 layer pools: warm (one
+// pool), rotating, rotating with touch_pages() first, and interleaved with a gate/up GEMM as in
+// the engine, without and with touch_pages() on a side stream beside the GEMM. Page sizes 16, 32,
+// 64. Prints one `FI_TLB {json}` line per page size.
+TEST_F(Bench, DISABLED_FlashInferDecodeRotation) {
+  const int H = 32, KVH = 8, D = 128, B = 560, R = 16;
+  const int qkv_stride = (H + 2 * KVH) * D;
+  std::vector<int> ctx(B);
+  for (int& l : ctx) l = 1025 + static_cast<int>(rng_() % 512);
+  // A gate/up GEMM at 2048 tokens: what runs between two attention calls in the engine.
+  const int64_t m = 2048, n = 28672, k = 4096;
+  DeviceBuffer gx = random_bf16(m * k, rng_), gw = random_bf16(n * k, rng_), gy(m * n * 2);
+  cuda::Gemm gemm;
+  cuda::GemmArgs g;
+  g.x = TensorView(gx.data(), DType::kBf16, {m, k});
+  g.w = TensorView(gw.data(), DType::kBf16, {n, k});
+  g.y = TensorView(gy.data(), DType::kBf16, {m, n});
+  const double gemm_ms = median_ms([&] { gemm.run(g, nullptr); })[0];
+  cudaStream_t side = nullptr;
+  NF_CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  cudaEvent_t fork = nullptr, join = nullptr;
+  NF_CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+  NF_CUDA_CHECK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+  for (const int P : {16, 32, 64}) {
+    std::vector<int32_t> qo(B + 1), pind(B + 1, 0), last(B);
+    double kv_tokens = 0;
+    for (int b = 0; b < B; ++b) {
+      qo[b + 1] = b + 1;
+      const int pages = (ctx[b] + P - 1) / P;
+      pind[b + 1] = pind[b] + pages;
+      last[b] = ctx[b] - (pages - 1) * P;
+      kv_tokens += ctx[b];
+    }
+    const int64_t used = pind[B], pool = used * 6 / 5;
+    std::vector<int32_t> ids(pool);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng_);
+    ids.resize(used);
+    const size_t pool_bytes = static_cast<size_t>(pool) * 2 * KVH * P * D * 2;
+    std::vector<DeviceBuffer> kv;
+    {
+      DeviceBuffer block = random_bf16(8LL << 20, rng_);
+      for (int r = 0; r < R; ++r) {
+        kv.emplace_back(pool_bytes);
+        for (size_t off = 0; off < pool_bytes; off += block.bytes())
+          NF_CUDA_CHECK(cudaMemcpy(static_cast<char*>(kv.back().data()) + off, block.data(),
+                                   std::min(block.bytes(), pool_bytes - off),
+                                   cudaMemcpyDeviceToDevice));
+      }
+    }
+    DeviceBuffer q = random_bf16(static_cast<int64_t>(B) * qkv_stride, rng_);
+    DeviceBuffer out(static_cast<size_t>(B) * H * D * 2);
+    auto d_qo = test::upload(qo), d_pind = test::upload(pind), d_ids = test::upload(ids),
+         d_last = test::upload(last);
+    cuda::fi::BatchAttention attn(H, KVH, D, P);
+    ASSERT_EQ(attn.plan(qo.data(), pind.data(), B, nullptr), "");
+    cuda::fi::BatchAttention::RunArgs a;
+    a.q = q.data();
+    a.q_stride_n = qkv_stride;
+    a.qo_indptr = d_qo.as<int32_t>();
+    a.kv_page_indptr = d_pind.as<int32_t>();
+    a.kv_page_ids = d_ids.as<int32_t>();
+    a.kv_last_page_len = d_last.as<int32_t>();
+    a.out = out.data();
+    a.sm_scale = 1.0f / std::sqrt(static_cast<float>(D));
+    int i = 0;
+    auto run_on = [&](int r, cudaStream_t st) {
+      a.kv_layer = kv[static_cast<size_t>(r)].data();
+      NF_CUDA_CHECK(attn.run(a, st));
+    };
+    const double warm = median_ms([&] { run_on(0, nullptr); })[0];
+    const double rotate = median_ms([&] { run_on(i++ % R, nullptr); }, 9, R)[0];
+    const double touch_serial = median_ms([&] {
+      const int r = i++ % R;
+      cuda::touch_pages(kv[static_cast<size_t>(r)].data(), pool_bytes, nullptr);
+      run_on(r, nullptr);
+    }, 9, R)[0];
+    const double with_gemm = median_ms([&] {
+      gemm.run(g, nullptr);
+      run_on(i++ % R, nullptr);
+    }, 9, R)[0];
+    const double with_gemm_touch = median_ms([&] {
+      const int r = i++ % R;
+      NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
+      NF_CUDA_CHECK(cudaStreamWaitEvent(side, fork, 0));
+      cuda::touch_pages(kv[static_cast<size_t>(r)].data(), pool_bytes, side);
+      NF_CUDA_CHECK(cudaEventRecord(join, side));
+      gemm.run(g, nullptr);
+      NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, join, 0));
+      run_on(r, nullptr);
+    }, 9, R)[0];
+    const double touch_alone = median_ms([&] {
+      cuda::touch_pages(kv[static_cast<size_t>(i++ % R)].data(), pool_bytes, nullptr);
+    }, 9, R)[0];
+    const double bytes = kv_tokens * KVH * D * 2 * 2;
+    auto tb = [&](double ms) { return bytes / ms / 1e9; };
+    std::printf("FI_TLB {\"page_size\":%d,\"batch\":%d,\"pool_gb\":%.2f,\"layers\":%d,"
+                "\"gemm_ms\":%.4f,\"warm_ms\":%.4f,\"warm_TBps\":%.3f,\"rotate_ms\":%.4f,"
+                "\"rotate_TBps\":%.3f,\"touch_then_attn_ms\":%.4f,\"touch_alone_ms\":%.4f,"
+                "\"gemm_then_attn_ms\":%.4f,\"attn_after_gemm_TBps\":%.3f,"
+                "\"gemm_with_side_touch_then_attn_ms\":%.4f,\"attn_after_gemm_touch_TBps\":%.3f}\n",
+                P, B, pool_bytes / 1e9, R, gemm_ms, warm, tb(warm), rotate, tb(rotate),
+                touch_serial, touch_alone, with_gemm, tb(with_gemm - gemm_ms), with_gemm_touch,
+                tb(with_gemm_touch - gemm_ms));
+    std::fflush(stdout);
+  }
+  NF_CUDA_CHECK(cudaEventDestroy(fork));
+  NF_CUDA_CHECK(cudaEventDestroy(join));
+  NF_CUDA_CHECK(cudaStreamDestroy(side));
+}
 #endif  // NANOFLOW_HAVE_FLASHINFER
 
 TEST_F(Bench, DISABLED_Elementwise) {
@@ -352,8 +466,19 @@ TEST_F(Bench, DISABLED_Gemm) {
     args.w = TensorView(w.data(), DType::kBf16, {n, k});
     args.y = TensorView(y.data(), DType::kBf16, {m, n});
     const double ms = time_ms([&] { gemm.run(args, nullptr); });
-    std::printf("gemm %ldx%ldx%ld: %.3f ms, %.0f TFLOP/s\n", m, n, k, ms,
-                2.0 * m * n * k / ms / 1e9);
+    // The engine's 32 layers have distinct weights: the same GEMM over 8 weight copies.
+    std::vector<DeviceBuffer> ws;
+    for (int r = 0; r < 8; ++r) {
+      ws.emplace_back(w.bytes());
+      NF_CUDA_CHECK(cudaMemcpy(ws.back().data(), w.data(), w.bytes(), cudaMemcpyDeviceToDevice));
+    }
+    int i = 0;
+    const double ms_rot = time_ms([&] {
+      args.w = TensorView(ws[static_cast<size_t>(i++ % 8)].data(), DType::kBf16, {n, k});
+      gemm.run(args, nullptr);
+    }, 24);
+    std::printf("gemm %ldx%ldx%ld: %.3f ms, %.0f TFLOP/s; over 8 weight copies %.3f ms, %.0f TFLOP/s\n",
+                m, n, k, ms, 2.0 * m * n * k / ms / 1e9, ms_rot, 2.0 * m * n * k / ms_rot / 1e9);
   }
 }
 
