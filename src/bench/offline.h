@@ -21,10 +21,15 @@ struct OfflineBenchConfig {
   int warmup_requests = 1;
   int profile_step = -1;  // CUDA: time each op of iterations [s, s+5); -1: the middle of the run
   double hbm_bytes_per_s = 4.5e12;  // floor of memory-bound ops (H200-NOTES: 4.5 TB/s read)
+  // CUDA: seconds of back-to-back layer GEMMs for the sustained optimum (the yardstick; see
+  // backends/cuda/optimum.h); 0: the burst optimum is the yardstick.
+  double optimum_sustain_s = 4.0;
 };
 
 // Profiles the optimum (CUDA), creates the engine, runs the benchmark and returns the result
 // JSON: the fields of the issue (model, gpu, git_commit is left to the caller, ...).
+// optimum_tokens_per_s / pct_of_optimum: the sustained optimum (at the GPU's power limit);
+// optimum_burst_tokens_per_s / pct_of_burst_optimum: the burst one (boost clock).
 nlohmann::json run_offline_bench(nanoflow::EngineConfig engine_config, const OfflineBenchConfig& cfg);
 
 // One line per op of the profile: time, floor, and which bound (compute or memory) sets it.

@@ -271,7 +271,6 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
     cuda.gpu_memory_utilization = config.gpu_memory_utilization;
     cuda.attention = config.attention;
     cuda.cuda_graphs = config.cuda_graphs;
-    cuda.kv_tlb_warmup = config.kv_tlb_warmup;
     cuda.profile_first_step = config.profile_first_step;
     const std::vector<float> inv_freq =
         nf::rope_inv_freq(model.config.rope, model.config.head_dim);

@@ -15,7 +15,6 @@
 #include "backends/cuda/embedding.h"
 #include "backends/cuda/flashinfer/fi_attention.h"
 #include "backends/cuda/norm.h"
-#include "backends/cuda/prefetch.h"
 #include "backends/cuda/rope.h"
 #include "common/half.h"
 #include "common/status.h"
@@ -168,19 +167,7 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
 #endif
   allocate_kv_pool();
   // Last: nothing after it throws, so a failed construction leaks no stream.
-  cudaError_t st = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
-  if (st == cudaSuccess && opts_.kv_tlb_warmup) {
-    st = cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking);
-    if (st == cudaSuccess) st = cudaEventCreateWithFlags(&side_fork_, cudaEventDisableTiming);
-    if (st == cudaSuccess) st = cudaEventCreateWithFlags(&side_join_, cudaEventDisableTiming);
-  }
-  if (st != cudaSuccess) {
-    for (cudaStream_t s : {stream_, side_stream_})
-      if (s != nullptr) cudaStreamDestroy(s);
-    for (cudaEvent_t e : {side_fork_, side_join_})
-      if (e != nullptr) cudaEventDestroy(e);
-    NF_CUDA_CHECK(st);
-  }
+  NF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 }
 
 CudaBackend::~CudaBackend() {
@@ -188,12 +175,8 @@ CudaBackend::~CudaBackend() {
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
   }
-  if (side_stream_ != nullptr) {
-    cudaStreamSynchronize(side_stream_);
-    cudaStreamDestroy(side_stream_);
-  }
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
-  for (cudaEvent_t e : {step_start_, step_end_, prev_end_, side_fork_, side_join_})
+  for (cudaEvent_t e : {step_start_, step_end_, prev_end_})
     if (e != nullptr) cudaEventDestroy(e);
   clear_graphs();
 }
@@ -693,15 +676,6 @@ void CudaBackend::run_segment(int s, int64_t Tp) {
   const TensorView act = act_.view(DType::kBf16, {Tp, I});
   const double Td = static_cast<double>(Tp);
   const double norm_bytes = 8.0 * Td * H;
-  const bool warm = opts_.kv_tlb_warmup && s < L;
-  if (warm) {
-    // Layer s's KV pool, touched beside this segment's GEMMs; joined before its K/V write.
-    NF_CUDA_CHECK(cudaEventRecord(side_fork_, stream_));
-    NF_CUDA_CHECK(cudaStreamWaitEvent(side_stream_, side_fork_, 0));
-    const cuda::DeviceBuffer& pool = layers_[static_cast<size_t>(s)].kv;
-    cuda::touch_pages(pool.data(), pool.bytes(), side_stream_);
-    NF_CUDA_CHECK(cudaEventRecord(side_join_, side_stream_));
-  }
   if (s == 0) {
     cuda::embedding_lookup(ids_, embed_.view(DType::kBf16, {V, H}),
                            residual, error_.view(DType::kI32, {1}), stream_);
@@ -736,7 +710,6 @@ void CudaBackend::run_segment(int s, int64_t Tp) {
   if (l.b_qkv.data() != nullptr) qkv_args.bias = l.b_qkv.view(DType::kBf16, {qkv_w});
   gemm_->run(qkv_args, stream_);
   mark("qkv_gemm", 2.0 * Td * H * qkv_w, 2.0 * (qkv_w * H + Td * (H + qkv_w)));
-  if (warm) NF_CUDA_CHECK(cudaStreamWaitEvent(stream_, side_join_, 0));
   const TensorView kv = l.kv.view(DType::kBf16, {num_blocks_, 2, nkv, opts_.block_size, hd});
   cuda::rope_kv_write({static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd)}, qkv,
                       positions_, inv_freq_.view(DType::kF32, {hd / 2}),

@@ -42,10 +42,6 @@ struct CudaBackendConfig {
   // per bucket (attention itself runs eagerly: its plan changes every step). Off: every kernel
   // is launched eagerly on the exact token count.
   bool cuda_graphs = true;
-  // Before each layer's attention, one load per 2 MiB of that layer's KV pool on a side stream,
-  // beside the GEMMs before it (captured into the graphs with them): the attention kernel then
-  // starts with the pool's address translations cached. No effect on results.
-  bool kv_tlb_warmup = false;
   // Times every op of forwards [profile_first_step, +profile_steps) with CUDA events (-1: off);
   // op_profile_json() then reports per-op time, FLOPs and bytes.
   int profile_first_step = -1;
@@ -139,8 +135,6 @@ class CudaBackend final : public Backend {
   ModelConfig config_;
   CudaBackendConfig opts_;
   cudaStream_t stream_ = nullptr;
-  cudaStream_t side_stream_ = nullptr;  // kv_tlb_warmup's loads
-  cudaEvent_t side_fork_ = nullptr, side_join_ = nullptr;
   int sm_count_ = 0;
   int64_t num_blocks_ = 0;
   std::unique_ptr<cuda::Gemm> gemm_;

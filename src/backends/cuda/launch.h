@@ -27,9 +27,6 @@ constexpr int kRopeMaxHeadDim = 512;
 void silu_and_mul(const bf16* gate_up, bf16* out, int64_t tokens, int64_t inter,
                   cudaStream_t stream);
 
-// One 4-byte load at base + i * stride for i < count.
-void touch_pages(const void* base, size_t count, size_t stride, cudaStream_t stream);
-
 }  // namespace nf::cuda::launch
 
 namespace nf::cuda::launch {

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <random>
 #include <vector>
 
@@ -14,7 +15,8 @@
 
 namespace nf::cuda {
 
-OptimumProfile profile_optimum(const ModelConfig& c, int batch_tokens, int device) {
+OptimumProfile profile_optimum(const ModelConfig& c, int batch_tokens, int device,
+                               double sustain_seconds) {
   NF_CHECK(batch_tokens > 0, "profile_optimum: batch of {} tokens", batch_tokens);
   NF_CUDA_CHECK(cudaSetDevice(device));
   const int64_t m = batch_tokens, H = c.hidden_size, hd = c.head_dim;
@@ -56,11 +58,13 @@ OptimumProfile profile_optimum(const ModelConfig& c, int batch_tokens, int devic
   OptimumProfile out;
   out.batch_tokens = batch_tokens;
   double flops = 0;
+  std::vector<GemmArgs> layer;
   for (const Shape& s : shapes) {
     GemmArgs a{.x = x.view(DType::kBf16, {m, s.k}),
                .w = w.view(DType::kBf16, {s.n, s.k}),
                .y = y.view(DType::kBf16, {m, s.n})};
     if (s.bias) a.bias = bias.view(DType::kBf16, {s.n});
+    layer.push_back(a);
     for (int i = 0; i < 5; ++i) gemm.run(a, stream);  // warm-up (and the plan)
     std::vector<double> times;
     for (int rep = 0; rep < 7; ++rep) {
@@ -86,11 +90,47 @@ OptimumProfile profile_optimum(const ModelConfig& c, int batch_tokens, int devic
     out.layer_ms += t.ms;
     out.gemms.push_back(t);
   }
+  out.gemm_tflops = flops / (out.layer_ms * 1e-3) / 1e12;
+  out.tokens_per_s = m / (static_cast<double>(c.num_layers) * out.layer_ms * 1e-3);
+
+  if (sustain_seconds > 0) {
+    // Chunks of 16 layers (~20 ms on an H200) back to back until sustain_seconds have passed;
+    // the median chunk of the second half, when clocks and power have settled.
+    constexpr int kLayers = 16, kGroup = 8;
+    cudaEvent_t ev[kGroup + 1];
+    for (cudaEvent_t& e : ev) NF_CUDA_CHECK(cudaEventCreate(&e));
+    std::vector<double> chunk_ms;
+    const auto t0 = std::chrono::steady_clock::now();
+    double elapsed = 0;
+    while (elapsed < sustain_seconds) {
+      // kGroup chunks queued at once, so the GPU waits for the host once per ~160 ms.
+      NF_CUDA_CHECK(cudaEventRecord(ev[0], stream));
+      for (int i = 0; i < kGroup; ++i) {
+        for (int l = 0; l < kLayers; ++l)
+          for (const GemmArgs& a : layer) gemm.run(a, stream);
+        NF_CUDA_CHECK(cudaEventRecord(ev[i + 1], stream));
+      }
+      NF_CUDA_CHECK(cudaEventSynchronize(ev[kGroup]));
+      for (int i = 0; i < kGroup; ++i) {
+        float ms = 0;
+        NF_CUDA_CHECK(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]));
+        chunk_ms.push_back(ms / kLayers);
+      }
+      elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    for (cudaEvent_t e : ev) cudaEventDestroy(e);
+    std::vector<double> late(chunk_ms.begin() + static_cast<std::ptrdiff_t>(chunk_ms.size() / 2),
+                             chunk_ms.end());
+    std::sort(late.begin(), late.end());
+    out.sustain_seconds = elapsed;
+    out.sustained_layer_ms = late[late.size() / 2];
+    out.sustained_gemm_tflops = flops / (out.sustained_layer_ms * 1e-3) / 1e12;
+    out.sustained_tokens_per_s =
+        m / (static_cast<double>(c.num_layers) * out.sustained_layer_ms * 1e-3);
+  }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   cudaStreamDestroy(stream);
-  out.gemm_tflops = flops / (out.layer_ms * 1e-3) / 1e12;
-  out.tokens_per_s = m / (static_cast<double>(c.num_layers) * out.layer_ms * 1e-3);
   return out;
 }
 

@@ -1,6 +1,13 @@
 // NanoFlow's yardstick, profiled on this GPU: the compute-bound optimum of a model is the dense
 // batch's tokens divided by the time of its layer GEMMs at that batch (cuBLASLt, bf16, fp32
 // accumulate), attention and the LM head excluded (DESIGN.md, "Measuring performance").
+//
+// Two measurements. Burst: each GEMM alone, ~70 runs (~50 ms), on a cool GPU at its boost clock.
+// Sustained: the layer's GEMMs in turn for a few seconds, timed once the GPU has reached its
+// power limit. On the H200 (700 W) any run longer than a fraction of a second is at that limit:
+// the SM clock drops from 1,980 MHz to ~1,550 MHz within a second of a serving run's start
+// (bench/results/power_and_optimum.json), so the sustained figure is the throughput a GEMM-only
+// engine could keep up, and the yardstick; the burst one is reported beside it.
 #pragma once
 
 #include <string>
@@ -23,10 +30,17 @@ struct OptimumProfile {
   double layer_ms = 0;            // their sum
   double gemm_tflops = 0;         // their FLOPs over layer_ms
   double tokens_per_s = 0;        // batch_tokens / (num_layers * layer_ms)
+  // The same layer GEMMs run in turn for `sustain_seconds`, timed over the second half.
+  double sustain_seconds = 0;
+  double sustained_layer_ms = 0;
+  double sustained_gemm_tflops = 0;
+  double sustained_tokens_per_s = 0;
 };
 
 // Times one layer's GEMMs at m = batch_tokens on `device` (fresh buffers, freed on return; run
-// it before the engine takes the GPU's memory).
-OptimumProfile profile_optimum(const ModelConfig& config, int batch_tokens, int device = 0);
+// it before the engine takes the GPU's memory): burst, then sustained for `sustain_seconds`
+// (0: skipped, the sustained fields stay 0).
+OptimumProfile profile_optimum(const ModelConfig& config, int batch_tokens, int device = 0,
+                               double sustain_seconds = 4.0);
 
 }  // namespace nf::cuda
