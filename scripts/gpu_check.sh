@@ -63,7 +63,9 @@ if [ -n "${KERNEL_BENCHES:-}" ]; then
 fi
 
 # Benchmarks: BENCHES is a list of "model input output requests [dataset] [| extra flags]"
-# separated by ';'; the extra flags go to `bench offline` and name the result (e.g.
+# separated by ';' (with a dataset its lengths are used and input/output are placeholders, e.g.
+# "llama3-8b 0 0 1500 .data/AzureLLMInferenceTrace_conv.csv"); the extra flags go to
+# `bench offline` and name the result (e.g.
 # "llama3-8b 1024 512 2000 | --kv-admission greedy" -> bench_llama3-8b_1024_512_kv-admission-greedy).
 BENCHES=${BENCHES:-"llama3-8b 1024 512 $NUM_REQUESTS"}
 t0=$(date +%s)
@@ -76,7 +78,8 @@ for spec in "${bench_list[@]}"; do
   name="bench_${model}_${in_len}_${out_len}${dataset:+_$(basename "$dataset" | cut -d. -f1)}"
   tag=$(echo $flags | sed 's/^-*//; s/ -*/-/g; s/[^A-Za-z0-9._-]/-/g')
   [ -n "$tag" ] && name="${name}_${tag}"
-  extra=()
+  # With a trace the lengths come from it: input and output in the spec are placeholders.
+  extra=(--input-len "$in_len" --output-len "$out_len")
   [ -n "$dataset" ] && extra=(--dataset "$dataset")
   read -ra flag_args <<<"$flags"
   extra+=("${flag_args[@]}")
@@ -88,7 +91,7 @@ for spec in "${bench_list[@]}"; do
     smi_pid=$!
   fi
   timeout "$BENCH_TIMEOUT" "$BUILD/nanoflow" bench offline --model "dummy:$model" --device cuda \
-    --num-requests "$nreq" --input-len "$in_len" --output-len "$out_len" --max-batch-tokens 2048 \
+    --num-requests "$nreq" --max-batch-tokens 2048 \
     --max-running-requests 1024 "${extra[@]}" --result-json "$OUT/$name.json" >"$OUT/$name.log" 2>&1 \
     || status_bench="FAILED ($name)"
   [ -n "$smi_pid" ] && kill "$smi_pid" 2>/dev/null
