@@ -8,9 +8,10 @@
 //   bench_schedule [--requests 2000] [--input 1024] [--output 512] [--blocks 55615]
 //                  [--max-batch-tokens 2048] [--max-running 1024]
 //                  [--ms-fixed 1.0] [--ms-per-token 0.0212] [--ms-per-kv-token 3.9e-5]
-//                  [--kv-admission peak|greedy] [--dataset TRACE]
+//                  [--kv-admission peak|greedy] [--dataset TRACE] [--trace FILE]
 // --dataset takes the first --requests lengths of an Azure CSV, the ShareGPT length CSV or a
-// Mooncake JSONL (src/bench/datasets.h) instead of constant --input/--output.
+// Mooncake JSONL (src/bench/datasets.h) instead of constant --input/--output. --trace writes one
+// line per step: tokens, requests, decode rows, context tokens read, modelled ms.
 #include <nanoflow/engine.h>
 
 #include <cstdio>

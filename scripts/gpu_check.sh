@@ -11,10 +11,12 @@
 #
 # Environment: BUILD (build dir, default build-gpu), JOBS (16), BENCHES (see below; default
 # llama3-8b at 1024/512 with NUM_REQUESTS=256 requests), CPU_TESTS (1: also the CPU ctest),
-# NF_REAL_SIZE_TESTS (1: GPU vs CPU engine on dummy llama3-8b/qwen2-7b), BENCH_TIMEOUT and
+# NF_REAL_SIZE_TESTS (default 1: GPU vs CPU engine on dummy llama3-8b/qwen2-7b), BENCH_TIMEOUT and
 # TEST_TIMEOUT (seconds, default 300 and 600), NF_GIT_COMMIT (recorded when there is no .git),
 # KERNEL_BENCHES (a gtest filter of the disabled kernel timings in tests/kernels/test_kernel_bench.cpp,
-# e.g. 'Bench.DISABLED_Gemm:Bench.DISABLED_Elementwise'; run after the tests, log kernel_bench.log).
+# e.g. 'Bench.DISABLED_Gemm:Bench.DISABLED_Elementwise'; run after the tests, log kernel_bench.log),
+# BUNDLE (1: at the end, everything in $OUT goes into $OUT/gpu_check.tgz and the rest is removed,
+# for the device tool, which brings back at most 8 files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
@@ -24,6 +26,7 @@ NUM_REQUESTS=${NUM_REQUESTS:-256}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}  # seconds per step, so that a slow step cannot hide the rest
 TEST_TIMEOUT=${TEST_TIMEOUT:-600}
 mkdir -p "$OUT"
+export NF_REAL_SIZE_TESTS=${NF_REAL_SIZE_TESTS:-1}
 
 cmake_extra=()
 if compgen -G ".debs/*.deb" >/dev/null; then
@@ -128,5 +131,8 @@ printf '%-24s %-28s %s\n' "benchmarks" "$status_bench" "$t_bench"
 grep -E "^PARITY|^GPU vs CPU" "$OUT/kernels.log" | sed 's/^/  /'
 for f in "$OUT"/bench_*.json; do
   [ -f "$f" ] || continue
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('  %-44s %9.0f tok/s  %5.1f%% of %7.0f' % (sys.argv[1].split('/')[-1], d['total_tokens_per_s'], d['pct_of_optimum'] or 0, d['optimum_tokens_per_s'] or 0))" "$f"
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('  %-44s %9.0f tok/s  %5.1f%% of %7.0f (burst: %5.1f%% of %7.0f)' % (sys.argv[1].split('/')[-1], d['total_tokens_per_s'], d['pct_of_optimum'] or 0, d['optimum_tokens_per_s'] or 0, d.get('pct_of_burst_optimum') or 0, d.get('optimum_burst_tokens_per_s') or 0))" "$f"
 done
+if [ "${BUNDLE:-0}" = 1 ]; then
+  tar czf /tmp/gpu_check.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/gpu_check.tgz "$OUT/"
+fi
