@@ -89,6 +89,10 @@ struct EngineOptions {
                     "CUDA graphs for the dense ops (token count padded to a bucket; attention "
                     "runs eagerly): true or false")
         ->capture_default_str();
+    app->add_option("--pipeline", engine.pipeline_file,
+                    "Nano-batch schedules (JSON: {\"schedules\": [...]}, see docs/architecture.md); "
+                    "default: one nano-batch (overlap off)")
+        ->check(CLI::ExistingFile);
     app->add_option("--threads", engine.threads, "CPU threads (0: all)")->capture_default_str();
     app->add_option("--tensor-parallel-size", engine.tensor_parallel_size,
                     "Ranks to split the model over (CPU: threads of one process; heads and KV "

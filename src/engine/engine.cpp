@@ -18,6 +18,7 @@
 #include "engine/scheduler.h"
 #include "model/model_loader.h"
 #include "runtime/executor.h"
+#include "runtime/pipeline.h"
 #include "tokenizer/tokenizer.h"
 
 namespace nanoflow {
@@ -260,6 +261,15 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
     nf::fail("--tensor-parallel-size {}: tensor parallelism on CUDA needs several GPUs and NCCL, "
              "not implemented yet (it runs on --device cpu)", config.tensor_parallel_size);
   }
+  nf::PipelineConfig pipeline;
+  if (!config.pipeline_file.empty()) pipeline = nf::load_pipeline_file(config.pipeline_file);
+  if (config.device == "cuda") {
+    for (const nf::PipelineSchedule& s : pipeline.schedules)
+      if (!s.is_serial())
+        nf::fail("--pipeline {}: schedule \"{}\" splits the batch into nano-batches, which the "
+                 "CUDA backend does not run yet (the CPU backend does, one nano-operation after "
+                 "the other)", config.pipeline_file, s.name);
+  }
   nf::LoadedModel model = nf::load_model(config.model).take();
   std::unique_ptr<nf::Backend> backend;
 #ifdef NANOFLOW_HAVE_CUDA
@@ -284,6 +294,7 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
     cpu.num_kv_blocks = config.num_kv_blocks;
     cpu.threads = config.threads;
     cpu.tensor_parallel_size = config.tensor_parallel_size;
+    cpu.pipeline = pipeline;
     backend = std::make_unique<nf::CpuBackend>(model.config, *model.weights, cpu);
   }
   std::vector<int32_t> eos = model.generation.eos_token_ids;

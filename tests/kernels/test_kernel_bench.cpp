@@ -298,88 +298,171 @@ TEST_F(Bench, DISABLED_FlashInferDecodeSplits) {
   for (const FiCase& c : cases) bench_fi_case(c, rng_);
 }
 
-// The engine reads a different layer's KV pool (3-4 GB each) at every attention call, while the
-// isolated benches above reread one. Decode attention on the 1024/512 batch (560 rows, contexts
-// 1025..1536, a 20% larger pool than used, as in the engine) over R = 16 layer pools: warm (one
-// pool), rotating, and interleaved with a gate/up GEMM as in the engine. Page sizes 16, 32, 64.
-// Prints one `FI_TLB {json}` line per page size. (bench/results/attention_decode_in_situ.json:
-// rotating pools cost nothing; following a GEMM costs ~6%, as in the engine.)
-TEST_F(Bench, DISABLED_FlashInferDecodeRotation) {
-  const int H = 32, KVH = 8, D = 128, B = 560, R = 16;
-  const int qkv_stride = (H + 2 * KVH) * D;
-  std::vector<int> ctx(B);
-  for (int& l : ctx) l = 1025 + static_cast<int>(rng_() % 512);
-  // A gate/up GEMM at 2048 tokens: what runs between two attention calls in the engine.
-  const int64_t m = 2048, n = 28672, k = 4096;
-  DeviceBuffer gx = random_bf16(m * k, rng_), gw = random_bf16(n * k, rng_), gy(m * n * 2);
-  cuda::Gemm gemm;
-  cuda::GemmArgs g;
-  g.x = TensorView(gx.data(), DType::kBf16, {m, k});
-  g.w = TensorView(gw.data(), DType::kBf16, {n, k});
-  g.y = TensorView(gy.data(), DType::kBf16, {m, n});
-  const double gemm_ms = median_ms([&] { gemm.run(g, nullptr); })[0];
-  for (const int P : {16, 32, 64}) {
+// The engine's 1024/512 decode batch for FlashInfer (32/8 heads of 128): `rows` requests with
+// contexts 1025..1536, one new token each, queries inside fused QKV rows, page tables shuffled
+// over pools 20% larger than used (as the engine's), on `pools` separate layer pools.
+class DecodeBatch {
+ public:
+  static constexpr int H = 32, KVH = 8, D = 128;
+  DecodeBatch(std::mt19937& rng, int rows, int page_size, int pools) : attn_(H, KVH, D, page_size) {
+    const int B = rows, P = page_size, qkv_stride = (H + 2 * KVH) * D;
     std::vector<int32_t> qo(B + 1), pind(B + 1, 0), last(B);
     double kv_tokens = 0;
     for (int b = 0; b < B; ++b) {
+      const int ctx = 1025 + static_cast<int>(rng() % 512);
       qo[b + 1] = b + 1;
-      const int pages = (ctx[b] + P - 1) / P;
+      const int pages = (ctx + P - 1) / P;
       pind[b + 1] = pind[b] + pages;
-      last[b] = ctx[b] - (pages - 1) * P;
-      kv_tokens += ctx[b];
+      last[b] = ctx - (pages - 1) * P;
+      kv_tokens += ctx;
     }
+    bytes_ = kv_tokens * KVH * D * 2 * 2;
     const int64_t used = pind[B], pool = used * 6 / 5;
     std::vector<int32_t> ids(pool);
     std::iota(ids.begin(), ids.end(), 0);
-    std::shuffle(ids.begin(), ids.end(), rng_);
+    std::shuffle(ids.begin(), ids.end(), rng);
     ids.resize(used);
-    const size_t pool_bytes = static_cast<size_t>(pool) * 2 * KVH * P * D * 2;
-    std::vector<DeviceBuffer> kv;
-    {
-      DeviceBuffer block = random_bf16(8LL << 20, rng_);
-      for (int r = 0; r < R; ++r) {
-        kv.emplace_back(pool_bytes);
-        for (size_t off = 0; off < pool_bytes; off += block.bytes())
-          NF_CUDA_CHECK(cudaMemcpy(static_cast<char*>(kv.back().data()) + off, block.data(),
-                                   std::min(block.bytes(), pool_bytes - off),
-                                   cudaMemcpyDeviceToDevice));
-      }
+    pool_bytes_ = static_cast<size_t>(pool) * 2 * KVH * P * D * 2;
+    DeviceBuffer block = random_bf16(8LL << 20, rng);
+    for (int r = 0; r < pools; ++r) {
+      kv_.emplace_back(pool_bytes_);
+      for (size_t off = 0; off < pool_bytes_; off += block.bytes())
+        NF_CUDA_CHECK(cudaMemcpy(static_cast<char*>(kv_.back().data()) + off, block.data(),
+                                 std::min(block.bytes(), pool_bytes_ - off),
+                                 cudaMemcpyDeviceToDevice));
     }
-    DeviceBuffer q = random_bf16(static_cast<int64_t>(B) * qkv_stride, rng_);
-    DeviceBuffer out(static_cast<size_t>(B) * H * D * 2);
-    auto d_qo = test::upload(qo), d_pind = test::upload(pind), d_ids = test::upload(ids),
-         d_last = test::upload(last);
-    cuda::fi::BatchAttention attn(H, KVH, D, P);
-    ASSERT_EQ(attn.plan(qo.data(), pind.data(), B, nullptr), "");
-    cuda::fi::BatchAttention::RunArgs a;
-    a.q = q.data();
-    a.q_stride_n = qkv_stride;
-    a.qo_indptr = d_qo.as<int32_t>();
-    a.kv_page_indptr = d_pind.as<int32_t>();
-    a.kv_page_ids = d_ids.as<int32_t>();
-    a.kv_last_page_len = d_last.as<int32_t>();
-    a.out = out.data();
-    a.sm_scale = 1.0f / std::sqrt(static_cast<float>(D));
+    q_ = random_bf16(static_cast<int64_t>(B) * qkv_stride, rng);
+    out_ = DeviceBuffer(static_cast<size_t>(B) * H * D * 2);
+    d_qo_ = test::upload(qo);
+    d_pind_ = test::upload(pind);
+    d_ids_ = test::upload(ids);
+    d_last_ = test::upload(last);
+    EXPECT_EQ(attn_.plan(qo.data(), pind.data(), B, nullptr), "");
+    a_.q = q_.data();
+    a_.q_stride_n = qkv_stride;
+    a_.qo_indptr = d_qo_.as<int32_t>();
+    a_.kv_page_indptr = d_pind_.as<int32_t>();
+    a_.kv_page_ids = d_ids_.as<int32_t>();
+    a_.kv_last_page_len = d_last_.as<int32_t>();
+    a_.out = out_.data();
+    a_.sm_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  }
+  void run(int pool, cudaStream_t stream) {
+    a_.kv_layer = kv_[static_cast<size_t>(pool)].data();
+    NF_CUDA_CHECK(attn_.run(a_, stream));
+  }
+  double kv_bytes() const { return bytes_; }  // K and V read by one run
+  size_t pool_bytes() const { return pool_bytes_; }
+
+ private:
+  cuda::fi::BatchAttention attn_;
+  cuda::fi::BatchAttention::RunArgs a_;
+  std::vector<DeviceBuffer> kv_;
+  DeviceBuffer q_, out_, d_qo_, d_pind_, d_ids_, d_last_;
+  double bytes_ = 0;
+  size_t pool_bytes_ = 0;
+};
+
+// A bf16 GEMM x[m, k] w[n, k]^T with random operands.
+struct GemmCase {
+  GemmCase(std::mt19937& rng, int64_t m, int64_t n, int64_t k)
+      : x(random_bf16(m * k, rng)), w(random_bf16(n * k, rng)), y(m * n * 2) {
+    args.x = TensorView(x.data(), DType::kBf16, {m, k});
+    args.w = TensorView(w.data(), DType::kBf16, {n, k});
+    args.y = TensorView(y.data(), DType::kBf16, {m, n});
+  }
+  DeviceBuffer x, w, y;
+  cuda::GemmArgs args;
+};
+
+// The engine reads a different layer's KV pool (3-4 GB each) at every attention call, while the
+// isolated benches above reread one. Decode attention on the 1024/512 batch (560 rows) over R = 16
+// layer pools: warm (one pool), rotating, and interleaved with a gate/up GEMM as in the engine.
+// Page sizes 16, 32, 64. Prints one `FI_TLB {json}` line per page size.
+// (bench/results/attention_decode_in_situ.json: rotating pools cost nothing; following a GEMM
+// costs ~2-6%, as in the engine.)
+TEST_F(Bench, DISABLED_FlashInferDecodeRotation) {
+  const int B = 560, R = 16;
+  // A gate/up GEMM at 2048 tokens: what runs between two attention calls in the engine.
+  GemmCase g(rng_, 2048, 28672, 4096);
+  cuda::Gemm gemm;
+  const double gemm_ms = median_ms([&] { gemm.run(g.args, nullptr); })[0];
+  for (const int P : {16, 32, 64}) {
+    DecodeBatch d(rng_, B, P, R);
     int i = 0;
-    auto run_on = [&](int r, cudaStream_t st) {
-      a.kv_layer = kv[static_cast<size_t>(r)].data();
-      NF_CUDA_CHECK(attn.run(a, st));
-    };
-    const double warm = median_ms([&] { run_on(0, nullptr); })[0];
-    const double rotate = median_ms([&] { run_on(i++ % R, nullptr); }, 9, R)[0];
+    const double warm = median_ms([&] { d.run(0, nullptr); })[0];
+    const double rotate = median_ms([&] { d.run(i++ % R, nullptr); }, 9, R)[0];
     const double with_gemm = median_ms([&] {
-      gemm.run(g, nullptr);
-      run_on(i++ % R, nullptr);
+      gemm.run(g.args, nullptr);
+      d.run(i++ % R, nullptr);
     }, 9, R)[0];
-    const double bytes = kv_tokens * KVH * D * 2 * 2;
-    auto tb = [&](double ms) { return bytes / ms / 1e9; };
+    auto tb = [&](double ms) { return d.kv_bytes() / ms / 1e9; };
     std::printf("FI_TLB {\"page_size\":%d,\"batch\":%d,\"pool_gb\":%.2f,\"layers\":%d,"
                 "\"gemm_ms\":%.4f,\"warm_ms\":%.4f,\"warm_TBps\":%.3f,\"rotate_ms\":%.4f,"
                 "\"rotate_TBps\":%.3f,\"gemm_then_attn_ms\":%.4f,\"attn_after_gemm_TBps\":%.3f}\n",
-                P, B, pool_bytes / 1e9, R, gemm_ms, warm, tb(warm), rotate, tb(rotate), with_gemm,
-                tb(with_gemm - gemm_ms));
+                P, B, d.pool_bytes() / 1e9, R, gemm_ms, warm, tb(warm), rotate, tb(rotate),
+                with_gemm, tb(with_gemm - gemm_ms));
     std::fflush(stdout);
   }
+}
+
+// Issue 6's first question on our own kernels: does FlashInfer decode attention on one stream
+// beside a cuBLASLt GEMM on another beat running them back to back, and with which GEMM SM
+// target (cuBLASLt's CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET; FlashInfer's grid cannot be bounded,
+// its CTAs take whatever SMs the GEMM leaves)? Shapes of a 1024/512 iteration split in two
+// nano-batches: 280 decode rows beside a gate/up GEMM of 1024 tokens, and the whole 560 rows
+// beside 2048 tokens. Each pair: alone, back to back, and concurrent (attention launched first,
+// and GEMM first). Prints one `OVERLAP {json}` line per (shape, SM target, order).
+TEST_F(Bench, DISABLED_OverlapDecodeGemm) {
+  cudaStream_t s_attn = nullptr, s_gemm = nullptr;
+  NF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_attn, cudaStreamNonBlocking));
+  NF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_gemm, cudaStreamNonBlocking));
+  cudaEvent_t fork = nullptr, join_a = nullptr, join_g = nullptr;
+  for (cudaEvent_t* e : {&fork, &join_a, &join_g})
+    NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+  int sms = 0;
+  NF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  constexpr int kPools = 8;  // attention reads a different layer's pool each time, as in the engine
+  for (const auto [rows, m] : {std::pair{280, int64_t{1024}}, std::pair{560, int64_t{2048}}}) {
+    DecodeBatch d(rng_, rows, 16, kPools);
+    GemmCase g(rng_, m, 28672, 4096);
+    cuda::Gemm gemm;
+    int i = 0;
+    const double attn_ms = median_ms([&] { d.run(i++ % kPools, nullptr); }, 9, kPools)[0];
+    for (const int target : {0, sms - 16, sms - 32, sms - 48, sms - 66}) {
+      gemm.set_sm_count_target(target);
+      const double gemm_ms = median_ms([&] { gemm.run(g.args, nullptr); })[0];
+      const double serial_ms = median_ms([&] {
+        d.run(i++ % kPools, nullptr);
+        gemm.run(g.args, nullptr);
+      }, 9, kPools)[0];
+      for (const bool attn_first : {true, false}) {
+        const double concurrent_ms = median_ms([&] {
+          NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
+          NF_CUDA_CHECK(cudaStreamWaitEvent(s_attn, fork, 0));
+          NF_CUDA_CHECK(cudaStreamWaitEvent(s_gemm, fork, 0));
+          if (attn_first) d.run(i++ % kPools, s_attn);
+          gemm.run(g.args, s_gemm);
+          if (!attn_first) d.run(i++ % kPools, s_attn);
+          NF_CUDA_CHECK(cudaEventRecord(join_a, s_attn));
+          NF_CUDA_CHECK(cudaEventRecord(join_g, s_gemm));
+          NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, join_a, 0));
+          NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, join_g, 0));
+        }, 9, kPools)[0];
+        std::printf("OVERLAP {\"decode_rows\":%d,\"gemm_m\":%ld,\"gemm\":\"%ldx28672x4096\","
+                    "\"gemm_sm_target\":%d,\"order\":\"%s\",\"attn_ms\":%.4f,\"attn_TBps\":%.3f,"
+                    "\"gemm_ms\":%.4f,\"serial_ms\":%.4f,\"concurrent_ms\":%.4f,"
+                    "\"concurrent_over_serial\":%.3f,\"ideal_over_serial\":%.3f}\n",
+                    rows, m, m, target, attn_first ? "attention first" : "gemm first", attn_ms,
+                    d.kv_bytes() / attn_ms / 1e9, gemm_ms, serial_ms, concurrent_ms,
+                    concurrent_ms / serial_ms, std::max(attn_ms, gemm_ms) / serial_ms);
+        std::fflush(stdout);
+      }
+    }
+  }
+  for (cudaEvent_t e : {fork, join_a, join_g}) NF_CUDA_CHECK(cudaEventDestroy(e));
+  NF_CUDA_CHECK(cudaStreamDestroy(s_attn));
+  NF_CUDA_CHECK(cudaStreamDestroy(s_gemm));
 }
 #endif  // NANOFLOW_HAVE_FLASHINFER
 

@@ -27,6 +27,7 @@
 #include "runtime/backend.h"
 #include "runtime/communicator.h"
 #include "runtime/cpu_communicator.h"
+#include "runtime/pipeline.h"
 
 namespace nf {
 
@@ -36,6 +37,9 @@ struct CpuBackendConfig {
   int64_t num_kv_blocks = 0;  // exact pool size (tests)
   int threads = 0;            // 0: one per hardware thread; split between the ranks
   int tensor_parallel_size = 1;  // ranks; num_heads and num_kv_heads must be divisible by it
+  // Nano-batch schedules (runtime/pipeline.h): each layer runs as the selected schedule's
+  // nano-operations, one after the other (no overlap on the CPU: the twin of the CUDA pipeline).
+  PipelineConfig pipeline;
 };
 
 class CpuBackend final : public Backend {
@@ -50,6 +54,8 @@ class CpuBackend final : public Backend {
   int block_size() const override { return opts_.block_size; }
   int64_t num_kv_blocks() const override { return num_blocks_; }
   void forward(const ScheduledBatch& batch, std::span<float> logits) override;
+  // Nano-operations run so far (all layers, rank 0): 4 per layer and forward when serial.
+  int64_t nano_operations() const { return nano_operations_; }
 
  private:
   // One layer's weights and KV cache, as held by one rank (heads, kv_heads and inter of Rank).
@@ -95,6 +101,7 @@ class CpuBackend final : public Backend {
   ModelConfig config_;
   CpuBackendConfig opts_;
   int64_t num_blocks_ = 0;
+  int64_t nano_operations_ = 0;
   std::vector<float> inv_freq_;               // [head_dim / 2]
   std::vector<std::unique_ptr<Rank>> ranks_;  // [tensor_parallel_size]
   std::unique_ptr<CpuCommGroup> group_;       // the ranks' threads; null with one rank

@@ -1,0 +1,242 @@
+#include "runtime/pipeline.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "common/json_file.h"
+#include "common/status.h"
+
+namespace nf {
+namespace {
+
+constexpr const char* kStageNames[kNumStages] = {"qkv", "attention", "o", "ffn"};
+
+Stage stage_from_name(const std::string& name) {
+  for (int s = 0; s < kNumStages; ++s)
+    if (name == kStageNames[s]) return static_cast<Stage>(s);
+  fail("pipeline schedule: unknown stage \"{}\" (qkv, attention, o, ffn)", name);
+}
+
+// Boundaries [0 = c_0 <= c_1 <= ... <= c_n = total] of `shares` over `total`, each interior one
+// rounded to a multiple of `align` (the last nano-batch takes what is left).
+std::vector<int> cut_rows(const std::vector<double>& shares, int total, int align) {
+  const double sum = std::accumulate(shares.begin(), shares.end(), 0.0);
+  std::vector<int> c(shares.size() + 1, 0);
+  double acc = 0;
+  for (size_t i = 0; i + 1 < shares.size(); ++i) {
+    acc += shares[i];
+    const double at = total * acc / sum;
+    int r = static_cast<int>(std::lround(at / align)) * align;
+    c[i + 1] = std::clamp(r, c[i], total);
+  }
+  c.back() = total;
+  return c;
+}
+
+}  // namespace
+
+const char* stage_name(Stage s) {
+  return kStageNames[static_cast<int>(s)];
+}
+
+bool PipelineSchedule::is_serial() const {
+  for (const auto& sh : shares)
+    if (sh.size() != 1) return false;
+  for (const NanoOp& op : ops)
+    if (op.stream != 0 || op.sm_target != 0) return false;
+  return true;
+}
+
+std::vector<NanoOp> PipelineSchedule::issue_order() const {
+  if (!ops.empty()) return ops;
+  std::vector<NanoOp> out;
+  for (int s = 0; s < kNumStages; ++s)
+    for (int j = 0; j < static_cast<int>(shares[s].size()); ++j)
+      out.push_back({static_cast<Stage>(s), j, 0, 0});
+  return out;
+}
+
+void PipelineSchedule::validate() const {
+  for (int s = 0; s < kNumStages; ++s) {
+    const auto& sh = shares[s];
+    if (!(!sh.empty() && static_cast<int>(sh.size()) <= kMaxNanoBatches))
+      fail("pipeline schedule \"{}\": stage {} has {} nano-batches (1 to {})", name, kStageNames[s],
+           sh.size(), kMaxNanoBatches);
+    for (double v : sh)
+      if (!(std::isfinite(v) && v > 0))
+        fail("pipeline schedule \"{}\": stage {} has share {}", name, kStageNames[s], v);
+  }
+  if (!(std::isfinite(min_decode_share) && min_decode_share >= 0 && min_decode_share <= 1))
+    fail("pipeline schedule \"{}\": min_decode_share {} is not in [0, 1]", name, min_decode_share);
+  if (ops.empty()) return;
+  std::array<std::vector<int>, kNumStages> seen;
+  for (int s = 0; s < kNumStages; ++s) seen[s].assign(shares[s].size(), 0);
+  for (const NanoOp& op : ops) {
+    const int s = static_cast<int>(op.stage);
+    if (!(s >= 0 && s < kNumStages && op.nano >= 0 && op.nano < static_cast<int>(shares[s].size())))
+      fail("pipeline schedule \"{}\": op ({}, {}) names no nano-batch", name,
+           s >= 0 && s < kNumStages ? kStageNames[s] : "?", op.nano);
+    if (!(op.stream >= 0 && op.stream < 8 && op.sm_target >= 0))
+      fail("pipeline schedule \"{}\": op ({}, {}) has stream {} and SM target {}", name,
+           kStageNames[s], op.nano, op.stream, op.sm_target);
+    ++seen[s][static_cast<size_t>(op.nano)];
+  }
+  for (int s = 0; s < kNumStages; ++s)
+    for (size_t j = 0; j < seen[s].size(); ++j)
+      if (seen[s][j] != 1)
+        fail("pipeline schedule \"{}\": op ({}, {}) issued {} times", name, kStageNames[s], j,
+             seen[s][j]);
+}
+
+const PipelineSchedule& PipelineConfig::select(double decode_share) const {
+  static const PipelineSchedule kSerial;
+  const PipelineSchedule* best = &kSerial;
+  double best_min = -1;
+  for (const PipelineSchedule& s : schedules) {
+    if (s.min_decode_share <= decode_share && s.min_decode_share > best_min) {
+      best = &s;
+      best_min = s.min_decode_share;
+    }
+  }
+  return *best;
+}
+
+nlohmann::json to_json(const PipelineSchedule& s) {
+  nlohmann::json j;
+  j["name"] = s.name;
+  j["min_decode_share"] = s.min_decode_share;
+  for (int st = 0; st < kNumStages; ++st) j["shares"][kStageNames[st]] = s.shares[st];
+  j["ops"] = nlohmann::json::array();
+  for (const NanoOp& op : s.issue_order())
+    j["ops"].push_back({{"stage", stage_name(op.stage)},
+                        {"nano", op.nano},
+                        {"stream", op.stream},
+                        {"sm_target", op.sm_target}});
+  return j;
+}
+
+PipelineSchedule schedule_from_json(const nlohmann::json& j) {
+  PipelineSchedule s;
+  try {
+    if (!j.is_object()) fail("pipeline schedule: not a JSON object");
+    s.name = j.value("name", std::string("unnamed"));
+    s.min_decode_share = j.value("min_decode_share", 0.0);
+    if (j.contains("shares")) {
+      for (const auto& [k, v] : j.at("shares").items())
+        s.shares[static_cast<int>(stage_from_name(k))] = v.get<std::vector<double>>();
+    }
+    if (j.contains("ops")) {
+      for (const auto& o : j.at("ops")) {
+        NanoOp op;
+        op.stage = stage_from_name(o.at("stage").get<std::string>());
+        op.nano = o.at("nano").get<int>();
+        op.stream = o.value("stream", 0);
+        op.sm_target = o.value("sm_target", 0);
+        s.ops.push_back(op);
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail("pipeline schedule: {}", e.what());
+  }
+  s.validate();
+  return s;
+}
+
+nlohmann::json to_json(const PipelineConfig& c) {
+  nlohmann::json j;
+  j["schedules"] = nlohmann::json::array();
+  for (const PipelineSchedule& s : c.schedules) j["schedules"].push_back(to_json(s));
+  return j;
+}
+
+PipelineConfig pipeline_from_json(const nlohmann::json& j) {
+  if (!(j.is_object() && j.contains("schedules") && j.at("schedules").is_array()))
+    fail("pipeline file: needs {{\"schedules\": [...]}}");
+  PipelineConfig c;
+  for (const auto& s : j.at("schedules")) c.schedules.push_back(schedule_from_json(s));
+  return c;
+}
+
+PipelineConfig load_pipeline_file(const std::string& path) {
+  try {
+    return pipeline_from_json(read_json_file(path));
+  } catch (const Error& e) {
+    fail("{}: {}", path, e.what());
+  }
+}
+
+PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& schedule,
+                           int row_align) {
+  NF_CHECK(row_align > 0, "plan_pipeline: row_align {}", row_align);
+  const int T = b.num_tokens(), B = b.num_requests();
+  PipelinePlan plan;
+  for (int s = 0; s < kNumStages; ++s) {
+    const auto& shares = schedule.shares[s];
+    auto& out = plan.nano[s];
+    out.resize(shares.size());
+    if (static_cast<Stage>(s) != Stage::kAttention) {
+      const std::vector<int> c = cut_rows(shares, T, row_align);
+      for (size_t j = 0; j < shares.size(); ++j) out[j] = {c[j], c[j + 1], 0, 0};
+      continue;
+    }
+    // Attention: cut between requests, at the request boundary nearest each share of the KV
+    // read (context tokens, once per 128-row query tile).
+    std::vector<double> cost(static_cast<size_t>(B) + 1, 0.0);
+    for (int r = 0; r < B; ++r) {
+      const int q = b.seq_indptr[r + 1] - b.seq_indptr[r];
+      cost[r + 1] = cost[r] + static_cast<double>(b.context_lens[r]) * ((q + 127) / 128);
+    }
+    const double sum = std::accumulate(shares.begin(), shares.end(), 0.0);
+    int prev = 0;
+    double acc = 0;
+    for (size_t j = 0; j < shares.size(); ++j) {
+      int next = B;
+      if (j + 1 < shares.size()) {
+        acc += shares[j];
+        const double target = cost[B] * acc / sum;
+        next = static_cast<int>(std::lower_bound(cost.begin(), cost.end(), target) - cost.begin());
+        next = std::clamp(next, prev, B);
+        if (next > prev && target - cost[next - 1] < cost[next] - target) --next;
+      }
+      out[j] = {b.seq_indptr[prev], b.seq_indptr[next], prev, next};
+      prev = next;
+    }
+  }
+  // The schedule's issue order, non-empty nano-batches only, then a stable topological sort on
+  // the dependencies this cut implies (rows shared with the stage before).
+  std::vector<NanoOp> pending;
+  for (const NanoOp& op : schedule.issue_order())
+    if (!plan.range(op).empty()) pending.push_back(op);
+  auto needs = [&](const NanoOp& later, const NanoOp& earlier) {
+    if (later.stage == Stage::kQkv ||
+        static_cast<int>(earlier.stage) != static_cast<int>(later.stage) - 1)
+      return false;
+    const auto& a = plan.range(later);
+    const auto& e = plan.range(earlier);
+    return a.begin < e.end && e.begin < a.end;
+  };
+  std::vector<bool> done(pending.size(), false);
+  std::vector<int> index_of(pending.size(), -1);
+  while (plan.ops.size() < pending.size()) {
+    size_t pick = pending.size();
+    for (size_t i = 0; i < pending.size() && pick == pending.size(); ++i) {
+      if (done[i]) continue;
+      bool ready = true;
+      for (size_t k = 0; k < pending.size() && ready; ++k)
+        if (!done[k] && k != i && needs(pending[i], pending[k])) ready = false;
+      if (ready) pick = i;
+    }
+    NF_CHECK(pick < pending.size(), "plan_pipeline: schedule \"{}\" has a dependency cycle",
+             schedule.name);
+    PipelinePlan::Op op{pending[pick], {}};
+    for (size_t k = 0; k < pending.size(); ++k)
+      if (done[k] && needs(pending[pick], pending[k])) op.deps.push_back(index_of[k]);
+    done[pick] = true;
+    index_of[pick] = static_cast<int>(plan.ops.size());
+    plan.ops.push_back(std::move(op));
+  }
+  return plan;
+}
+
+}  // namespace nf

@@ -1,0 +1,106 @@
+// The nano-batch pipeline schedule (NanoFlow's intra-device parallelism): how one iteration's
+// dense batch is cut into nano-batches per stage of a layer, and in which order, on which stream
+// and with how many SMs each nano-operation runs. Overlap off is the one-nano-batch schedule.
+//
+// A layer is four stages:
+//   qkv        attention RMSNorm (with the residual add), QKV GEMM, RoPE and the K/V write
+//   attention  decode and prefill attention (cut at request boundaries only)
+//   o          O GEMM into the residual
+//   ffn        FFN RMSNorm, gate/up GEMM, SiLU-and-multiply, down GEMM into the residual
+// Each stage cuts the batch into its own nano-batches (shares of the work, in row order).
+// A nano-operation (stage, nano-batch) needs the nano-operations of the stage before it (the
+// ffn stage of the layer before, for qkv) whose rows overlap its own; every layer issues the
+// same list of nano-operations, which must respect that.
+//
+// Backends execute a PipelinePlan: the schedule cut for one batch. The CPU backend runs the
+// nano-operations one after the other in issue order (the test twin: results equal the
+// unsplit forward up to GEMM rounding); the CUDA backend will put them on streams.
+#pragma once
+
+#include <array>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "runtime/batch.h"
+
+namespace nf {
+
+enum class Stage : int { kQkv = 0, kAttention = 1, kO = 2, kFfn = 3 };
+inline constexpr int kNumStages = 4;
+inline constexpr int kMaxNanoBatches = 16;
+const char* stage_name(Stage s);
+
+struct NanoOp {
+  Stage stage = Stage::kQkv;
+  int nano = 0;       // index into the stage's nano-batches
+  int stream = 0;     // CUDA: the stream it is issued on (0 = the main one)
+  int sm_target = 0;  // CUDA: GEMM SM-count target while it runs (0: all SMs)
+};
+
+struct PipelineSchedule {
+  std::string name = "serial";
+  // Used for batches whose share of decode rows among all rows is at least this (the schedule
+  // with the largest such threshold wins), so that decode-heavy and prefill-heavy iterations
+  // may differ.
+  double min_decode_share = 0.0;
+  // Per stage, the shares of its work given to each nano-batch (positive; normalized). Dense
+  // stages share rows; the attention stage shares the KV it reads (context tokens per request,
+  // times the request's 128-row query tiles) and cuts between requests.
+  std::array<std::vector<double>, kNumStages> shares{{{1.0}, {1.0}, {1.0}, {1.0}}};
+  // The nano-operations of one layer in issue order; empty: stage by stage, nano-batch by
+  // nano-batch, stream 0, all SMs.
+  std::vector<NanoOp> ops;
+
+  // One nano-batch everywhere, one stream, no SM targets: overlap off.
+  bool is_serial() const;
+  // The ops, or the default order when `ops` is empty.
+  std::vector<NanoOp> issue_order() const;
+  // Throws nf::Error unless every share is positive and finite, at most kMaxNanoBatches per
+  // stage, and every (stage, nano-batch) appears exactly once in `ops` (when given).
+  void validate() const;
+};
+
+// A file of schedules (`nanoflow tune` writes one; `--pipeline FILE` loads it).
+struct PipelineConfig {
+  std::vector<PipelineSchedule> schedules;  // empty: serial
+  // The schedule for a batch with this share of decode rows.
+  const PipelineSchedule& select(double decode_share) const;
+};
+
+nlohmann::json to_json(const PipelineSchedule& s);
+PipelineSchedule schedule_from_json(const nlohmann::json& j);  // validated; throws nf::Error
+nlohmann::json to_json(const PipelineConfig& c);
+PipelineConfig pipeline_from_json(const nlohmann::json& j);  // validated; throws nf::Error
+PipelineConfig load_pipeline_file(const std::string& path);  // throws nf::Error
+
+// The schedule cut for one batch: row ranges of every nano-batch of every stage (request
+// ranges too for attention), and the nano-operations in an order that respects the batch's
+// actual dependencies: the schedule's issue order, each nano-operation moved after the ones it
+// needs where the cut requires it (a stable topological sort). Empty nano-batches (begin ==
+// end) keep their place in `nano` but have no nano-operation.
+struct PipelinePlan {
+  struct Range {
+    int begin = 0, end = 0;          // rows [begin, end)
+    int req_begin = 0, req_end = 0;  // attention only: requests [req_begin, req_end)
+    bool empty() const { return begin == end; }
+  };
+  struct Op {
+    NanoOp op;
+    std::vector<int> deps;  // indices into `ops` of the same layer (stage qkv: none; it needs the
+                            // previous layer's ffn nano-operations that share its rows)
+  };
+  std::array<std::vector<Range>, kNumStages> nano;
+  std::vector<Op> ops;  // issue order within a layer
+  const Range& range(const NanoOp& op) const {
+    return nano[static_cast<int>(op.stage)][static_cast<size_t>(op.nano)];
+  }
+};
+
+// Cuts `schedule` for batch `b` (after b.check_shape()). Dense stages cut rows at their shares
+// (rounded to multiples of `row_align` rows, the last nano-batch taking the rest); attention cuts
+// between requests, nearest to its shares of the KV read.
+PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& schedule,
+                           int row_align = 16);
+
+}  // namespace nf

@@ -1,0 +1,334 @@
+// The nano-batch pipeline schedule (runtime/pipeline.h): cutting a batch into nano-batches per
+// stage, the dependency order of the nano-operations, the schedule file, and the CPU backend
+// running a split schedule: it must give what the serial forward gives, bit for bit (every op
+// is row-wise or per request, and a GEMM's row does not depend on the rows beside it), on every
+// golden fixture, with tensor parallelism too.
+#include <gtest/gtest.h>
+#include <nanoflow/engine.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "../golden_fixture.h"
+#include "backends/cpu/cpu_backend.h"
+#include "common/status.h"
+#include "model/model_loader.h"
+#include "runtime/pipeline.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nf::NanoOp;
+using nf::PipelineConfig;
+using nf::PipelinePlan;
+using nf::PipelineSchedule;
+using nf::Stage;
+
+const fs::path kSource = NANOFLOW_SOURCE_DIR;
+
+// A batch of `decodes` single-token requests (contexts ctx_decode) then prefill chunks of the
+// given lengths (prefix 0), blocks of 16 numbered in order.
+nf::ScheduledBatch make_batch(int decodes, int ctx_decode, const std::vector<int>& chunks) {
+  nf::ScheduledBatch b;
+  b.seq_indptr.push_back(0);
+  b.block_indptr.push_back(0);
+  int next_block = 0;
+  auto add = [&](int q, int ctx) {
+    const int first_block = next_block;
+    for (int i = 0; i < q; ++i) {
+      const int p = ctx - q + i;
+      b.token_ids.push_back(1 + (p * 7 + static_cast<int>(b.request_ids.size())) % 50);
+      b.positions.push_back(p);
+      b.slot_mapping.push_back(static_cast<int64_t>(first_block + p / 16) * 16 + p % 16);
+    }
+    b.seq_indptr.push_back(b.seq_indptr.back() + q);
+    b.context_lens.push_back(ctx);
+    for (int k = 0; k < (ctx + 15) / 16; ++k) b.block_ids.push_back(next_block++);
+    b.block_indptr.push_back(static_cast<int32_t>(b.block_ids.size()));
+    b.request_ids.push_back(static_cast<nanoflow::RequestId>(b.request_ids.size()));
+  };
+  for (int i = 0; i < decodes; ++i) add(1, ctx_decode);
+  for (int c : chunks) add(c, c);
+  b.check_shape();
+  return b;
+}
+
+PipelineSchedule nanoflow_like() {
+  // NanoFlow's Llama-3-8B shape: 4 nano-batches around QKV and attention, 2 around O and FFN,
+  // interleaved so that attention of one nano-batch can run beside the GEMMs of another.
+  PipelineSchedule s;
+  s.name = "4-4-2-2";
+  s.shares = {{{1, 1, 1, 1}, {1, 1, 1, 1}, {1, 1}, {1, 1}}};
+  s.ops = {{Stage::kQkv, 0, 0, 0},       {Stage::kQkv, 1, 0, 0},       {Stage::kAttention, 0, 1, 0},
+           {Stage::kQkv, 2, 0, 0},       {Stage::kAttention, 1, 1, 0}, {Stage::kQkv, 3, 0, 0},
+           {Stage::kAttention, 2, 1, 0}, {Stage::kO, 0, 0, 100},       {Stage::kAttention, 3, 1, 0},
+           {Stage::kFfn, 0, 0, 100},     {Stage::kO, 1, 0, 100},       {Stage::kFfn, 1, 0, 0}};
+  s.validate();
+  return s;
+}
+
+TEST(Pipeline, SerialPlanIsOneNanoOperationPerStage) {
+  const nf::ScheduledBatch b = make_batch(3, 40, {100});
+  const PipelinePlan p = nf::plan_pipeline(b, PipelineSchedule{});
+  EXPECT_TRUE(PipelineSchedule{}.is_serial());
+  ASSERT_EQ(p.ops.size(), 4u);
+  for (int s = 0; s < nf::kNumStages; ++s) {
+    EXPECT_EQ(static_cast<int>(p.ops[s].op.stage), s);
+    EXPECT_EQ(p.range(p.ops[s].op).begin, 0);
+    EXPECT_EQ(p.range(p.ops[s].op).end, 103);
+    if (s > 0) EXPECT_EQ(p.ops[s].deps, std::vector<int>{s - 1});
+  }
+  EXPECT_EQ(p.nano[1][0].req_begin, 0);
+  EXPECT_EQ(p.nano[1][0].req_end, 4);
+}
+
+TEST(Pipeline, DenseStagesCutRowsAtAlignedShares) {
+  const nf::ScheduledBatch b = make_batch(0, 0, {1024, 1024});
+  const PipelinePlan p = nf::plan_pipeline(b, nanoflow_like());
+  const std::vector<int> qkv_ends = {512, 1024, 1536, 2048}, o_ends = {1024, 2048};
+  for (int j = 0; j < 4; ++j) EXPECT_EQ(p.nano[0][j].end, qkv_ends[j]);
+  for (int j = 0; j < 2; ++j) EXPECT_EQ(p.nano[2][j].end, o_ends[j]);
+  // Unequal shares, rounded to 16 rows; the last takes the rest.
+  PipelineSchedule s;
+  s.shares[0] = {1, 3};
+  const PipelinePlan q = nf::plan_pipeline(make_batch(0, 0, {100}), s);
+  EXPECT_EQ(q.nano[0][0].end, 32);  // 25 rows -> 32
+  EXPECT_EQ(q.nano[0][1].end, 100);
+}
+
+TEST(Pipeline, AttentionCutsBetweenRequestsByKvRead) {
+  // 8 decodes of context 1000 (cost 8000) and one 256-token prefill chunk of context 256 (cost
+  // 256 * 2 tiles = 512): two equal shares cut after the 4th decode.
+  const nf::ScheduledBatch b = make_batch(8, 1000, {256});
+  PipelineSchedule s;
+  s.shares[1] = {1, 1};
+  const PipelinePlan p = nf::plan_pipeline(b, s);
+  EXPECT_EQ(p.nano[1][0].req_end, 4);
+  EXPECT_EQ(p.nano[1][0].end, 4);
+  EXPECT_EQ(p.nano[1][1].req_begin, 4);
+  EXPECT_EQ(p.nano[1][1].end, 8 + 256);
+  // Four shares of a batch with one request: the first takes it, the rest are empty and get no
+  // nano-operation.
+  s.shares[1] = {1, 1, 1, 1};
+  const PipelinePlan one = nf::plan_pipeline(make_batch(0, 0, {64}), s);
+  int attention_ops = 0;
+  for (const auto& op : one.ops) attention_ops += op.op.stage == Stage::kAttention;
+  EXPECT_EQ(attention_ops, 1);
+}
+
+TEST(Pipeline, IssueOrderYieldsToTheBatchsDependencies) {
+  // The decodes weigh almost nothing next to the 2044-token prefill chunk: attention nano-batch
+  // 0 gets the 4 decodes (rows 0..3, inside qkv nano-batch 0); the chunk's request (rows
+  // 4..2047, all four qkv nano-batches) goes to the share whose boundary is nearest (nano-batch
+  // 2), which the schedule issues after qkv 3 anyway; the other two are empty and get no
+  // operation. Attention 0 keeps its early place, before qkv 2.
+  const nf::ScheduledBatch b = make_batch(4, 20, {2044});
+  const PipelineSchedule s = nanoflow_like();
+  const PipelinePlan p = nf::plan_pipeline(b, s);
+  EXPECT_EQ(p.nano[1][0].end, 4);
+  EXPECT_TRUE(p.nano[1][1].empty());
+  EXPECT_EQ(p.nano[1][2].begin, 4);
+  EXPECT_EQ(p.nano[1][2].end, 2048);
+  EXPECT_TRUE(p.nano[1][3].empty());
+  std::vector<std::pair<int, int>> order;
+  for (const auto& op : p.ops) order.emplace_back(static_cast<int>(op.op.stage), op.op.nano);
+  EXPECT_EQ(order.size(), 10u);
+  auto pos = [&](int stage, int nano) {
+    return std::find(order.begin(), order.end(), std::pair{stage, nano}) - order.begin();
+  };
+  EXPECT_LT(pos(0, 0), pos(1, 0));
+  EXPECT_LT(pos(1, 0), pos(0, 2));
+  for (int j = 0; j < 4; ++j) EXPECT_LT(pos(0, j), pos(1, 2));
+  // A schedule that issues the chunk's attention early must yield: the same cut with attention
+  // issued right after qkv 0.
+  PipelineSchedule eager = s;
+  eager.ops = {
+      {Stage::kQkv, 0, 0, 0},       {Stage::kAttention, 0, 0, 0}, {Stage::kAttention, 1, 0, 0},
+      {Stage::kAttention, 2, 0, 0}, {Stage::kAttention, 3, 0, 0}, {Stage::kQkv, 1, 0, 0},
+      {Stage::kQkv, 2, 0, 0},       {Stage::kQkv, 3, 0, 0},       {Stage::kO, 0, 0, 0},
+      {Stage::kO, 1, 0, 0},         {Stage::kFfn, 0, 0, 0},       {Stage::kFfn, 1, 0, 0}};
+  eager.validate();
+  const PipelinePlan e = nf::plan_pipeline(b, eager);
+  std::vector<std::pair<int, int>> eorder;
+  for (const auto& op : e.ops) eorder.emplace_back(static_cast<int>(op.op.stage), op.op.nano);
+  const std::vector<std::pair<int, int>> expected = {{0, 0}, {1, 0}, {0, 1}, {0, 2}, {0, 3},
+                                                     {1, 2}, {2, 0}, {2, 1}, {3, 0}, {3, 1}};
+  EXPECT_EQ(eorder, expected);
+  // Every dependency of every nano-operation comes before it, and covers exactly the
+  // nano-operations of the stage before that share its rows.
+  for (size_t i = 0; i < p.ops.size(); ++i) {
+    const auto& op = p.ops[i];
+    for (int d : op.deps) EXPECT_LT(static_cast<size_t>(d), i);
+    if (op.op.stage == Stage::kQkv) continue;
+    size_t expected = 0;
+    for (const auto& other : p.ops) {
+      if (static_cast<int>(other.op.stage) != static_cast<int>(op.op.stage) - 1) continue;
+      const auto& a = p.range(op.op);
+      const auto& e = p.range(other.op);
+      expected += a.begin < e.end && e.begin < a.end;
+    }
+    EXPECT_EQ(op.deps.size(), expected) << nf::stage_name(op.op.stage) << " " << op.op.nano;
+  }
+}
+
+TEST(Pipeline, ScheduleFileRoundTripsAndRejectsBadSchedules) {
+  PipelineConfig c;
+  c.schedules.push_back(nanoflow_like());
+  c.schedules.back().min_decode_share = 0.25;
+  PipelineSchedule prefill;
+  prefill.name = "prefill-heavy";
+  prefill.shares[3] = {2, 1};
+  c.schedules.push_back(prefill);
+  const PipelineConfig back = nf::pipeline_from_json(nf::to_json(c));
+  ASSERT_EQ(back.schedules.size(), 2u);
+  EXPECT_EQ(nf::to_json(back), nf::to_json(c));
+  EXPECT_EQ(back.select(0.5).name, "4-4-2-2");
+  EXPECT_EQ(back.select(0.1).name, "prefill-heavy");
+  EXPECT_EQ(PipelineConfig{}.select(0.3).name, "serial");
+  EXPECT_FALSE(back.schedules[0].is_serial());
+
+  auto rejects = [](const std::string& text, const std::string& what) {
+    try {
+      nf::schedule_from_json(nlohmann::json::parse(text));
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const nf::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  rejects(R"({"shares": {"qkv": [1, 0]}})", "share 0");
+  rejects(R"({"shares": {"mlp": [1]}})", "unknown stage");
+  rejects(R"({"shares": {"o": [1, 1]}, "ops": [{"stage": "qkv", "nano": 0},
+             {"stage": "attention", "nano": 0}, {"stage": "o", "nano": 0},
+             {"stage": "o", "nano": 0}, {"stage": "ffn", "nano": 0}]})",
+          "issued 2 times");
+  rejects(R"({"ops": [{"stage": "qkv", "nano": 0}, {"stage": "attention", "nano": 0},
+             {"stage": "o", "nano": 0}]})",
+          "issued 0 times");
+  rejects(R"({"ops": [{"stage": "qkv", "nano": 3}]})", "names no nano-batch");
+  rejects(R"({"min_decode_share": 2})", "min_decode_share");
+
+  const fs::path f =
+      fs::temp_directory_path() / ("nf_pipeline_" + std::to_string(getpid()) + ".json");
+  std::ofstream(f) << "{\"schedules\": [{\"shares\": {\"qkv\": [-1]}}]}";
+  try {
+    nf::load_pipeline_file(f.string());
+    ADD_FAILURE() << "accepted a negative share";
+  } catch (const nf::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(f.string()), std::string::npos) << e.what();
+  }
+  fs::remove(f);
+}
+
+// The CPU backend itself, on one batch of decodes and prefill chunks: a split schedule runs as
+// its nano-operations (counted) and gives bitwise the serial logits.
+TEST(Pipeline, CpuBackendRunsTheNanoOperations) {
+  const auto files = nf::testing::golden_files(kSource);
+  if (files.empty()) GTEST_SKIP() << "no golden fixtures";
+  const nf::testing::Golden g = nf::testing::load_golden(kSource, files.front());
+  if (!fs::exists(g.model)) GTEST_SKIP() << g.model << " not present";
+  const nf::LoadedModel m = nf::load_model(g.model.string()).take();
+  const nf::ScheduledBatch b = make_batch(6, 40, {100, 37});
+  nf::ScheduledBatch batch = b;
+  batch.sample_rows = {0, 3, 5, 105, 142};
+  const int64_t V = m.config.vocab_size, L = m.config.num_layers;
+  nf::CpuBackendConfig cfg;
+  cfg.num_kv_blocks = 64;
+  cfg.threads = 2;
+  nf::CpuBackend serial(m.config, *m.weights, cfg);
+  cfg.pipeline.schedules = {nanoflow_like()};
+  nf::CpuBackend split(m.config, *m.weights, cfg);
+  std::vector<float> a(5 * V), c(5 * V);
+  serial.forward(batch, a);
+  split.forward(batch, c);
+  EXPECT_EQ(a, c);
+  EXPECT_EQ(serial.nano_operations(), 4 * L);
+  const nf::PipelinePlan plan = nf::plan_pipeline(batch, nanoflow_like());
+  EXPECT_EQ(split.nano_operations(), static_cast<int64_t>(plan.ops.size()) * L);
+  EXPECT_GT(plan.ops.size(), 4u);
+}
+
+// Writes `config` where an engine can load it; removed at the end of the test.
+struct PipelineFile {
+  explicit PipelineFile(const PipelineConfig& c)
+      : path(fs::temp_directory_path() / ("nf_pipeline_" + std::to_string(getpid()) + "_" +
+                                          std::to_string(counter++) + ".json")) {
+    std::ofstream(path) << nf::to_json(c).dump(1);
+  }
+  ~PipelineFile() { fs::remove(path); }
+  fs::path path;
+  static inline int counter = 0;
+};
+
+void expect_identical(const std::vector<nanoflow::RequestOutput>& a,
+                      const std::vector<nanoflow::RequestOutput>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t r = 0; r < a.size(); ++r) {
+    EXPECT_EQ(a[r].token_ids, b[r].token_ids) << what << " request " << r;
+    EXPECT_EQ(a[r].top_logprobs, b[r].top_logprobs) << what << " request " << r;
+  }
+}
+
+// The CPU backend runs split schedules (NanoFlow-like, and uneven with a dependency-reordered
+// issue order) on every golden fixture, alone and with TP=2 where the heads divide: every token
+// and top-5 logprob equals the serial run's, bit for bit.
+TEST(Pipeline, CpuEngineSplitSchedulesEqualSerialOnGoldenFixtures) {
+  PipelineSchedule uneven;
+  uneven.name = "uneven";
+  uneven.shares = {{{3, 1}, {1, 2, 1}, {1, 1, 1}, {5, 1}}};
+  uneven.ops = {{Stage::kAttention, 0, 0, 0}, {Stage::kQkv, 0, 0, 0},       {Stage::kQkv, 1, 0, 0},
+                {Stage::kAttention, 1, 0, 0}, {Stage::kAttention, 2, 0, 0}, {Stage::kO, 2, 0, 0},
+                {Stage::kO, 0, 0, 0},         {Stage::kO, 1, 0, 0},         {Stage::kFfn, 1, 0, 0},
+                {Stage::kFfn, 0, 0, 0}};
+  PipelineConfig c;
+  c.schedules = {nanoflow_like(), uneven};
+  c.schedules[1].min_decode_share = 0.5;  // decode-heavy iterations take the uneven one
+  const PipelineFile file(c);
+  int ran = 0;
+  for (const fs::path& fixture : nf::testing::golden_files(kSource)) {
+    const nf::testing::Golden g = nf::testing::load_golden(kSource, fixture);
+    if (!fs::exists(g.model)) continue;
+    const auto reqs = nf::testing::golden_requests(g);
+    for (int tp : {1, 2}) {
+      nanoflow::EngineConfig cfg = nf::testing::golden_engine_config(g.model);
+      cfg.tensor_parallel_size = tp;
+      std::vector<nanoflow::RequestOutput> serial;
+      try {
+        serial = nanoflow::Engine::create(cfg)->generate(reqs);
+      } catch (const nf::Error&) {
+        ASSERT_EQ(tp, 2) << g.name;  // the heads do not divide by 2
+        continue;
+      }
+      cfg.pipeline_file = file.path.string();
+      const auto split = nanoflow::Engine::create(cfg)->generate(reqs);
+      expect_identical(serial, split, g.name + " TP=" + std::to_string(tp));
+      ++ran;
+    }
+  }
+  if (ran == 0) GTEST_SKIP() << "no golden fixture model present";
+  std::printf("REPORT nano-batch schedules on the CPU engine: %d fixture runs equal serial\n", ran);
+}
+
+TEST(Pipeline, CudaBackendRejectsSplitSchedules) {
+  // The CUDA pipeline is not built yet: a split schedule must fail clearly, not run serially.
+  PipelineConfig c;
+  c.schedules = {nanoflow_like()};
+  const PipelineFile file(c);
+  nanoflow::EngineConfig cfg;
+  cfg.model = "dummy:llama3-8b";
+  cfg.device = "cuda";
+  cfg.pipeline_file = file.path.string();
+  try {
+    nanoflow::Engine::create(cfg);
+    ADD_FAILURE() << "the CUDA engine accepted a split schedule";
+  } catch (const nf::Error& e) {
+    const std::string what = e.what();
+    // Without a CUDA build the device is refused first; with one, the schedule is.
+    EXPECT_TRUE(what.find("nano-batches") != std::string::npos ||
+                what.find("cuda") != std::string::npos || what.find("CUDA") != std::string::npos)
+        << what;
+  }
+}
+
+}  // namespace
