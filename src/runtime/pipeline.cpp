@@ -41,6 +41,7 @@ const char* stage_name(Stage s) {
 }
 
 bool PipelineSchedule::is_serial() const {
+  if (groups != 1) return false;
   for (const auto& sh : shares)
     if (sh.size() != 1) return false;
   for (const NanoOp& op : ops)
@@ -67,6 +68,8 @@ void PipelineSchedule::validate() const {
       if (!(std::isfinite(v) && v > 0))
         fail("pipeline schedule \"{}\": stage {} has share {}", name, kStageNames[s], v);
   }
+  if (groups < 1 || groups > kMaxNanoBatches)
+    fail("pipeline schedule \"{}\": {} groups (1 to {})", name, groups, kMaxNanoBatches);
   if (!(std::isfinite(min_decode_share) && min_decode_share >= 0 && min_decode_share <= 1))
     fail("pipeline schedule \"{}\": min_decode_share {} is not in [0, 1]", name, min_decode_share);
   if (ops.empty()) return;
@@ -106,6 +109,7 @@ nlohmann::json to_json(const PipelineSchedule& s) {
   nlohmann::json j;
   j["name"] = s.name;
   j["min_decode_share"] = s.min_decode_share;
+  j["groups"] = s.groups;
   for (int st = 0; st < kNumStages; ++st) j["shares"][kStageNames[st]] = s.shares[st];
   j["ops"] = nlohmann::json::array();
   for (const NanoOp& op : s.issue_order())
@@ -122,6 +126,7 @@ PipelineSchedule schedule_from_json(const nlohmann::json& j) {
     if (!j.is_object()) fail("pipeline schedule: not a JSON object");
     s.name = j.value("name", std::string("unnamed"));
     s.min_decode_share = j.value("min_decode_share", 0.0);
+    s.groups = j.value("groups", 1);
     if (j.contains("shares")) {
       for (const auto& [k, v] : j.at("shares").items())
         s.shares[static_cast<int>(stage_from_name(k))] = v.get<std::vector<double>>();
@@ -164,6 +169,65 @@ PipelineConfig load_pipeline_file(const std::string& path) {
   } catch (const Error& e) {
     fail("{}: {}", path, e.what());
   }
+}
+
+std::vector<int> group_requests(const ScheduledBatch& b, int groups) {
+  NF_CHECK(groups >= 1, "group_requests: {} groups", groups);
+  const int B = b.num_requests();
+  std::vector<int> order(static_cast<size_t>(B));
+  std::iota(order.begin(), order.end(), 0);
+  if (groups == 1) return order;
+  // Decodes by KV read, prefill chunks by tokens, each largest first into the lightest group.
+  std::vector<int> group(static_cast<size_t>(B), 0);
+  std::vector<double> kv(static_cast<size_t>(groups), 0.0),
+      tokens(static_cast<size_t>(groups), 0.0);
+  auto rows = [&](int r) { return b.seq_indptr[r + 1] - b.seq_indptr[r]; };
+  std::vector<int> by_size = order;
+  std::stable_sort(by_size.begin(), by_size.end(), [&](int x, int y) {
+    return rows(x) != rows(y) ? rows(x) > rows(y) : b.context_lens[x] > b.context_lens[y];
+  });
+  for (int r : by_size) {
+    const bool decode = rows(r) == 1;
+    std::vector<double>& load = decode ? kv : tokens;
+    const size_t g = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+    load[g] += decode ? b.context_lens[r] : rows(r);
+    group[static_cast<size_t>(r)] = static_cast<int>(g);
+  }
+  std::vector<int> out;
+  out.reserve(order.size());
+  for (int g = 0; g < groups; ++g)
+    for (const bool decode : {true, false})
+      for (int r = 0; r < B; ++r)
+        if (group[static_cast<size_t>(r)] == g && (rows(r) == 1) == decode) out.push_back(r);
+  return out;
+}
+
+ScheduledBatch permute_requests(const ScheduledBatch& b, const std::vector<int>& order) {
+  const int B = b.num_requests();
+  NF_CHECK(static_cast<int>(order.size()) == B, "permute_requests: {} entries for {} requests",
+           order.size(), B);
+  ScheduledBatch p;
+  std::vector<int32_t> new_row(static_cast<size_t>(b.num_tokens()), -1);
+  p.seq_indptr.push_back(0);
+  p.block_indptr.push_back(0);
+  for (int r : order) {
+    NF_CHECK(r >= 0 && r < B, "permute_requests: request {} of {}", r, B);
+    for (int t = b.seq_indptr[r]; t < b.seq_indptr[r + 1]; ++t) {
+      NF_CHECK(new_row[static_cast<size_t>(t)] < 0, "permute_requests: request {} twice", r);
+      new_row[static_cast<size_t>(t)] = static_cast<int32_t>(p.token_ids.size());
+      p.token_ids.push_back(b.token_ids[t]);
+      p.positions.push_back(b.positions[t]);
+      p.slot_mapping.push_back(b.slot_mapping[t]);
+    }
+    p.seq_indptr.push_back(static_cast<int32_t>(p.token_ids.size()));
+    p.context_lens.push_back(b.context_lens[r]);
+    p.block_ids.insert(p.block_ids.end(), b.block_ids.begin() + b.block_indptr[r],
+                       b.block_ids.begin() + b.block_indptr[r + 1]);
+    p.block_indptr.push_back(static_cast<int32_t>(p.block_ids.size()));
+    p.request_ids.push_back(b.request_ids[r]);
+  }
+  for (int32_t row : b.sample_rows) p.sample_rows.push_back(new_row[static_cast<size_t>(row)]);
+  return p;
 }
 
 PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& schedule,

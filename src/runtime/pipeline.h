@@ -44,6 +44,12 @@ struct PipelineSchedule {
   // with the largest such threshold wins), so that decode-heavy and prefill-heavy iterations
   // may differ.
   double min_decode_share = 0.0;
+  // Before cutting, the batch's requests are dealt into this many groups, each with about its
+  // share of the decode rows' KV and of the prefill tokens, and reordered group by group (decodes
+  // first in each). With groups matching the cuts, every nano-batch holds decode and prefill
+  // rows, so one nano-batch's decode attention can run beside another's FFN GEMMs; in the
+  // scheduler's order (all decodes first) the first dense nano-batch would hold all decodes.
+  int groups = 1;
   // Per stage, the shares of its work given to each nano-batch (positive; normalized). Dense
   // stages share rows; the attention stage shares the KV it reads (context tokens per request,
   // times the request's 128-row query tiles) and cuts between requests.
@@ -97,7 +103,15 @@ struct PipelinePlan {
   }
 };
 
-// Cuts `schedule` for batch `b` (after b.check_shape()). Dense stages cut rows at their shares
+// The request order of `groups` groups (see PipelineSchedule::groups): a permutation of
+// [0, b.num_requests()), the identity for one group.
+std::vector<int> group_requests(const ScheduledBatch& b, int groups);
+// `b` with its requests in `order` (rows, positions, slots, block tables move with them);
+// sample_rows keep their order and point at the moved rows, so the logits' rows are unchanged.
+ScheduledBatch permute_requests(const ScheduledBatch& b, const std::vector<int>& order);
+
+// Cuts `schedule` for batch `b` (after b.check_shape(), and after permute_requests for a
+// schedule with groups). Dense stages cut rows at their shares
 // (rounded to multiples of `row_align` rows, the last nano-batch taking the rest); attention cuts
 // between requests, nearest to its shares of the KV read.
 PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& schedule,

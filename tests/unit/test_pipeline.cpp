@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "model/model_loader.h"
 #include "runtime/pipeline.h"
+#include "runtime/pipeline_search.h"
 
 namespace {
 
@@ -60,6 +61,7 @@ PipelineSchedule nanoflow_like() {
   // interleaved so that attention of one nano-batch can run beside the GEMMs of another.
   PipelineSchedule s;
   s.name = "4-4-2-2";
+  s.groups = 2;
   s.shares = {{{1, 1, 1, 1}, {1, 1, 1, 1}, {1, 1}, {1, 1}}};
   s.ops = {{Stage::kQkv, 0, 0, 0},       {Stage::kQkv, 1, 0, 0},       {Stage::kAttention, 0, 1, 0},
            {Stage::kQkv, 2, 0, 0},       {Stage::kAttention, 1, 1, 0}, {Stage::kQkv, 3, 0, 0},
@@ -221,6 +223,35 @@ TEST(Pipeline, ScheduleFileRoundTripsAndRejectsBadSchedules) {
   fs::remove(f);
 }
 
+TEST(Pipeline, GroupsBalanceDecodesAndPrefillAndKeepTheSampledRows) {
+  // Decodes of contexts 100..600 and chunks of 300, 200 and 100 tokens.
+  nf::ScheduledBatch b = make_batch(6, 100, {300, 200, 100});
+  for (int r = 0; r < 6; ++r) b.context_lens[r] = 100 * (r + 1);
+  b.sample_rows = {0, 2, 5, 305, 505, 605};
+  const std::vector<int> order = nf::group_requests(b, 2);
+  ASSERT_EQ(order.size(), 9u);
+  std::vector<int> sorted = order;
+  std::sort(sorted.begin(), sorted.end());
+  for (int i = 0; i < 9; ++i) EXPECT_EQ(sorted[i], i);
+  // Largest first into the lighter group: decodes {600, 300, 200} | {500, 400, 100} (1100 and
+  // 1000), chunks {300} | {200, 100}; each group's decodes first.
+  const std::vector<int> expected = {1, 2, 5, 6, 0, 3, 4, 7, 8};
+  EXPECT_EQ(order, expected);
+  const nf::ScheduledBatch p = nf::permute_requests(b, order);
+  p.check_shape();
+  ASSERT_EQ(p.sample_rows.size(), b.sample_rows.size());
+  for (size_t i = 0; i < b.sample_rows.size(); ++i) {
+    EXPECT_EQ(p.token_ids[p.sample_rows[i]], b.token_ids[b.sample_rows[i]]);
+    EXPECT_EQ(p.positions[p.sample_rows[i]], b.positions[b.sample_rows[i]]);
+    EXPECT_EQ(p.slot_mapping[p.sample_rows[i]], b.slot_mapping[b.sample_rows[i]]);
+  }
+  for (size_t i = 0; i < order.size(); ++i) {
+    EXPECT_EQ(p.request_ids[i], b.request_ids[order[i]]);
+    EXPECT_EQ(p.context_lens[i], b.context_lens[order[i]]);
+  }
+  EXPECT_EQ(nf::group_requests(b, 1), (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+}
+
 // The CPU backend itself, on one batch of decodes and prefill chunks: a split schedule runs as
 // its nano-operations (counted) and gives bitwise the serial logits.
 TEST(Pipeline, CpuBackendRunsTheNanoOperations) {
@@ -244,7 +275,8 @@ TEST(Pipeline, CpuBackendRunsTheNanoOperations) {
   split.forward(batch, c);
   EXPECT_EQ(a, c);
   EXPECT_EQ(serial.nano_operations(), 4 * L);
-  const nf::PipelinePlan plan = nf::plan_pipeline(batch, nanoflow_like());
+  const nf::PipelinePlan plan =
+      nf::plan_pipeline(nf::permute_requests(batch, nf::group_requests(batch, 2)), nanoflow_like());
   EXPECT_EQ(split.nano_operations(), static_cast<int64_t>(plan.ops.size()) * L);
   EXPECT_GT(plan.ops.size(), 4u);
 }
@@ -329,6 +361,77 @@ TEST(Pipeline, CudaBackendRejectsSplitSchedules) {
                 what.find("cuda") != std::string::npos || what.find("CUDA") != std::string::npos)
         << what;
   }
+}
+
+// A cost model shaped like the H200 profile of dummy:llama3-8b (per layer, 2048-token batch:
+// qkv 0.15 ms, o 0.11, ffn 1.1, decode attention 0.7 ms for ~700k KV tokens), with a fixed
+// cost per nano-operation that makes small nano-batches lose efficiency.
+nf::CostModel h200_like(double beside_other, double beside_same) {
+  nf::CostModel c;
+  c.stage[0] = {0.010, 0.15 / 2048, false};
+  c.stage[1] = {0.010, 0.7 / 700000, true};
+  c.stage[2] = {0.008, 0.11 / 2048, false};
+  c.stage[3] = {0.030, 1.1 / 2048, false};
+  c.rate_beside_other_kind = beside_other;
+  c.rate_beside_same_kind = beside_same;
+  return c;
+}
+
+// 560 decodes of 1,250 context and a 1,488-token prefill chunk: a 1024/512 iteration.
+nf::ScheduledBatch mixed_batch() {
+  return make_batch(560, 1250, {1488});
+}
+
+TEST(PipelineSearch, SerialSimulationIsTheSumOfTheStages) {
+  const nf::ScheduledBatch b = mixed_batch();
+  const nf::CostModel c = h200_like(0.5, 0.5);
+  const PipelinePlan p = nf::plan_pipeline(b, PipelineSchedule{});
+  double sum = 0;
+  for (const auto& op : p.ops) sum += c.solo_ms(b, p, op.op);
+  EXPECT_NEAR(nf::simulate_ms(b, p, c, 1), sum, 1e-9);
+  EXPECT_NEAR(nf::simulate_ms(b, p, c, 5), 5 * sum, 1e-9);
+  // The decode attention dominates its stage's cost: 560 * 1250 KV tokens + 1488 * 12 tiles.
+  EXPECT_NEAR(c.solo_ms(b, p, p.ops[1].op), 0.010 + 0.7 / 700000 * (560 * 1250 + 1488 * 12), 1e-9);
+}
+
+TEST(PipelineSearch, TwoStreamsOverlapOnlyAsTheRatesAllow) {
+  const nf::ScheduledBatch b = mixed_batch();
+  PipelineSchedule two;
+  two.shares = {{{1, 1}, {1, 1}, {1}, {1}}};
+  two.ops = {{Stage::kQkv, 0, 0, 0},       {Stage::kAttention, 0, 1, 0}, {Stage::kQkv, 1, 0, 0},
+             {Stage::kAttention, 1, 1, 0}, {Stage::kO, 0, 0, 0},         {Stage::kFfn, 0, 0, 0}};
+  const PipelinePlan p = nf::plan_pipeline(b, two);
+  double sum = 0;
+  for (const auto& op : p.ops) sum += h200_like(0.5, 0.5).solo_ms(b, p, op.op);
+  // Time-slicing (each at half speed beside another) conserves the work: the sum, no less.
+  EXPECT_NEAR(nf::simulate_ms(b, p, h200_like(0.5, 0.5), 1), sum, 1e-9);
+  // Perfect overlap: qkv 1 runs entirely beside attention 0, so the layer is shorter by it.
+  const double perfect = nf::simulate_ms(b, p, h200_like(1.0, 1.0), 1);
+  EXPECT_LT(perfect, sum - 0.9 * h200_like(1, 1).solo_ms(b, p, p.ops[2].op));
+  // Worse than time-slicing (interference): longer than the sum.
+  EXPECT_GT(nf::simulate_ms(b, p, h200_like(0.4, 0.4), 1), sum);
+}
+
+TEST(PipelineSearch, PicksSerialWithoutOverlapGainAndSplitsWithIt) {
+  const nf::ScheduledBatch b = mixed_batch();
+  // No gain from running two at once: every split only adds fixed costs, so serial wins.
+  const nf::SearchResult none = nf::search_schedule(b, h200_like(0.5, 0.5));
+  EXPECT_TRUE(none.schedule.is_serial()) << none.schedule.name;
+  EXPECT_DOUBLE_EQ(none.layer_ms, none.serial_layer_ms);
+  EXPECT_GT(none.candidates, 20);
+  // A memory-bound nano-operation beside a GEMM at 90% of their solo speeds: a split with the
+  // attention on its own stream wins by a clear margin.
+  const nf::SearchResult gain = nf::search_schedule(b, h200_like(0.9, 0.5));
+  EXPECT_FALSE(gain.schedule.is_serial());
+  bool second_stream = false;
+  for (const NanoOp& op : gain.schedule.ops) second_stream |= op.stream != 0;
+  EXPECT_TRUE(second_stream) << gain.schedule.name;
+  EXPECT_LT(gain.layer_ms, 0.9 * gain.serial_layer_ms) << gain.schedule.name;
+  std::printf("REPORT search with overlap at 0.9: %s, %.3f ms per layer against %.3f serial\n",
+              gain.schedule.name.c_str(), gain.layer_ms, gain.serial_layer_ms);
+  // The chosen schedule is a valid file entry.
+  EXPECT_EQ(nf::to_json(nf::schedule_from_json(nf::to_json(gain.schedule))),
+            nf::to_json(gain.schedule));
 }
 
 }  // namespace

@@ -215,20 +215,30 @@ void CpuBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
     const int32_t id = b.token_ids[t];
     NF_CHECK(id >= 0 && id < V, "forward: token id {} outside the vocabulary of {}", id, V);
   }
+  // The schedule for this batch's decode share, its requests regrouped if it asks for groups
+  // (the sampled rows keep their order, so the logits' rows do not move).
+  int decodes = 0;
+  for (int r = 0; r < b.num_requests(); ++r) decodes += b.seq_indptr[r + 1] - b.seq_indptr[r] == 1;
+  const PipelineSchedule& schedule = opts_.pipeline.select(static_cast<double>(decodes) / T);
+  ScheduledBatch grouped;
+  if (schedule.groups > 1) grouped = permute_requests(b, group_requests(b, schedule.groups));
+  const ScheduledBatch& run = schedule.groups > 1 ? grouped : b;
+  const PipelinePlan plan = plan_pipeline(run, schedule);
+  nano_operations_ += static_cast<int64_t>(plan.ops.size() * config_.num_layers);
   if (!group_) {
     SingleRankCommunicator one;
-    forward_rank(*ranks_[0], one, b, logits);
+    forward_rank(*ranks_[0], one, run, plan, logits);
     return;
   }
   group_->run([&](Communicator& comm) {
-    forward_rank(*ranks_[static_cast<size_t>(comm.rank())], comm, b, logits);
+    forward_rank(*ranks_[static_cast<size_t>(comm.rank())], comm, run, plan, logits);
   });
 }
 
 // One rank's forward; with N ranks, all N run it at once and meet in the collectives. Only
 // rank 0 writes `logits`.
 void CpuBackend::forward_rank(Rank& rk, Communicator& comm, const ScheduledBatch& b,
-                              std::span<float> logits) {
+                              const PipelinePlan& plan, std::span<float> logits) {
   const ModelConfig& c = config_;
   const int64_t T = b.num_tokens(), S = static_cast<int64_t>(b.sample_rows.size());
   const int64_t H = c.hidden_size, hd = c.head_dim, nh = rk.heads, nkv = rk.kv_heads;
@@ -259,15 +269,9 @@ void CpuBackend::forward_rank(Rank& rk, Communicator& comm, const ScheduledBatch
   // Row-parallel o_proj and down_proj: rank 0 adds its partial product to the residual, the
   // others start from zero, and the all-reduce sums them (in rank order) into every rank's x.
   const float beta = comm.rank() == 0 ? 1.0f : 0.0f;
-  // The layer as the nano-operations of the schedule for this batch (one of each stage when
-  // serial); every rank runs the same plan, so the collectives meet in the same order.
-  int decodes = 0;
-  for (int r = 0; r < b.num_requests(); ++r) decodes += b.seq_indptr[r + 1] - b.seq_indptr[r] == 1;
-  const PipelinePlan plan =
-      plan_pipeline(b, opts_.pipeline.select(static_cast<double>(decodes) / T));
+  // The layer as the plan's nano-operations (one of each stage when serial); every rank runs
+  // the same plan, so the collectives meet in the same order.
   std::vector<int32_t> seq_local;
-  if (comm.rank() == 0)
-    nano_operations_ += static_cast<int64_t>(plan.ops.size() * rk.layers.size());
   for (Layer& l : rk.layers) {
     const cpu::PagedKv cache{l.kv.data(), num_blocks_, nkv, opts_.block_size, hd};
     for (const PipelinePlan::Op& pop : plan.ops) {

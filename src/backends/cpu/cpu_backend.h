@@ -96,6 +96,7 @@ class CpuBackend final : public Backend {
   };
   void load_rank_weights(const WeightSource& w);
   void forward_rank(Rank& rank, Communicator& comm, const ScheduledBatch& batch,
+                    const PipelinePlan& plan,
                     std::span<float> logits);
 
   ModelConfig config_;

@@ -1,0 +1,191 @@
+#include "runtime/pipeline_search.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "common/status.h"
+
+namespace nf {
+
+double CostModel::solo_ms(const ScheduledBatch& b, const PipelinePlan& plan,
+                          const NanoOp& op) const {
+  const PipelinePlan::Range& r = plan.range(op);
+  double units = r.end - r.begin;
+  if (op.stage == Stage::kAttention) {
+    units = 0;
+    for (int q = r.req_begin; q < r.req_end; ++q) {
+      const int rows = b.seq_indptr[q + 1] - b.seq_indptr[q];
+      units += static_cast<double>(b.context_lens[q]) * ((rows + 127) / 128);
+    }
+  }
+  const StageCost& c = stage[static_cast<int>(op.stage)];
+  return c.fixed_ms + c.per_unit_ms * units;
+}
+
+double simulate_ms(const ScheduledBatch& b, const PipelinePlan& plan, const CostModel& cost,
+                   int layers) {
+  NF_CHECK(layers > 0, "simulate_ms: {} layers", layers);
+  const int n = static_cast<int>(plan.ops.size());
+  if (n == 0) return 0;
+  // The nano-operations of all layers, in issue order, with their dependencies (global indices).
+  struct Job {
+    int stream;
+    bool memory;
+    double remaining;  // solo milliseconds left
+    std::vector<int> deps;
+    bool done = false, running = false;
+  };
+  std::vector<Job> jobs;
+  jobs.reserve(static_cast<size_t>(n) * layers);
+  for (int l = 0; l < layers; ++l) {
+    for (int i = 0; i < n; ++i) {
+      const PipelinePlan::Op& op = plan.ops[static_cast<size_t>(i)];
+      Job j{op.op.stream,
+            cost.stage[static_cast<int>(op.op.stage)].memory_bound,
+            cost.solo_ms(b, plan, op.op),
+            {}};
+      for (int d : op.deps) j.deps.push_back(l * n + d);
+      if (op.op.stage == Stage::kQkv && l > 0) {
+        // The previous layer's ffn nano-operations that share its rows.
+        const PipelinePlan::Range& r = plan.range(op.op);
+        for (int k = 0; k < n; ++k) {
+          const PipelinePlan::Op& f = plan.ops[static_cast<size_t>(k)];
+          if (f.op.stage != Stage::kFfn) continue;
+          const PipelinePlan::Range& fr = plan.range(f.op);
+          if (r.begin < fr.end && fr.begin < r.end) j.deps.push_back((l - 1) * n + k);
+        }
+      }
+      jobs.push_back(std::move(j));
+    }
+  }
+  int streams = 0;
+  for (const Job& j : jobs) streams = std::max(streams, j.stream + 1);
+  std::vector<size_t> next(static_cast<size_t>(streams), 0);  // per stream: index into its queue
+  std::vector<std::vector<int>> queue(static_cast<size_t>(streams));
+  for (int i = 0; i < static_cast<int>(jobs.size()); ++i)
+    queue[static_cast<size_t>(jobs[static_cast<size_t>(i)].stream)].push_back(i);
+  std::vector<int> running(static_cast<size_t>(streams), -1);
+  double t = 0;
+  size_t finished = 0;
+  while (finished < jobs.size()) {
+    for (int s = 0; s < streams; ++s) {
+      const size_t ss = static_cast<size_t>(s);
+      if (running[ss] >= 0 || next[ss] >= queue[ss].size()) continue;
+      Job& j = jobs[static_cast<size_t>(queue[ss][next[ss]])];
+      const bool ready = std::all_of(j.deps.begin(), j.deps.end(),
+                                     [&](int d) { return jobs[static_cast<size_t>(d)].done; });
+      if (!ready) continue;
+      j.running = true;
+      running[ss] = queue[ss][next[ss]++];
+    }
+    std::vector<int> live;
+    for (int r : running)
+      if (r >= 0) live.push_back(r);
+    NF_CHECK(!live.empty(), "simulate_ms: the plan deadlocks (a stream waits for a later job)");
+    // Rates: alone 1; two at once by their kinds (more than two: the same-kind rate).
+    std::vector<double> rate(live.size(), 1.0);
+    if (live.size() == 2) {
+      const bool same =
+          jobs[static_cast<size_t>(live[0])].memory == jobs[static_cast<size_t>(live[1])].memory;
+      rate[0] = rate[1] = same ? cost.rate_beside_same_kind : cost.rate_beside_other_kind;
+    } else if (live.size() > 2) {
+      std::fill(rate.begin(), rate.end(), cost.rate_beside_same_kind * 2.0 / live.size());
+    }
+    double dt = std::numeric_limits<double>::infinity();
+    for (size_t i = 0; i < live.size(); ++i)
+      dt = std::min(dt, jobs[static_cast<size_t>(live[i])].remaining / rate[i]);
+    t += dt;
+    for (size_t i = 0; i < live.size(); ++i) {
+      Job& j = jobs[static_cast<size_t>(live[i])];
+      j.remaining -= dt * rate[i];
+      if (j.remaining <= 1e-12) {
+        j.remaining = 0;
+        j.done = true;
+        j.running = false;
+        running[static_cast<size_t>(j.stream)] = -1;
+        ++finished;
+      }
+    }
+  }
+  return t;
+}
+
+namespace {
+
+enum class Streams { kOne, kAttentionApart, kPerNanoBatch };
+
+PipelineSchedule candidate(int groups, int k_attn, int k_dense, bool interleave, Streams streams) {
+  PipelineSchedule s;
+  s.name = "g" + std::to_string(groups) + "-qkv" + std::to_string(k_attn) + "-o" +
+           std::to_string(k_dense) + (interleave ? "-interleaved" : "-stage-major") +
+           (streams == Streams::kOne              ? ""
+            : streams == Streams::kAttentionApart ? "-attention-stream"
+                                                  : "-stream-per-nano-batch");
+  s.groups = groups;
+  s.shares[0] = s.shares[1] = std::vector<double>(static_cast<size_t>(k_attn), 1.0);
+  s.shares[2] = s.shares[3] = std::vector<double>(static_cast<size_t>(k_dense), 1.0);
+  if (streams == Streams::kPerNanoBatch) {
+    // Every nano-batch a whole layer on its own stream: independent sub-batches that the GPU
+    // interleaves (needs the same count in every stage).
+    for (int i = 0; i < k_attn; ++i)
+      for (int st = 0; st < kNumStages; ++st) s.ops.push_back({static_cast<Stage>(st), i, i, 0});
+    s.validate();
+    return s;
+  }
+  const int as = streams == Streams::kAttentionApart ? 1 : 0;
+  if (interleave) {
+    for (int i = 0; i < k_attn; ++i) {
+      s.ops.push_back({Stage::kQkv, i, 0, 0});
+      s.ops.push_back({Stage::kAttention, i, as, 0});
+    }
+  } else {
+    for (int i = 0; i < k_attn; ++i) s.ops.push_back({Stage::kQkv, i, 0, 0});
+    for (int i = 0; i < k_attn; ++i) s.ops.push_back({Stage::kAttention, i, as, 0});
+  }
+  for (int j = 0; j < k_dense; ++j) {
+    s.ops.push_back({Stage::kO, j, 0, 0});
+    s.ops.push_back({Stage::kFfn, j, 0, 0});
+  }
+  s.validate();
+  return s;
+}
+
+}  // namespace
+
+SearchResult search_schedule(const ScheduledBatch& b, const CostModel& cost) {
+  constexpr int kLayers = 3;  // steady state: the third layer minus the second
+  std::vector<ScheduledBatch> grouped(3);
+  for (int g = 2; g <= 2; ++g) grouped[g] = permute_requests(b, group_requests(b, g));
+  auto layer_ms = [&](const PipelineSchedule& s) {
+    const ScheduledBatch& run = s.groups > 1 ? grouped[static_cast<size_t>(s.groups)] : b;
+    const PipelinePlan plan = plan_pipeline(run, s);
+    return simulate_ms(run, plan, cost, kLayers) - simulate_ms(run, plan, cost, kLayers - 1);
+  };
+  SearchResult best;
+  best.schedule = PipelineSchedule{};
+  best.serial_layer_ms = best.layer_ms = layer_ms(best.schedule);
+  best.candidates = 1;
+  auto consider = [&](const PipelineSchedule& s) {
+    const double ms = layer_ms(s);
+    ++best.candidates;
+    if (ms < best.layer_ms * (1 - 1e-9)) {
+      best.layer_ms = ms;
+      best.schedule = s;
+    }
+  };
+  for (int groups : {1, 2})
+    for (int k_attn : {1, 2, 3, 4})
+      for (int k_dense : {1, 2}) {
+        if (groups > 1 && k_attn % groups != 0 && k_dense % groups != 0) continue;
+        for (bool interleave : {false, true}) {
+          if (k_attn == 1 && interleave) continue;  // the same as stage-major
+          for (Streams st : {Streams::kOne, Streams::kAttentionApart})
+            consider(candidate(groups, k_attn, k_dense, interleave, st));
+        }
+        if (k_attn == k_dense && k_attn > 1)
+          consider(candidate(groups, k_attn, k_dense, false, Streams::kPerNanoBatch));
+      }
+  return best;
+}
+
+}  // namespace nf

@@ -1,0 +1,60 @@
+// Choosing a nano-batch schedule (issue 6's auto-search): a cost model of the four stages, a
+// simulation of a schedule's nano-operations on their streams (with the slowdown of two running
+// at once), and an exact search over a small space of candidate schedules.
+//
+// The cost model's numbers come from profiling on the GPU (`nanoflow tune`, to come); the
+// simulation and the search are plain host code, tested here with made-up models.
+#pragma once
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "runtime/batch.h"
+#include "runtime/pipeline.h"
+
+namespace nf {
+
+struct StageCost {
+  // Solo time of one nano-operation on the whole GPU: fixed_ms + per_unit_ms * units, where
+  // units are rows for qkv, o and ffn and KV tokens read for attention (context tokens, once
+  // per 128-row query tile, as plan_pipeline balances them). The fixed part is what makes small
+  // nano-batches less efficient (launch, ramp-up and tail of the GEMMs).
+  double fixed_ms = 0;
+  double per_unit_ms = 0;
+  bool memory_bound = false;  // attention: true; the GEMM stages: false
+};
+
+struct CostModel {
+  std::array<StageCost, kNumStages> stage;
+  // Two nano-operations at once: each runs at this fraction of its solo speed, by the kinds of
+  // both (a compute-bound one beside a memory-bound one; two of a kind). 0.5 is no gain from
+  // overlap (time-slicing); 1.0 is perfect overlap.
+  double rate_beside_other_kind = 0.5;
+  double rate_beside_same_kind = 0.5;
+  // Time of one layer's nano-operation `op` of `plan` on its own.
+  double solo_ms(const ScheduledBatch& b, const PipelinePlan& plan, const NanoOp& op) const;
+};
+
+// Simulated time of `layers` layers of `plan` for batch `b`: every stream runs its
+// nano-operations in the plan's order, each when its stream is free and the nano-operations it
+// needs have ended (the previous layer's ffn for qkv); while two run at once each progresses at
+// its CostModel rate.
+double simulate_ms(const ScheduledBatch& b, const PipelinePlan& plan, const CostModel& cost,
+                   int layers);
+
+struct SearchResult {
+  PipelineSchedule schedule;
+  double layer_ms = 0;         // simulated, per layer in steady state
+  double serial_layer_ms = 0;  // the serial schedule's
+  int candidates = 0;          // schedules simulated
+};
+
+// The best of the candidate schedules for batch `b` (serial included): requests in 1 or 2
+// groups; qkv and attention cut in 1 to 4 equal nano-batches, o and ffn in 1 or 2; issued
+// stage-major or interleaved (each attention nano-batch right after its qkv one), with attention
+// on the GEMMs' stream or a second one; or every nano-batch a whole layer on its own stream.
+// Ties go to the earlier (simpler) candidate.
+SearchResult search_schedule(const ScheduledBatch& b, const CostModel& cost);
+
+}  // namespace nf
