@@ -90,8 +90,8 @@ struct EngineOptions {
                     "runs eagerly): true or false")
         ->capture_default_str();
     app->add_option("--pipeline", engine.pipeline_file,
-                    "Nano-batch schedules (JSON: {\"schedules\": [...]}, see docs/architecture.md); "
-                    "default: one nano-batch (overlap off)")
+                    "Nano-batch schedules (JSON: {\"schedules\": [...]}, see "
+                    "src/runtime/pipeline.h); default: one nano-batch (overlap off)")
         ->check(CLI::ExistingFile);
     app->add_option("--threads", engine.threads, "CPU threads (0: all)")->capture_default_str();
     app->add_option("--tensor-parallel-size", engine.tensor_parallel_size,

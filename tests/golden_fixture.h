@@ -3,11 +3,12 @@
 #pragma once
 
 #include <nanoflow/engine.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,7 +36,8 @@ struct Golden {
   std::vector<GoldenCase> cases;
 };
 
-inline Golden load_golden(const std::filesystem::path& source_dir, const std::filesystem::path& file) {
+inline Golden load_golden(const std::filesystem::path& source_dir,
+                          const std::filesystem::path& file) {
   std::ifstream in(file);
   const auto j = nlohmann::json::parse(in);
   Golden g;
@@ -89,6 +91,46 @@ inline std::vector<nanoflow::GenerateRequest> golden_requests(const Golden& g) {
     reqs.push_back(r);
   }
   return reqs;
+}
+
+// Two GPU runs of the same requests that may round differently (other GEMM shapes): up to each
+// request's first token mismatch, the top-1 logprobs' largest difference; at a mismatch, each
+// token must be in the other run's top-5 (a near tie), and the comparison of that request ends.
+struct RunDiff {
+  size_t same = 0, steps = 0;  // steps with the same token, of the steps compared
+  double max_diff = 0;         // over the top-1 logprobs of the same-token steps
+  std::vector<std::string> failures;
+};
+inline RunDiff compare_runs(const std::vector<nanoflow::RequestOutput>& a,
+                            const std::vector<nanoflow::RequestOutput>& b) {
+  RunDiff d;
+  if (a.size() != b.size()) {
+    d.failures.push_back("different request counts");
+    return d;
+  }
+  for (size_t r = 0; r < a.size(); ++r) {
+    const size_t n = std::min(a[r].token_ids.size(), b[r].token_ids.size());
+    for (size_t i = 0; i < n; ++i) {
+      ++d.steps;
+      if (i >= a[r].top_logprobs.size() || i >= b[r].top_logprobs.size() ||
+          a[r].top_logprobs[i].empty() || b[r].top_logprobs[i].empty()) {
+        d.failures.push_back("request " + std::to_string(r) + " step " + std::to_string(i) +
+                             ": no top logprobs");
+        break;
+      }
+      if (a[r].token_ids[i] != b[r].token_ids[i]) {
+        if (find_id(b[r].top_logprobs[i], a[r].token_ids[i]) == nullptr ||
+            find_id(a[r].top_logprobs[i], b[r].token_ids[i]) == nullptr)
+          d.failures.push_back("request " + std::to_string(r) + " step " + std::to_string(i) +
+                               ": tokens not in each other's top-5");
+        break;
+      }
+      ++d.same;
+      d.max_diff = std::max<double>(
+          d.max_diff, std::abs(a[r].top_logprobs[i][0].second - b[r].top_logprobs[i][0].second));
+    }
+  }
+  return d;
 }
 
 }  // namespace nf::testing

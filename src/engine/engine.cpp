@@ -263,13 +263,6 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
   }
   nf::PipelineConfig pipeline;
   if (!config.pipeline_file.empty()) pipeline = nf::load_pipeline_file(config.pipeline_file);
-  if (config.device == "cuda") {
-    for (const nf::PipelineSchedule& s : pipeline.schedules)
-      if (!s.is_serial())
-        nf::fail("--pipeline {}: schedule \"{}\" splits the batch into nano-batches, which the "
-                 "CUDA backend does not run yet (the CPU backend does, one nano-operation after "
-                 "the other)", config.pipeline_file, s.name);
-  }
   nf::LoadedModel model = nf::load_model(config.model).take();
   std::unique_ptr<nf::Backend> backend;
 #ifdef NANOFLOW_HAVE_CUDA
@@ -281,6 +274,7 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
     cuda.gpu_memory_utilization = config.gpu_memory_utilization;
     cuda.attention = config.attention;
     cuda.cuda_graphs = config.cuda_graphs;
+    cuda.pipeline = pipeline;
     cuda.profile_first_step = config.profile_first_step;
     const std::vector<float> inv_freq =
         nf::rope_inv_freq(model.config.rope, model.config.head_dim);

@@ -13,8 +13,9 @@
 // same list of nano-operations, which must respect that.
 //
 // Backends execute a PipelinePlan: the schedule cut for one batch. The CPU backend runs the
-// nano-operations one after the other in issue order (the test twin: results equal the
-// unsplit forward up to GEMM rounding); the CUDA backend will put them on streams.
+// nano-operations one after the other in the plan's order (the test twin: bitwise the serial
+// results); the CUDA backend issues them on their streams with events along the dependencies
+// (CudaBackend::run_pipelined).
 #pragma once
 
 #include <array>

@@ -8,15 +8,18 @@
 // device or without the llama3-hd128 fixture model.
 #include <gtest/gtest.h>
 #include <nanoflow/engine.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "../golden_fixture.h"
 #include "backends/cuda/device.h"
+#include "runtime/pipeline.h"
 
 namespace {
 
@@ -33,7 +36,8 @@ void expect_bitwise_equal(const std::vector<RequestOutput>& a, const std::vector
     EXPECT_EQ(a[r].token_ids, b[r].token_ids) << what << " request " << r;
     ASSERT_EQ(a[r].top_logprobs.size(), b[r].top_logprobs.size()) << what << " request " << r;
     for (size_t i = 0; i < a[r].top_logprobs.size(); ++i)
-      EXPECT_EQ(a[r].top_logprobs[i], b[r].top_logprobs[i]) << what << " request " << r << " step " << i;
+      EXPECT_EQ(a[r].top_logprobs[i], b[r].top_logprobs[i])
+          << what << " request " << r << " step " << i;
   }
 }
 
@@ -57,32 +61,68 @@ TEST(CudaGraphs, ReplayIsBitwiseEagerAndAgreesWithGraphsOff) {
 
   c.cuda_graphs = false;
   const auto eager = Engine::create(c)->generate(reqs);
-  ASSERT_EQ(eager.size(), first.size());
-  double max_diff = 0;
-  size_t same = 0, steps = 0;
-  for (size_t r = 0; r < first.size(); ++r) {
-    const auto& a = first[r];
-    const auto& b = eager[r];
-    const size_t n = std::min(a.token_ids.size(), b.token_ids.size());
-    for (size_t i = 0; i < n; ++i) {
-      ++steps;
-      ASSERT_FALSE(a.top_logprobs[i].empty());
-      ASSERT_FALSE(b.top_logprobs[i].empty());
-      if (a.token_ids[i] != b.token_ids[i]) {
-        // Different rounding may flip a near tie: each token must be in the other's top-5.
-        EXPECT_TRUE(nf::testing::find_id(b.top_logprobs[i], a.token_ids[i]) != nullptr &&
-                    nf::testing::find_id(a.top_logprobs[i], b.token_ids[i]) != nullptr)
-            << "request " << r << " step " << i;
-        break;
-      }
-      ++same;
-      max_diff = std::max<double>(
-          max_diff, std::abs(a.top_logprobs[i][0].second - b.top_logprobs[i][0].second));
-    }
+  const nf::testing::RunDiff d = nf::testing::compare_runs(first, eager);
+  for (const std::string& f : d.failures) ADD_FAILURE() << f;
+  std::printf(
+      "REPORT CUDA graphs on vs off: %zu/%zu steps with the same token, max |top-1 "
+      "logprob diff| %.3e\n",
+      d.same, d.steps, d.max_diff);
+  EXPECT_LE(d.max_diff, 0.05);
+}
+
+// Nano-batch schedules on the GPU (runtime/pipeline.h, CudaBackend::run_pipelined): requests in
+// two groups, qkv and attention in four nano-batches, o and ffn in two, attention on a second
+// stream, GEMMs with an SM-count target; and two whole nano-batches on a stream each. Other GEMM
+// shapes round differently, so they must agree with the serial run by the graphs' rule, on
+// head_dim-128 fixtures with and without QKV bias.
+TEST(CudaPipeline, SplitSchedulesAgreeWithSerial) {
+  if (nf::cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
+  using nf::NanoOp;
+  using nf::Stage;
+  nf::PipelineSchedule four;
+  four.name = "g2-4-4-2-2";
+  four.groups = 2;
+  four.shares = {{{1, 1, 1, 1}, {1, 1, 1, 1}, {1, 1}, {1, 1}}};
+  four.ops = {
+      {Stage::kQkv, 0, 0, 0},       {Stage::kQkv, 1, 0, 0},       {Stage::kAttention, 0, 1, 0},
+      {Stage::kQkv, 2, 0, 0},       {Stage::kAttention, 1, 1, 0}, {Stage::kQkv, 3, 0, 0},
+      {Stage::kAttention, 2, 1, 0}, {Stage::kO, 0, 0, 100},       {Stage::kAttention, 3, 1, 0},
+      {Stage::kFfn, 0, 0, 100},     {Stage::kO, 1, 0, 0},         {Stage::kFfn, 1, 0, 0}};
+  nf::PipelineSchedule halves;
+  halves.name = "g2-two-streams";
+  halves.groups = 2;
+  halves.min_decode_share = 0.5;
+  halves.shares = {{{1, 1}, {1, 1}, {1, 1}, {1, 1}}};
+  for (int i = 0; i < 2; ++i)
+    for (int s = 0; s < nf::kNumStages; ++s) halves.ops.push_back({static_cast<Stage>(s), i, i, 0});
+  nf::PipelineConfig pc;
+  pc.schedules = {four, halves};
+  const fs::path file =
+      fs::temp_directory_path() / ("nf_cuda_pipeline_" + std::to_string(getpid()) + ".json");
+  std::ofstream(file) << nf::to_json(pc).dump(1);
+  int ran = 0;
+  for (const char* name : {"llama3-hd128", "qwen2-hd128"}) {
+    const fs::path fixture = kSource / "tests/fixtures/golden" / (std::string(name) + ".json");
+    if (!fs::exists(fixture)) continue;
+    const nf::testing::Golden g = nf::testing::load_golden(kSource, fixture);
+    const auto reqs = nf::testing::golden_requests(g);
+    nanoflow::EngineConfig c = nf::testing::golden_engine_config(g.model);
+    c.device = "cuda";
+    c.attention = "flashinfer";
+    const auto serial = Engine::create(c)->generate(reqs);
+    c.pipeline_file = file.string();
+    const auto split = Engine::create(c)->generate(reqs);
+    const nf::testing::RunDiff d = nf::testing::compare_runs(serial, split);
+    for (const std::string& f : d.failures) ADD_FAILURE() << name << ": " << f;
+    std::printf(
+        "REPORT %s nano-batch schedules vs serial: %zu/%zu steps with the same token, "
+        "max |top-1 logprob diff| %.3e\n",
+        name, d.same, d.steps, d.max_diff);
+    EXPECT_LE(d.max_diff, 0.05) << name;
+    ++ran;
   }
-  std::printf("REPORT CUDA graphs on vs off: %zu/%zu steps with the same token, max |top-1 "
-              "logprob diff| %.3e\n", same, steps, max_diff);
-  EXPECT_LE(max_diff, 0.05);
+  fs::remove(file);
+  if (ran == 0) GTEST_SKIP() << "no head_dim-128 fixture present";
 }
 
 }  // namespace

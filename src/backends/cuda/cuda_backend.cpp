@@ -171,6 +171,13 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
 }
 
 CudaBackend::~CudaBackend() {
+  for (size_t s = 1; s < nano_streams_.size(); ++s) {
+    cudaStreamSynchronize(nano_streams_[s].stream);
+    cudaStreamDestroy(nano_streams_[s].stream);
+    cudaEventDestroy(nano_streams_[s].done);
+  }
+  for (cudaEvent_t e : nano_events_) cudaEventDestroy(e);
+  if (nano_fork_ != nullptr) cudaEventDestroy(nano_fork_);
   if (stream_ != nullptr) {
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
@@ -360,10 +367,24 @@ bool CudaBackend::run_model(const ScheduledBatch& b) {
     marks_.clear();
     mark("start", 0, 0);
   }
-  const int64_t max_context = upload_metadata(b);
+  // The schedule for this batch's decode share; a split one may regroup the requests (the
+  // sampled rows keep their order, so the logits' rows do not move).
+  int64_t decodes = 0;
+  for (int r = 0; r < b.num_requests(); ++r) decodes += b.seq_indptr[r + 1] - b.seq_indptr[r] == 1;
+  const PipelineSchedule& schedule =
+      opts_.pipeline.select(static_cast<double>(decodes) / static_cast<double>(T));
+  const bool pipelined = !schedule.is_serial();
+  if (pipelined && schedule.groups > 1)
+    grouped_ = permute_requests(b, group_requests(b, schedule.groups));
+  const ScheduledBatch& run = pipelined && schedule.groups > 1 ? grouped_ : b;
+  const int64_t max_context = upload_metadata(run);
   mark("metadata_upload", 0, 0);
   NF_CUDA_CHECK(cudaMemsetAsync(error_.data(), 0, sizeof(int32_t), stream_));
-  run_layers(b, max_context);
+  if (pipelined) {
+    run_pipelined(run, plan_pipeline(run, schedule));
+  } else {
+    run_layers(run, max_context);
+  }
 
   if (S > 0) {
     // h_ holds the final-normed hidden states of all T tokens; gather the sample rows (the

@@ -21,6 +21,7 @@
 #include "model/model_config.h"
 #include "model/weight_source.h"
 #include "runtime/backend.h"
+#include "runtime/pipeline.h"
 
 namespace nf::cuda::fi {
 class BatchAttention;
@@ -42,6 +43,12 @@ struct CudaBackendConfig {
   // per bucket (attention itself runs eagerly: its plan changes every step). Off: every kernel
   // is launched eagerly on the exact token count.
   bool cuda_graphs = true;
+  // Nano-batch schedules (runtime/pipeline.h). A split schedule runs its nano-operations on
+  // their streams (one cuBLASLt handle and workspace per stream, SM-count targets as given),
+  // ordered by CUDA events along the plan's row dependencies, attention as one FlashInfer batch
+  // per run of decode or prefill requests of each attention nano-batch; eagerly (no graphs) and
+  // without the op profile. Needs FlashInfer.
+  PipelineConfig pipeline;
   // Times every op of forwards [profile_first_step, +profile_steps) with CUDA events (-1: off);
   // op_profile_json() then reports per-op time, FLOPs and bytes.
   int profile_first_step = -1;
@@ -95,6 +102,11 @@ class CudaBackend final : public Backend {
   // Copies the batch's integer metadata to the device in one transfer; returns the max context.
   int64_t upload_metadata(const ScheduledBatch& b);
   void run_layers(const ScheduledBatch& b, int64_t max_context);
+  // The layers (and the final norm) as the nano-operations of `plan` on their streams; the
+  // batch's metadata is uploaded and the embedding not yet run.
+  void run_pipelined(const ScheduledBatch& b, const PipelinePlan& plan);
+  void run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan, const NanoOp& op,
+                   size_t layer, cudaStream_t stream, cuda::Gemm& gemm);
   bool run_model(const ScheduledBatch& b);
   // The token count the dense ops run on: T, or its CUDA-graph bucket.
   int64_t padded_tokens(int64_t T) const;
@@ -138,6 +150,8 @@ class CudaBackend final : public Backend {
   int sm_count_ = 0;
   int64_t num_blocks_ = 0;
   std::unique_ptr<cuda::Gemm> gemm_;
+  // Requests regrouped for a schedule with groups (run_model); kept for the step.
+  ScheduledBatch grouped_;
   std::vector<float> staging_f32_;  // host staging of one tensor while loading, then freed
   std::vector<uint16_t> staging_bf16_;
   cuda::DeviceBuffer embed_;       // [vocab, hidden] bf16
@@ -187,6 +201,26 @@ class CudaBackend final : public Backend {
     int64_t uses = 0;
   };
   std::map<int64_t, GraphSet> graphs_;
+  // Nano-batch pipeline state (run_pipelined): streams 1.. with their GEMM handles (stream 0 is
+  // stream_ with gemm_), one event per nano-operation of a layer and one per stream to join, the
+  // FlashInfer batches of the attention runs, and their rebased indptrs (host and device).
+  struct NanoStream {
+    cudaStream_t stream = nullptr;
+    std::unique_ptr<cuda::Gemm> gemm;
+    cudaEvent_t done = nullptr;
+  };
+  std::vector<NanoStream> nano_streams_;
+  std::vector<cudaEvent_t> nano_events_;
+  cudaEvent_t nano_fork_ = nullptr;
+  struct AttnRun {
+    int req_begin = 0, req_end = 0;  // requests of one kind (decode or prefill), contiguous
+    size_t index_offset = 0;         // into nano_meta_: qo indptr, then page indptr
+    size_t fi = 0;                   // its FlashInfer batch in fi_runs_
+  };
+  std::vector<std::vector<AttnRun>> attn_runs_;  // per attention nano-batch
+  std::vector<std::unique_ptr<cuda::fi::BatchAttention>> fi_runs_;  // one per run, grown
+  std::vector<int32_t> nano_meta_host_;
+  cuda::DeviceBuffer nano_meta_dev_;
   int64_t graph_captures_ = 0;
   std::unique_ptr<int32_t, PinnedFree> error_host_;  // [1] i32
   std::unique_ptr<cuda::GpuSampler> sampler_;

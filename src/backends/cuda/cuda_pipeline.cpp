@@ -1,0 +1,226 @@
+// The CUDA backend's nano-batch pipeline (issue 6): the layers of one forward as the
+// nano-operations of a PipelinePlan, each on its stream, ordered by events along the plan's row
+// dependencies. Serial schedules never come here (run_layers, with CUDA graphs).
+#include <algorithm>
+#include <cmath>
+
+#include "backends/cuda/activation.h"
+#include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/embedding.h"
+#include "backends/cuda/flashinfer/fi_attention.h"
+#include "backends/cuda/norm.h"
+#include "backends/cuda/rope.h"
+#include "common/status.h"
+
+namespace nf {
+
+using cuda::DType;
+using cuda::TensorView;
+
+namespace {
+
+// Rows [begin, begin + n) of a row-major [rows, cols] bf16 view.
+TensorView row_slice(const TensorView& v, int64_t begin, int64_t n) {
+  const int64_t cols = v.size(1);
+  return TensorView(static_cast<std::byte*>(v.data) + begin * cols * 2, v.dtype, {n, cols});
+}
+
+// Elements [begin, begin + n) of a 1-D view.
+TensorView span_slice(const TensorView& v, int64_t begin, int64_t n) {
+  return TensorView(static_cast<std::byte*>(v.data) + begin * static_cast<int64_t>(dtype_size(v.dtype)),
+                    v.dtype, {n});
+}
+
+}  // namespace
+
+void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& plan) {
+#ifndef NANOFLOW_HAVE_FLASHINFER
+  (void)b;
+  (void)plan;
+  fail("--pipeline: nano-batch schedules need FlashInfer attention (this build has none)");
+#else
+  NF_CHECK(fi_attn_ != nullptr,
+           "--pipeline: nano-batch schedules need FlashInfer attention (--attention flashinfer)");
+  const ModelConfig& c = config_;
+  const int64_t T = b.num_tokens(), H = c.hidden_size, V = c.vocab_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  // Streams 1.. and their GEMM handles, created on first need; stream 0 is stream_.
+  int streams = 1;
+  for (const PipelinePlan::Op& op : plan.ops) streams = std::max(streams, op.op.stream + 1);
+  if (nano_streams_.empty()) {
+    nano_streams_.emplace_back();  // [0]: stream_ and gemm_, borrowed
+    NF_CUDA_CHECK(cudaEventCreateWithFlags(&nano_fork_, cudaEventDisableTiming));
+  }
+  nano_streams_[0].stream = stream_;
+  while (static_cast<int>(nano_streams_.size()) < streams) {
+    NanoStream ns;
+    NF_CUDA_CHECK(cudaStreamCreateWithFlags(&ns.stream, cudaStreamNonBlocking));
+    NF_CUDA_CHECK(cudaEventCreateWithFlags(&ns.done, cudaEventDisableTiming));
+    ns.gemm = std::make_unique<cuda::Gemm>();
+    nano_streams_.push_back(std::move(ns));
+  }
+  while (nano_events_.size() < plan.ops.size()) {
+    cudaEvent_t e = nullptr;
+    NF_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    nano_events_.push_back(e);
+  }
+
+  // Attention runs: each attention nano-batch's requests split where decode (one row) and
+  // prefill requests alternate; each run is one FlashInfer batch with rebased indptrs.
+  const auto& attn = plan.nano[static_cast<int>(Stage::kAttention)];
+  attn_runs_.assign(attn.size(), {});
+  nano_meta_host_.clear();
+  size_t runs = 0;
+  auto is_decode = [&](int r) { return b.seq_indptr[r + 1] - b.seq_indptr[r] == 1; };
+  for (size_t j = 0; j < attn.size(); ++j) {
+    for (int r = attn[j].req_begin; r < attn[j].req_end;) {
+      int e = r + 1;
+      while (e < attn[j].req_end && is_decode(e) == is_decode(r)) ++e;
+      AttnRun run{r, e, nano_meta_host_.size(), runs++};
+      for (int q = r; q <= e; ++q) nano_meta_host_.push_back(b.seq_indptr[q] - b.seq_indptr[r]);
+      for (int q = r; q <= e; ++q)
+        nano_meta_host_.push_back(fi_page_indptr_host_[static_cast<size_t>(q)] -
+                                  fi_page_indptr_host_[static_cast<size_t>(r)]);
+      attn_runs_[j].push_back(run);
+      r = e;
+    }
+  }
+  while (fi_runs_.size() < runs)
+    fi_runs_.push_back(std::make_unique<cuda::fi::BatchAttention>(
+        static_cast<int>(c.num_heads), static_cast<int>(c.num_kv_heads),
+        static_cast<int>(c.head_dim), opts_.block_size));
+  const size_t meta_bytes = nano_meta_host_.size() * 4;
+  if (nano_meta_dev_.bytes() < meta_bytes) nano_meta_dev_.reset(std::max<size_t>(meta_bytes * 2, 4096));
+  NF_CUDA_CHECK(cudaMemcpyAsync(nano_meta_dev_.data(), nano_meta_host_.data(), meta_bytes,
+                                cudaMemcpyHostToDevice, stream_));
+  for (const auto& nano : attn_runs_) {
+    for (const AttnRun& run : nano) {
+      const int32_t* qo = nano_meta_host_.data() + run.index_offset;
+      const int32_t* pages = qo + (run.req_end - run.req_begin + 1);
+      const std::string err =
+          fi_runs_[run.fi]->plan(qo, pages, run.req_end - run.req_begin, stream_);
+      NF_CHECK(err.empty(), "forward: nano-batch attention {}", err);
+    }
+  }
+  // The metadata blob copy wrote the host vector synchronously enough for planning; the device
+  // copies and plans are ordered on stream_ before the fork.
+
+  const TensorView residual = residual_.view(DType::kBf16, {T, H});
+  const TensorView h = h_.view(DType::kBf16, {T, H});
+  cuda::embedding_lookup(ids_, embed_.view(DType::kBf16, {V, H}), residual,
+                         error_.view(DType::kI32, {1}), stream_);
+  NF_CUDA_CHECK(cudaEventRecord(nano_fork_, stream_));
+  for (int s = 1; s < streams; ++s)
+    NF_CUDA_CHECK(cudaStreamWaitEvent(nano_streams_[static_cast<size_t>(s)].stream, nano_fork_, 0));
+
+  // The ffn nano-operations (of the layer before) that each qkv nano-operation needs.
+  std::vector<std::vector<size_t>> prev_ffn(plan.ops.size());
+  for (size_t i = 0; i < plan.ops.size(); ++i) {
+    if (plan.ops[i].op.stage != Stage::kQkv) continue;
+    const auto& r = plan.range(plan.ops[i].op);
+    for (size_t k = 0; k < plan.ops.size(); ++k) {
+      if (plan.ops[k].op.stage != Stage::kFfn) continue;
+      const auto& f = plan.range(plan.ops[k].op);
+      if (r.begin < f.end && f.begin < r.end) prev_ffn[i].push_back(k);
+    }
+  }
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    for (size_t i = 0; i < plan.ops.size(); ++i) {
+      const PipelinePlan::Op& pop = plan.ops[i];
+      NanoStream& ns = nano_streams_[static_cast<size_t>(pop.op.stream)];
+      cuda::Gemm& gemm = pop.op.stream == 0 ? *gemm_ : *ns.gemm;
+      for (int d : pop.deps)
+        NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, nano_events_[static_cast<size_t>(d)], 0));
+      if (l > 0)
+        for (size_t k : prev_ffn[i]) NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, nano_events_[k], 0));
+      gemm.set_sm_count_target(pop.op.sm_target);
+      run_nano_op(b, plan, pop.op, l, ns.stream, gemm);
+      NF_CUDA_CHECK(cudaEventRecord(nano_events_[i], ns.stream));
+    }
+  }
+  gemm_->set_sm_count_target(0);
+  for (int s = 1; s < streams; ++s) {
+    NanoStream& ns = nano_streams_[static_cast<size_t>(s)];
+    NF_CUDA_CHECK(cudaEventRecord(ns.done, ns.stream));
+    NF_CUDA_CHECK(cudaStreamWaitEvent(stream_, ns.done, 0));
+  }
+  cuda::add_rms_norm(h, residual, final_norm_.view(DType::kBf16, {H}), h, eps, stream_);
+  // The op profile sees the overlapped layers as one op.
+  mark("nano_batch_layers", 0, 0);
+#endif
+}
+
+void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan, const NanoOp& op,
+                              size_t layer, cudaStream_t stream, cuda::Gemm& gemm) {
+#ifndef NANOFLOW_HAVE_FLASHINFER
+  (void)b, (void)plan, (void)op, (void)layer, (void)stream, (void)gemm;
+#else
+  const ModelConfig& c = config_;
+  const int64_t T = b.num_tokens(), H = c.hidden_size, hd = c.head_dim, nh = c.num_heads;
+  const int64_t nkv = c.num_kv_heads, I = c.intermediate_size, qkv_w = (nh + 2 * nkv) * hd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const PipelinePlan::Range& r = plan.range(op);
+  const int64_t r0 = r.begin, n = r.end - r.begin;
+  Layer& l = layers_[layer];
+  const TensorView residual = row_slice(residual_.view(DType::kBf16, {T, H}), r0, n);
+  const TensorView h = row_slice(h_.view(DType::kBf16, {T, H}), r0, n);
+  const TensorView qkv_all = qkv_.view(DType::kBf16, {T, qkv_w});
+  const TensorView attn_all = attn_.view(DType::kBf16, {T, nh * hd});
+  switch (op.stage) {
+    case Stage::kQkv: {
+      const TensorView attn_norm = l.attn_norm.view(DType::kBf16, {H});
+      if (layer == 0) {
+        cuda::rms_norm(residual, attn_norm, h, eps, stream);
+      } else {
+        cuda::add_rms_norm(h, residual, attn_norm, h, eps, stream);
+      }
+      const TensorView qkv = row_slice(qkv_all, r0, n);
+      cuda::GemmArgs a{.x = h, .w = l.w_qkv.view(DType::kBf16, {qkv_w, H}), .y = qkv};
+      if (l.b_qkv.data() != nullptr) a.bias = l.b_qkv.view(DType::kBf16, {qkv_w});
+      gemm.run(a, stream);
+      cuda::rope_kv_write({static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd)}, qkv,
+                          span_slice(positions_, r0, n), inv_freq_.view(DType::kF32, {hd / 2}),
+                          l.kv.view(DType::kBf16, {num_blocks_, 2, nkv, opts_.block_size, hd}),
+                          span_slice(slots_, r0, n), stream);
+      break;
+    }
+    case Stage::kAttention: {
+      const auto& runs = attn_runs_[static_cast<size_t>(op.nano)];
+      for (const AttnRun& run : runs) {
+        const int64_t row0 = b.seq_indptr[run.req_begin];
+        const int32_t* meta = nano_meta_dev_.as<int32_t>() + run.index_offset;
+        cuda::fi::BatchAttention::RunArgs fa;
+        fa.q = static_cast<const std::byte*>(qkv_all.data) + row0 * qkv_w * 2;
+        fa.q_stride_n = qkv_w;
+        fa.kv_layer = l.kv.data();
+        fa.qo_indptr = meta;
+        fa.kv_page_indptr = meta + (run.req_end - run.req_begin + 1);
+        fa.kv_page_ids = fi_page_ids_.ptr<int32_t>() + fi_page_indptr_host_[static_cast<size_t>(run.req_begin)];
+        fa.kv_last_page_len = fi_last_page_len_.ptr<int32_t>() + run.req_begin;
+        fa.out = static_cast<std::byte*>(attn_all.data) + row0 * nh * hd * 2;
+        fa.sm_scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        const cudaError_t st = fi_runs_[run.fi]->run(fa, stream);
+        NF_CHECK(st == cudaSuccess, "forward: nano-batch attention: {}", cudaGetErrorString(st));
+      }
+      break;
+    }
+    case Stage::kO:
+      gemm.run({.x = row_slice(attn_all, r0, n), .w = l.w_o.view(DType::kBf16, {H, nh * hd}), .y = h},
+               stream);
+      break;
+    case Stage::kFfn: {
+      const TensorView gate_up = row_slice(gate_up_.view(DType::kBf16, {T, 2 * I}), r0, n);
+      const TensorView act = row_slice(act_.view(DType::kBf16, {T, I}), r0, n);
+      cuda::add_rms_norm(h, residual, l.ffn_norm.view(DType::kBf16, {H}), h, eps, stream);
+      gemm.run({.x = h, .w = l.w_gate_up.view(DType::kBf16, {2 * I, H}), .y = gate_up}, stream);
+      cuda::silu_and_mul(gate_up, act, stream);
+      gemm.run({.x = act, .w = l.w_down.view(DType::kBf16, {H, I}), .y = h}, stream);
+      break;
+    }
+  }
+#endif
+}
+
+}  // namespace nf
