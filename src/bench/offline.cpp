@@ -10,6 +10,7 @@
 #include "common/status.h"
 #include "model/model_config.h"
 #include "model/model_loader.h"
+#include "runtime/pipeline.h"
 #ifdef NANOFLOW_HAVE_CUDA
 #include "backends/cuda/device.h"
 #include "backends/cuda/optimum.h"
@@ -136,7 +137,16 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
   j["max_batch_tokens"] = ec.max_batch_tokens;
   j["max_running_requests"] = ec.max_running_requests;
   j["cuda_graphs"] = ec.cuda_graphs;
-  j["overlap"] = false;  // nano-batch overlap is not built yet: one stream, ops back to back
+  // Overlap: a schedule that puts nano-operations on more than one stream (--pipeline).
+  j["overlap"] = false;
+  j["pipeline"] = nullptr;
+  if (!ec.pipeline_file.empty()) {
+    const PipelineConfig pc = load_pipeline_file(ec.pipeline_file);
+    j["pipeline"] = to_json(pc);
+    for (const PipelineSchedule& s : pc.schedules)
+      for (const NanoOp& op : s.issue_order())
+        if (op.stream != 0) j["overlap"] = true;
+  }
   j["elapsed_s"] = secs;
   j["prompt_tokens"] = w.prompt_tokens;
   j["output_tokens"] = out_tokens;
