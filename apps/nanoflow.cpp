@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "bench/offline.h"
+#include "bench/tune.h"
 #include "engine/sampling_json.h"
 #include "common/shell.h"
 #include "common/status.h"
@@ -412,6 +413,22 @@ int main(int argc, char** argv) {
 
   EngineOptions serve_eo;
   nf::server::ServerConfig serve_cfg;
+  nf::TuneConfig tune;
+  std::string tune_output;
+  CLI::App* tu = app.add_subcommand(
+      "tune", "Choose nano-batch schedules on this GPU by timing them (writes a --pipeline file)");
+  tu->add_option("--model", tune.model, "Model (GGUF, Hugging Face directory, dummy:<preset>)")
+      ->required();
+  tu->add_option("--max-batch-tokens", tune.max_batch_tokens, "Dense batch size")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  tu->add_option("--gpu-memory-utilization", tune.gpu_memory_utilization,
+                 "Share of the GPU's memory for weights, activations and the KV cache")
+      ->check(CLI::Range(0.01, 1.0))->capture_default_str();
+  tu->add_option("--budget-s", tune.budget_s, "Seconds for the timings (later candidates are skipped)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  tu->add_option("--repeats", tune.repeats, "Timed forwards per candidate")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  tu->add_option("--output", tune_output, "Schedule file to write (with every timing)")->required();
   CLI::App* sv = app.add_subcommand("serve", "OpenAI-compatible HTTP server");
   serve_eo.add_to(sv);
   sv->add_option("--host", serve_cfg.host, "Address to listen on")->capture_default_str();
@@ -444,6 +461,19 @@ int main(int argc, char** argv) {
       return cmd_generate(gen);
     }
     if (*sv) return nf::server::run_server(serve_eo.engine, serve_cfg);
+    if (*tu) {
+      const nlohmann::json j = nf::run_tune(tune);
+      std::ofstream f(tune_output);
+      if (!f) nf::fail("{}: cannot write", tune_output);
+      f << j.dump(2) << "\n";
+      for (const auto& [kind, best] : j["best"].items())
+        std::printf("%-14s %-44s %.2f ms\n", kind.c_str(), best["schedule"].get<std::string>().c_str(),
+                    best["ms"].get<double>());
+      std::printf("%zu timings in %.1f s (%d candidates skipped over the budget); wrote %s\n",
+                  j["measurements"].size(), j["elapsed_s"].get<double>(),
+                  j["skipped_over_budget"].get<int>(), tune_output.c_str());
+      return 0;
+    }
     if (*t) return cmd_tokenize(tok_model, add_special);
     if (*bo) return cmd_bench_offline(bench, command);
     if (*bs) return nf::server::run_bench_serve_command(bs, command);

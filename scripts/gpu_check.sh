@@ -15,6 +15,9 @@
 # TEST_TIMEOUT (seconds, default 300 and 600), NF_GIT_COMMIT (recorded when there is no .git),
 # KERNEL_BENCHES (a gtest filter of the disabled kernel timings in tests/kernels/test_kernel_bench.cpp,
 # e.g. 'Bench.DISABLED_Gemm:Bench.DISABLED_Elementwise'; run after the tests, log kernel_bench.log),
+# TUNE (a model preset, e.g. llama3-8b: `nanoflow tune` before the benchmarks, writing
+# $OUT/schedule_<model>.json, which a bench can then name: "llama3-8b 1024 512 2000 | --pipeline
+# $OUT/schedule_llama3-8b.json"), TUNE_BUDGET (seconds, default 120),
 # BUNDLE (1: at the end, everything in $OUT goes into $OUT/gpu_check.tgz and the rest is removed,
 # for the device tool, which brings back at most 8 files).
 set -uo pipefail
@@ -72,6 +75,12 @@ fi
 # "llama3-8b 1024 512 2000 | --kv-admission greedy" -> bench_llama3-8b_1024_512_kv-admission-greedy).
 BENCHES=${BENCHES:-"llama3-8b 1024 512 $NUM_REQUESTS"}
 t0=$(date +%s)
+if [ -n "${TUNE:-}" ]; then
+  timeout "$BENCH_TIMEOUT" "$BUILD/nanoflow" tune --model "dummy:$TUNE" --max-batch-tokens 2048 \
+    --budget-s "${TUNE_BUDGET:-120}" --output "$OUT/schedule_$TUNE.json" >"$OUT/tune_$TUNE.log" 2>&1 \
+    || status_bench="FAILED (tune $TUNE)"
+  echo "== tune $TUNE"; tail -5 "$OUT/tune_$TUNE.log"
+fi
 IFS=';' read -ra bench_list <<<"$BENCHES"
 for spec in "${bench_list[@]}"; do
   flags=""

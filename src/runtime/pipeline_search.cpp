@@ -152,27 +152,8 @@ PipelineSchedule candidate(int groups, int k_attn, int k_dense, bool interleave,
 
 }  // namespace
 
-SearchResult search_schedule(const ScheduledBatch& b, const CostModel& cost) {
-  constexpr int kLayers = 3;  // steady state: the third layer minus the second
-  std::vector<ScheduledBatch> grouped(3);
-  for (int g = 2; g <= 2; ++g) grouped[g] = permute_requests(b, group_requests(b, g));
-  auto layer_ms = [&](const PipelineSchedule& s) {
-    const ScheduledBatch& run = s.groups > 1 ? grouped[static_cast<size_t>(s.groups)] : b;
-    const PipelinePlan plan = plan_pipeline(run, s);
-    return simulate_ms(run, plan, cost, kLayers) - simulate_ms(run, plan, cost, kLayers - 1);
-  };
-  SearchResult best;
-  best.schedule = PipelineSchedule{};
-  best.serial_layer_ms = best.layer_ms = layer_ms(best.schedule);
-  best.candidates = 1;
-  auto consider = [&](const PipelineSchedule& s) {
-    const double ms = layer_ms(s);
-    ++best.candidates;
-    if (ms < best.layer_ms * (1 - 1e-9)) {
-      best.layer_ms = ms;
-      best.schedule = s;
-    }
-  };
+std::vector<PipelineSchedule> candidate_schedules() {
+  std::vector<PipelineSchedule> out{PipelineSchedule{}};
   for (int groups : {1, 2})
     for (int k_attn : {1, 2, 3, 4})
       for (int k_dense : {1, 2}) {
@@ -180,11 +161,33 @@ SearchResult search_schedule(const ScheduledBatch& b, const CostModel& cost) {
         for (bool interleave : {false, true}) {
           if (k_attn == 1 && interleave) continue;  // the same as stage-major
           for (Streams st : {Streams::kOne, Streams::kAttentionApart})
-            consider(candidate(groups, k_attn, k_dense, interleave, st));
+            out.push_back(candidate(groups, k_attn, k_dense, interleave, st));
         }
         if (k_attn == k_dense && k_attn > 1)
-          consider(candidate(groups, k_attn, k_dense, false, Streams::kPerNanoBatch));
+          out.push_back(candidate(groups, k_attn, k_dense, false, Streams::kPerNanoBatch));
       }
+  return out;
+}
+
+SearchResult search_schedule(const ScheduledBatch& b, const CostModel& cost) {
+  constexpr int kLayers = 3;  // steady state: the third layer minus the second
+  const ScheduledBatch grouped = permute_requests(b, group_requests(b, 2));
+  auto layer_ms = [&](const PipelineSchedule& s) {
+    const ScheduledBatch& run = s.groups > 1 ? grouped : b;
+    const PipelinePlan plan = plan_pipeline(run, s);
+    return simulate_ms(run, plan, cost, kLayers) - simulate_ms(run, plan, cost, kLayers - 1);
+  };
+  SearchResult best;
+  for (const PipelineSchedule& s : candidate_schedules()) {
+    const double ms = layer_ms(s);
+    if (best.candidates++ == 0) {
+      best.serial_layer_ms = best.layer_ms = ms;
+      best.schedule = s;
+    } else if (ms < best.layer_ms * (1 - 1e-9)) {
+      best.layer_ms = ms;
+      best.schedule = s;
+    }
+  }
   return best;
 }
 

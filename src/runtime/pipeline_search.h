@@ -57,4 +57,8 @@ struct SearchResult {
 // Ties go to the earlier (simpler) candidate.
 SearchResult search_schedule(const ScheduledBatch& b, const CostModel& cost);
 
+// The candidates search_schedule() tries, the serial schedule first (for `nanoflow tune`, which
+// times them on the GPU instead of simulating them).
+std::vector<PipelineSchedule> candidate_schedules();
+
 }  // namespace nf
