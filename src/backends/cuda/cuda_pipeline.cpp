@@ -109,7 +109,8 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
 
   const TensorView residual = residual_.view(DType::kBf16, {T, H});
   const TensorView h = h_.view(DType::kBf16, {T, H});
-  cuda::embedding_lookup(ids_, embed_.view(DType::kBf16, {V, H}), residual,
+  // ids_ may be padded to a CUDA-graph bucket; the pipeline runs on the T rows.
+  cuda::embedding_lookup(span_slice(ids_, 0, T), embed_.view(DType::kBf16, {V, H}), residual,
                          error_.view(DType::kI32, {1}), stream_);
   NF_CUDA_CHECK(cudaEventRecord(nano_fork_, stream_));
   for (int s = 1; s < streams; ++s)
