@@ -76,8 +76,8 @@ nlohmann::json optimum_json(const cuda::OptimumProfile& opt) {
   o["yardstick_gemm_tflops"] =
       opt.sustained_tokens_per_s > 0 ? opt.sustained_gemm_tflops : opt.gemm_tflops;
   for (const auto& g : opt.gemms)
-    o["gemms"].push_back({{"name", g.name}, {"m", g.m}, {"n", g.n}, {"k", g.k}, {"ms", g.ms},
-                          {"tflops", g.tflops}});
+    o["gemms"].push_back(
+        {{"name", g.name}, {"m", g.m}, {"n", g.n}, {"k", g.k}, {"ms", g.ms}, {"tflops", g.tflops}});
   return o;
 }
 }  // namespace

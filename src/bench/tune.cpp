@@ -18,8 +18,9 @@ namespace nf {
 
 #ifndef NANOFLOW_HAVE_CUDA
 nlohmann::json run_tune(const TuneConfig&) {
-  fail("tune: this build has no CUDA backend (nano-batch schedules are chosen on the GPU; the CPU "
-       "backend runs every schedule one nano-operation after the other, so serial is its best)");
+  fail(
+      "tune: this build has no CUDA backend (nano-batch schedules are chosen on the GPU; the CPU "
+      "backend runs every schedule one nano-operation after the other, so serial is its best)");
 }
 #else
 namespace {
@@ -35,8 +36,10 @@ ScheduledBatch iteration(int tokens, int decodes, int chunk, int block_size, int
   int64_t next_block = 0;
   auto add = [&](int q, int ctx) {
     const int blocks = (ctx + block_size - 1) / block_size;
-    NF_CHECK(next_block + blocks <= pool_blocks, "tune: the KV pool ({} blocks) is too small for "
-             "the representative iteration", pool_blocks);
+    NF_CHECK(next_block + blocks <= pool_blocks,
+             "tune: the KV pool ({} blocks) is too small for "
+             "the representative iteration",
+             pool_blocks);
     for (int i = 0; i < q; ++i) {
       const int p = ctx - q + i;
       b.token_ids.push_back(static_cast<int32_t>(rng() % 1000));
@@ -51,7 +54,8 @@ ScheduledBatch iteration(int tokens, int decodes, int chunk, int block_size, int
     b.request_ids.push_back(static_cast<nanoflow::RequestId>(b.request_ids.size()));
   };
   for (int i = 0; i < decodes; ++i) add(1, 1025 + static_cast<int>(rng() % 512));
-  for (int left = tokens - decodes; left > 0; left -= chunk) add(std::min(chunk, left), std::min(chunk, left));
+  for (int left = tokens - decodes; left > 0; left -= chunk)
+    add(std::min(chunk, left), std::min(chunk, left));
   // One sampled row: the LM head and the logits' copy back are the same for every schedule.
   b.sample_rows = {b.seq_indptr.back() - 1};
   b.check_shape();
@@ -116,12 +120,16 @@ nlohmann::json run_tune(const TuneConfig& tc) {
       for (int r = 0; r < tc.repeats; ++r) {
         const auto a = std::chrono::steady_clock::now();
         backend.forward(b, logits);  // synchronizes at its end
-        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a)
+                         .count());
       }
       std::sort(ms.begin(), ms.end());
       const double med = ms[ms.size() / 2];
-      out["measurements"].push_back({{"iteration", k.name}, {"tokens", b.num_tokens()},
-                                     {"decode_rows", d}, {"schedule", s.name}, {"ms", med}});
+      out["measurements"].push_back({{"iteration", k.name},
+                                     {"tokens", b.num_tokens()},
+                                     {"decode_rows", d},
+                                     {"schedule", s.name},
+                                     {"ms", med}});
       if (i == 0 || med < best_ms) {
         best_ms = med;
         best = s;

@@ -8,18 +8,17 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
-
 #include <string>
 
 namespace nf {
 
 struct TuneConfig {
-  std::string model;          // as --model: a GGUF, a Hugging Face directory, or dummy:<preset>
+  std::string model;  // as --model: a GGUF, a Hugging Face directory, or dummy:<preset>
   int max_batch_tokens = 2048;
   double gpu_memory_utilization = 0.90;
   int device = 0;
-  double budget_s = 120;      // wall time for the timings
-  int repeats = 3;            // timed forwards per candidate (after one warm-up)
+  double budget_s = 120;  // wall time for the timings
+  int repeats = 3;        // timed forwards per candidate (after two warm-ups)
 };
 
 // Returns {"schedules": [...], "measurements": [...], ...}: the schedule file (its "schedules"

@@ -298,12 +298,13 @@ void CpuBackend::forward_rank(Rank& rk, Communicator& comm, const ScheduledBatch
         case Stage::kAttention: {
           // Requests [req_begin, req_end), their rows rebased to 0.
           seq_local.clear();
-          for (int q = r.req_begin; q <= r.req_end; ++q) seq_local.push_back(b.seq_indptr[q] - r.begin);
-          const cpu::AttentionBatch ab{
-              std::span<const int32_t>(b.positions).subspan(r0, n), seq_local,
-              std::span<const int32_t>(b.block_indptr)
-                  .subspan(r.req_begin, r.req_end - r.req_begin + 1),
-              b.block_ids};
+          for (int q = r.req_begin; q <= r.req_end; ++q)
+            seq_local.push_back(b.seq_indptr[q] - r.begin);
+          const cpu::AttentionBatch ab{std::span<const int32_t>(b.positions).subspan(r0, n),
+                                       seq_local,
+                                       std::span<const int32_t>(b.block_indptr)
+                                           .subspan(r.req_begin, r.req_end - r.req_begin + 1),
+                                       b.block_ids};
           cpu::paged_attention(pool, qkv, qkv_w, cache, ab, nh, scale, attn);
           break;
         }

@@ -167,8 +167,10 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
 #endif
   for (const PipelineSchedule& s : opts_.pipeline.schedules)
     if (!s.is_serial() && !fi_attn_)
-      fail("--pipeline: schedule \"{}\" splits the batch into nano-batches, which needs "
-           "FlashInfer attention (--attention native, or a build without FlashInfer)", s.name);
+      fail(
+          "--pipeline: schedule \"{}\" splits the batch into nano-batches, which needs "
+          "FlashInfer attention (--attention native, or a build without FlashInfer)",
+          s.name);
   allocate_kv_pool();
   // Last: nothing after it throws, so a failed construction leaks no stream.
   NF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

@@ -28,8 +28,9 @@ TensorView row_slice(const TensorView& v, int64_t begin, int64_t n) {
 
 // Elements [begin, begin + n) of a 1-D view.
 TensorView span_slice(const TensorView& v, int64_t begin, int64_t n) {
-  return TensorView(static_cast<std::byte*>(v.data) + begin * static_cast<int64_t>(dtype_size(v.dtype)),
-                    v.dtype, {n});
+  return TensorView(
+      static_cast<std::byte*>(v.data) + begin * static_cast<int64_t>(dtype_size(v.dtype)), v.dtype,
+      {n});
 }
 
 }  // namespace
@@ -92,7 +93,8 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
         static_cast<int>(c.num_heads), static_cast<int>(c.num_kv_heads),
         static_cast<int>(c.head_dim), opts_.block_size));
   const size_t meta_bytes = nano_meta_host_.size() * 4;
-  if (nano_meta_dev_.bytes() < meta_bytes) nano_meta_dev_.reset(std::max<size_t>(meta_bytes * 2, 4096));
+  if (nano_meta_dev_.bytes() < meta_bytes)
+    nano_meta_dev_.reset(std::max<size_t>(meta_bytes * 2, 4096));
   NF_CUDA_CHECK(cudaMemcpyAsync(nano_meta_dev_.data(), nano_meta_host_.data(), meta_bytes,
                                 cudaMemcpyHostToDevice, stream_));
   for (const auto& nano : attn_runs_) {
@@ -117,7 +119,7 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
     NF_CUDA_CHECK(cudaStreamWaitEvent(nano_streams_[static_cast<size_t>(s)].stream, nano_fork_, 0));
 
   // The ffn nano-operations (of the layer before) that each qkv nano-operation needs.
-  std::vector<std::vector<size_t>> prev_ffn(plan.ops.size());
+  std::vector<std::vector<size_t> > prev_ffn(plan.ops.size());
   for (size_t i = 0; i < plan.ops.size(); ++i) {
     if (plan.ops[i].op.stage != Stage::kQkv) continue;
     const auto& r = plan.range(plan.ops[i].op);
@@ -135,7 +137,8 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
       for (int d : pop.deps)
         NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, nano_events_[static_cast<size_t>(d)], 0));
       if (l > 0)
-        for (size_t k : prev_ffn[i]) NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, nano_events_[k], 0));
+        for (size_t k : prev_ffn[i])
+          NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, nano_events_[k], 0));
       gemm.set_sm_count_target(pop.op.sm_target);
       run_nano_op(b, plan, pop.op, l, ns.stream, gemm);
       NF_CUDA_CHECK(cudaEventRecord(nano_events_[i], ns.stream));
@@ -198,7 +201,8 @@ void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan,
         fa.kv_layer = l.kv.data();
         fa.qo_indptr = meta;
         fa.kv_page_indptr = meta + (run.req_end - run.req_begin + 1);
-        fa.kv_page_ids = fi_page_ids_.ptr<int32_t>() + fi_page_indptr_host_[static_cast<size_t>(run.req_begin)];
+        fa.kv_page_ids =
+            fi_page_ids_.ptr<int32_t>() + fi_page_indptr_host_[static_cast<size_t>(run.req_begin)];
         fa.kv_last_page_len = fi_last_page_len_.ptr<int32_t>() + run.req_begin;
         fa.out = static_cast<std::byte*>(attn_all.data) + row0 * nh * hd * 2;
         fa.sm_scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -208,8 +212,9 @@ void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan,
       break;
     }
     case Stage::kO:
-      gemm.run({.x = row_slice(attn_all, r0, n), .w = l.w_o.view(DType::kBf16, {H, nh * hd}), .y = h},
-               stream);
+      gemm.run(
+          {.x = row_slice(attn_all, r0, n), .w = l.w_o.view(DType::kBf16, {H, nh * hd}), .y = h},
+          stream);
       break;
     case Stage::kFfn: {
       const TensorView gate_up = row_slice(gate_up_.view(DType::kBf16, {T, 2 * I}), r0, n);
