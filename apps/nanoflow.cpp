@@ -91,9 +91,18 @@ struct EngineOptions {
                     "runs eagerly): true or false")
         ->capture_default_str();
     app->add_option("--pipeline", engine.pipeline_file,
-                    "Nano-batch schedules (JSON: {\"schedules\": [...]}, see "
-                    "src/runtime/pipeline.h); default: one nano-batch (overlap off)")
-        ->check(CLI::ExistingFile);
+                    "Nano-batch schedules: a file (JSON: {\"schedules\": [...]}, see "
+                    "src/runtime/pipeline.h; `nanoflow tune` writes one), or auto (timed at "
+                    "start-up within --tune-budget-s; CUDA only, serial on the CPU); default: "
+                    "one nano-batch (overlap off)")
+        ->check(CLI::ExistingFile | CLI::IsMember({"auto"}));
+    app->add_option("--tune-budget-s", engine.tune_budget_s,
+                    "--pipeline auto: seconds for timing the candidate schedules")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app->add_flag("--pipeline-one-stream", engine.pipeline_one_stream,
+                  "Run the --pipeline schedules' nano-operations on one stream: the split without "
+                  "overlap (ablation)");
     app->add_option("--threads", engine.threads, "CPU threads (0: all)")->capture_default_str();
     app->add_option("--tensor-parallel-size", engine.tensor_parallel_size,
                     "Ranks to split the model over (CPU: threads of one process; heads and KV "

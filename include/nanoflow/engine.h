@@ -32,7 +32,10 @@ struct EngineConfig {
   double gpu_memory_utilization = 0.90;  // share of the GPU's memory the CUDA backend may hold
   std::string attention = "auto";  // CUDA attention kernel: auto | flashinfer | native
   bool cuda_graphs = true;         // CUDA: replay the dense ops from graphs per padded batch size
-  std::string pipeline_file;       // nano-batch schedules (JSON, see runtime/pipeline.h); empty: serial
+  std::string pipeline_file;       // nano-batch schedules (JSON, see runtime/pipeline.h); empty:
+                                   // serial; "auto": timed at start-up (CUDA; serial on the CPU)
+  double tune_budget_s = 60;       // --pipeline auto: seconds for the timings
+  bool pipeline_one_stream = false;  // run those schedules on one stream (split, no overlap)
   int profile_first_step = -1;     // CUDA: time each op of forwards [first, first + 5) (-1: off)
   int64_t num_kv_blocks = 0;       // exact KV pool size; overrides kv_cache_gb (tests)
   int threads = 0;                 // CPU backend threads; 0: all hardware threads

@@ -140,8 +140,10 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
   // Overlap: a schedule that puts nano-operations on more than one stream (--pipeline).
   j["overlap"] = false;
   j["pipeline"] = nullptr;
-  if (!ec.pipeline_file.empty()) {
-    const PipelineConfig pc = load_pipeline_file(ec.pipeline_file);
+  if (ec.pipeline_file == "auto") j["pipeline"] = "auto (timed at start-up; the choice is logged)";
+  if (!ec.pipeline_file.empty() && ec.pipeline_file != "auto") {
+    PipelineConfig pc = load_pipeline_file(ec.pipeline_file);
+    if (ec.pipeline_one_stream) pc = one_stream(std::move(pc));
     j["pipeline"] = to_json(pc);
     for (const PipelineSchedule& s : pc.schedules)
       for (const NanoOp& op : s.issue_order())

@@ -1,10 +1,6 @@
-// `nanoflow tune`: chooses the nano-batch schedules for a model on this GPU by timing them. Two
-// representative iterations at the dense batch size, a decode-heavy one (the 1024/512 steady
-// state: about a third of the rows decodes of ~1,280 context, the rest one prefill chunk) and a
-// prefill-only one, each run with every candidate schedule of runtime/pipeline_search.h (serial
-// first) on the CUDA backend with the model's shapes and weights; the fastest per iteration kind
-// goes into a schedule file that `serve`, `bench` and `generate`
-// load with --pipeline. Candidates beyond the time budget are skipped (reported).
+// `nanoflow tune`: chooses the nano-batch schedules for a model on this GPU by timing them
+// (engine/pipeline_tune.h) on a CUDA backend of its own, and returns the report whose
+// "schedules" key makes a --pipeline file.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -13,8 +13,10 @@
 #ifdef NANOFLOW_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
 #endif
+#include "common/log.h"
 #include "common/status.h"
 #include "engine/kv_cache_manager.h"
+#include "engine/pipeline_tune.h"
 #include "engine/scheduler.h"
 #include "model/model_loader.h"
 #include "runtime/executor.h"
@@ -262,7 +264,9 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
              "not implemented yet (it runs on --device cpu)", config.tensor_parallel_size);
   }
   nf::PipelineConfig pipeline;
-  if (!config.pipeline_file.empty()) pipeline = nf::load_pipeline_file(config.pipeline_file);
+  const bool tune = config.pipeline_file == "auto";
+  if (!config.pipeline_file.empty() && !tune) pipeline = nf::load_pipeline_file(config.pipeline_file);
+  if (config.pipeline_one_stream) pipeline = nf::one_stream(std::move(pipeline));
   nf::LoadedModel model = nf::load_model(config.model).take();
   std::unique_ptr<nf::Backend> backend;
 #ifdef NANOFLOW_HAVE_CUDA
@@ -290,6 +294,15 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
     cpu.tensor_parallel_size = config.tensor_parallel_size;
     cpu.pipeline = pipeline;
     backend = std::make_unique<nf::CpuBackend>(model.config, *model.weights, cpu);
+  }
+  if (tune && config.device == "cuda") {
+    // --pipeline auto: time the candidate schedules on this backend (the CPU backend has nothing
+    // to overlap: serial).
+    const nf::TuneResult r =
+        nf::tune_pipeline(*backend, {config.max_batch_tokens, config.tune_budget_s, 3});
+    for (const auto& [kind, best] : r.report["best"].items())
+      nf::log_info("--pipeline auto: {} iterations: {} ({:.2f} ms)", kind,
+                   best["schedule"].get<std::string>(), best["ms"].get<double>());
   }
   std::vector<int32_t> eos = model.generation.eos_token_ids;
   if (eos.empty()) eos = model.config.eos_token_ids;

@@ -8,4 +8,9 @@ void Backend::forward_sample(const ScheduledBatch&, const DeviceSampleBatch&, De
   fail("this backend does not sample on the device");
 }
 
+void Backend::set_pipeline(const PipelineConfig& pipeline) {
+  for (const PipelineSchedule& s : pipeline.schedules)
+    if (!s.is_serial()) fail("this backend does not run nano-batch schedules (\"{}\")", s.name);
+}
+
 }  // namespace nf

@@ -9,6 +9,7 @@
 
 #include "model/model_config.h"
 #include "runtime/batch.h"
+#include "runtime/pipeline.h"
 
 namespace nf {
 
@@ -81,6 +82,9 @@ class Backend {
     int64_t steps = 0;
   };
   virtual DeviceTime device_time() const { return {}; }
+  // Replaces the nano-batch schedules the forwards use (runtime/pipeline.h), e.g. while tuning.
+  // By default a backend runs serial schedules only and throws nf::Error for a split one.
+  virtual void set_pipeline(const PipelineConfig& pipeline);
 };
 
 }  // namespace nf

@@ -105,6 +105,15 @@ const PipelineSchedule& PipelineConfig::select(double decode_share) const {
   return *best;
 }
 
+PipelineConfig one_stream(PipelineConfig c) {
+  for (PipelineSchedule& s : c.schedules) {
+    s.ops = s.issue_order();
+    for (NanoOp& op : s.ops) op.stream = op.sm_target = 0;
+    s.name += " (one stream)";
+  }
+  return c;
+}
+
 nlohmann::json to_json(const PipelineSchedule& s) {
   nlohmann::json j;
   j["name"] = s.name;

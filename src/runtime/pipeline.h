@@ -75,6 +75,10 @@ struct PipelineConfig {
   const PipelineSchedule& select(double decode_share) const;
 };
 
+// The same schedules with every nano-operation on stream 0 and no SM targets: the nano-batch
+// split without overlap (NanoFlow's middle ablation, `--pipeline-one-stream`).
+PipelineConfig one_stream(PipelineConfig c);
+
 nlohmann::json to_json(const PipelineSchedule& s);
 PipelineSchedule schedule_from_json(const nlohmann::json& j);  // validated; throws nf::Error
 nlohmann::json to_json(const PipelineConfig& c);

@@ -8,12 +8,15 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "../golden_fixture.h"
 #include "backends/cpu/cpu_backend.h"
 #include "common/status.h"
+#include "engine/pipeline_tune.h"
 #include "model/model_loader.h"
 #include "runtime/pipeline.h"
 #include "runtime/pipeline_search.h"
@@ -190,6 +193,18 @@ TEST(Pipeline, ScheduleFileRoundTripsAndRejectsBadSchedules) {
   EXPECT_EQ(back.select(0.1).name, "prefill-heavy");
   EXPECT_EQ(PipelineConfig{}.select(0.3).name, "serial");
   EXPECT_FALSE(back.schedules[0].is_serial());
+  // One stream: the same cuts and order, stream 0, no SM targets.
+  const PipelineConfig flat = nf::one_stream(back);
+  ASSERT_EQ(flat.schedules.size(), 2u);
+  EXPECT_EQ(flat.schedules[0].shares, back.schedules[0].shares);
+  ASSERT_EQ(flat.schedules[0].ops.size(), back.schedules[0].ops.size());
+  for (size_t i = 0; i < flat.schedules[0].ops.size(); ++i) {
+    EXPECT_EQ(flat.schedules[0].ops[i].stage, back.schedules[0].ops[i].stage);
+    EXPECT_EQ(flat.schedules[0].ops[i].nano, back.schedules[0].ops[i].nano);
+    EXPECT_EQ(flat.schedules[0].ops[i].stream, 0);
+    EXPECT_EQ(flat.schedules[0].ops[i].sm_target, 0);
+  }
+  EXPECT_EQ(flat.schedules[1].ops.size(), 5u);  // the default order, made explicit
 
   auto rejects = [](const std::string& text, const std::string& what) {
     try {
@@ -252,14 +267,21 @@ TEST(Pipeline, GroupsBalanceDecodesAndPrefillAndKeepTheSampledRows) {
   EXPECT_EQ(nf::group_requests(b, 1), (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
 }
 
+// The model of the first golden fixture, if it is present.
+std::optional<nf::LoadedModel> first_fixture_model() {
+  const auto files = nf::testing::golden_files(kSource);
+  if (files.empty()) return std::nullopt;
+  const nf::testing::Golden g = nf::testing::load_golden(kSource, files.front());
+  if (!fs::exists(g.model)) return std::nullopt;
+  return nf::load_model(g.model.string()).take();
+}
+
 // The CPU backend itself, on one batch of decodes and prefill chunks: a split schedule runs as
 // its nano-operations (counted) and gives bitwise the serial logits.
 TEST(Pipeline, CpuBackendRunsTheNanoOperations) {
-  const auto files = nf::testing::golden_files(kSource);
-  if (files.empty()) GTEST_SKIP() << "no golden fixtures";
-  const nf::testing::Golden g = nf::testing::load_golden(kSource, files.front());
-  if (!fs::exists(g.model)) GTEST_SKIP() << g.model << " not present";
-  const nf::LoadedModel m = nf::load_model(g.model.string()).take();
+  const std::optional<nf::LoadedModel> model = first_fixture_model();
+  if (!model) GTEST_SKIP() << "no golden fixture model present";
+  const nf::LoadedModel& m = *model;
   const nf::ScheduledBatch b = make_batch(6, 40, {100, 37});
   nf::ScheduledBatch batch = b;
   batch.sample_rows = {0, 3, 5, 105, 142};
@@ -279,6 +301,39 @@ TEST(Pipeline, CpuBackendRunsTheNanoOperations) {
       nf::plan_pipeline(nf::permute_requests(batch, nf::group_requests(batch, 2)), nanoflow_like());
   EXPECT_EQ(split.nano_operations(), static_cast<int64_t>(plan.ops.size()) * L);
   EXPECT_GT(plan.ops.size(), 4u);
+}
+
+// Tuning by timing (engine/pipeline_tune.h) on the CPU backend, which runs every schedule: the
+// serial baseline of both iteration kinds is always timed, other candidates while the budget
+// lasts, and the choices become a two-entry schedule file set on the backend.
+TEST(Pipeline, TuneTimesCandidatesAndSetsTheChoice) {
+  const std::optional<nf::LoadedModel> model = first_fixture_model();
+  if (!model) GTEST_SKIP() << "no golden fixture model present";
+  const nf::LoadedModel& m = *model;
+  nf::CpuBackendConfig cfg;
+  cfg.num_kv_blocks = 2048;
+  cfg.threads = 2;
+  nf::CpuBackend backend(m.config, *m.weights, cfg);
+  const nf::TuneResult r = nf::tune_pipeline(backend, {48, 1.0, 1});
+  const auto& ms = r.report["measurements"];
+  ASSERT_GE(ms.size(), 2u);
+  std::set<std::string> kinds, names;
+  for (const auto& c : nf::candidate_schedules()) names.insert(c.name);
+  for (const auto& e : ms) {
+    kinds.insert(e["iteration"].get<std::string>());
+    EXPECT_TRUE(names.count(e["schedule"].get<std::string>())) << e.dump();
+    EXPECT_GT(e["ms"].get<double>(), 0);
+  }
+  EXPECT_EQ(kinds, (std::set<std::string>{"decode-heavy", "prefill"}));
+  EXPECT_EQ(ms[0]["schedule"], "serial");
+  EXPECT_EQ(ms[0]["decode_rows"], 16);  // a third of 48
+  ASSERT_EQ(r.pipeline.schedules.size(), 2u);
+  EXPECT_DOUBLE_EQ(r.pipeline.schedules[0].min_decode_share, 16.0 / 48 / 2);
+  EXPECT_EQ(r.pipeline.schedules[1].min_decode_share, 0.0);
+  EXPECT_EQ(r.report["best"]["decode-heavy"]["schedule"], r.pipeline.schedules[0].name);
+  EXPECT_EQ(r.report["candidates"].get<size_t>(), nf::candidate_schedules().size());
+  EXPECT_EQ(ms.size() + r.report["skipped_over_budget"].get<size_t>(),
+            2 * nf::candidate_schedules().size());
 }
 
 // Writes `config` where an engine can load it; removed at the end of the test.

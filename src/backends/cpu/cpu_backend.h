@@ -54,6 +54,7 @@ class CpuBackend final : public Backend {
   int block_size() const override { return opts_.block_size; }
   int64_t num_kv_blocks() const override { return num_blocks_; }
   void forward(const ScheduledBatch& batch, std::span<float> logits) override;
+  void set_pipeline(const PipelineConfig& pipeline) override { opts_.pipeline = pipeline; }
   // Nano-operations run so far (all layers, rank 0): 4 per layer and forward when serial.
   int64_t nano_operations() const { return nano_operations_; }
 

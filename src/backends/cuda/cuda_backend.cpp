@@ -165,12 +165,7 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
           static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd), opts_.block_size);
   }
 #endif
-  for (const PipelineSchedule& s : opts_.pipeline.schedules)
-    if (!s.is_serial() && !fi_attn_)
-      fail(
-          "--pipeline: schedule \"{}\" splits the batch into nano-batches, which needs "
-          "FlashInfer attention (--attention native, or a build without FlashInfer)",
-          s.name);
+  set_pipeline(opts_.pipeline);
   allocate_kv_pool();
   // Last: nothing after it throws, so a failed construction leaks no stream.
   NF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -451,6 +446,16 @@ void CudaBackend::finish_step() {
   }
   NF_CHECK(*error_host_ == 0, "forward: a token id is outside the vocabulary of {}",
            config_.vocab_size);
+}
+
+void CudaBackend::set_pipeline(const PipelineConfig& pipeline) {
+  for (const PipelineSchedule& s : pipeline.schedules)
+    if (!s.is_serial() && !fi_attn_)
+      fail(
+          "--pipeline: schedule \"{}\" splits the batch into nano-batches, which needs "
+          "FlashInfer attention (--attention native, or a build without FlashInfer)",
+          s.name);
+  opts_.pipeline = pipeline;
 }
 
 Backend::DeviceTime CudaBackend::device_time() const {

@@ -78,7 +78,7 @@ class CudaBackend final : public Backend {
   std::string op_profile_json() const override;
   DeviceTime device_time() const override;
   // Replaces the nano-batch schedules (`nanoflow tune` times candidates one after another).
-  void set_pipeline(const PipelineConfig& pipeline) { opts_.pipeline = pipeline; }
+  void set_pipeline(const PipelineConfig& pipeline) override;
   // The attention kernel in use: "flashinfer" or "native".
   const char* attention_kernel() const { return fi_attn_ ? "flashinfer" : "native"; }
 

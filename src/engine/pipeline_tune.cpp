@@ -1,0 +1,131 @@
+#include "engine/pipeline_tune.h"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "runtime/pipeline_search.h"
+
+namespace nf {
+namespace {
+
+// An iteration of `decodes` single-token requests (contexts spread over 1025..1536) and prefill
+// chunks of `chunk` tokens filling the rest of `tokens`, each request on consecutive blocks of
+// the pool (their contents do not matter for timing), one sampled row (the LM head and the
+// logits' copy back are the same for every schedule).
+ScheduledBatch iteration(int tokens, int decodes, int chunk, int block_size, int64_t pool_blocks,
+                         int vocab) {
+  ScheduledBatch b;
+  b.seq_indptr.push_back(0);
+  b.block_indptr.push_back(0);
+  std::mt19937 rng(3);
+  int64_t next_block = 0;
+  auto add = [&](int q, int ctx) {
+    const int blocks = (ctx + block_size - 1) / block_size;
+    if (next_block + blocks > pool_blocks)
+      fail("tune: the KV pool ({} blocks of {}) is too small for the representative iteration",
+           pool_blocks, block_size);
+    for (int i = 0; i < q; ++i) {
+      const int p = ctx - q + i;
+      b.token_ids.push_back(static_cast<int32_t>(rng() % static_cast<unsigned>(vocab)));
+      b.positions.push_back(p);
+      b.slot_mapping.push_back((next_block + p / block_size) * block_size + p % block_size);
+    }
+    for (int k = 0; k < blocks; ++k) b.block_ids.push_back(static_cast<int32_t>(next_block + k));
+    next_block += blocks;
+    b.seq_indptr.push_back(b.seq_indptr.back() + q);
+    b.block_indptr.push_back(static_cast<int32_t>(b.block_ids.size()));
+    b.context_lens.push_back(ctx);
+    b.request_ids.push_back(static_cast<nanoflow::RequestId>(b.request_ids.size()));
+  };
+  for (int i = 0; i < decodes; ++i) add(1, 1025 + static_cast<int>(rng() % 512));
+  for (int left = tokens - decodes; left > 0; left -= chunk)
+    add(std::min(chunk, left), std::min(chunk, left));
+  b.sample_rows = {b.seq_indptr.back() - 1};
+  b.check_shape();
+  return b;
+}
+
+}  // namespace
+
+TuneResult tune_pipeline(Backend& backend, const TuneOptions& o) {
+  NF_CHECK(o.max_batch_tokens > 0 && o.repeats > 0, "tune: {} tokens, {} repeats",
+           o.max_batch_tokens, o.repeats);
+  const int T = o.max_batch_tokens, bs = backend.block_size();
+  const int vocab = static_cast<int>(backend.config().vocab_size);
+  const int64_t pool = backend.num_kv_blocks();
+  // Decode-heavy: a third of the rows decodes (as at 1024/512), as many as 80% of the pool holds.
+  const int per_decode = (1536 + bs - 1) / bs;
+  const int decodes = static_cast<int>(std::min<int64_t>(T / 3, pool * 8 / 10 / per_decode));
+  struct Kind {
+    const char* name;
+    ScheduledBatch batch;
+  };
+  std::vector<Kind> kinds;
+  kinds.push_back({"decode-heavy", iteration(T, decodes, T, bs, pool, vocab)});
+  kinds.push_back({"prefill", iteration(T, 0, std::max(1, T / 2), bs, pool, vocab)});
+
+  const std::vector<PipelineSchedule> candidates = candidate_schedules();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  TuneResult res;
+  nlohmann::json& rep = res.report;
+  rep["max_batch_tokens"] = T;
+  rep["budget_s"] = o.budget_s;
+  rep["measurements"] = nlohmann::json::array();
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  int skipped = 0;
+  for (size_t kind = 0; kind < kinds.size(); ++kind) {
+    const ScheduledBatch& b = kinds[kind].batch;
+    int d = 0;
+    for (int r = 0; r < b.num_requests(); ++r) d += b.seq_indptr[r + 1] - b.seq_indptr[r] == 1;
+    const double share = static_cast<double>(d) / b.num_tokens();
+    double best_ms = 0;
+    PipelineSchedule best;
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      // The serial baseline always; the others while the budget lasts (half of it per kind).
+      if (i > 0 && elapsed() > o.budget_s * static_cast<double>(kind + 1) / kinds.size()) {
+        ++skipped;
+        continue;
+      }
+      const PipelineSchedule& s = candidates[i];
+      backend.set_pipeline(s.is_serial() ? PipelineConfig{} : PipelineConfig{{s}});
+      for (int w = 0; w < 2; ++w) backend.forward(b, logits);  // warm-up (graphs, plans)
+      std::vector<double> ms;
+      for (int r = 0; r < o.repeats; ++r) {
+        const auto a = std::chrono::steady_clock::now();
+        backend.forward(b, logits);  // returns when the device is done
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a)
+                         .count());
+      }
+      std::sort(ms.begin(), ms.end());
+      const double med = ms[ms.size() / 2];
+      rep["measurements"].push_back({{"iteration", kinds[kind].name},
+                                     {"tokens", b.num_tokens()},
+                                     {"decode_rows", d},
+                                     {"schedule", s.name},
+                                     {"ms", med}});
+      if (i == 0 || med < best_ms) {
+        best_ms = med;
+        best = s;
+      }
+    }
+    rep["best"][kinds[kind].name] = {
+        {"schedule", best.name}, {"ms", best_ms}, {"decode_share", share}};
+    best.min_decode_share = kind == 0 ? share / 2 : 0.0;
+    res.pipeline.schedules.push_back(best);
+  }
+  rep["schedules"] = to_json(res.pipeline)["schedules"];
+  rep["candidates"] = candidates.size();
+  rep["skipped_over_budget"] = skipped;
+  rep["elapsed_s"] = elapsed();
+  backend.set_pipeline(res.pipeline);
+  return res;
+}
+
+}  // namespace nf
