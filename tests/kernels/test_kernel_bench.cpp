@@ -1,6 +1,9 @@
 // Timings of the kernels at Llama-3-8B serving shapes, for the GPU machine. Disabled by default
 // (they check nothing); run them with
 //   test_kernels --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -239,23 +242,26 @@ void bench_fi_case(const FiCase& c, std::mt19937& rng) {
     cudaGetLastError();
     return;
   }
-  const size_t nonfinite = test::count_non_finite(test::download_bf16(out, static_cast<size_t>(T) * H * D));
+  const size_t nonfinite =
+      test::count_non_finite(test::download_bf16(out, static_cast<size_t>(T) * H * D));
   const auto ms = median_ms([&] { NF_CUDA_CHECK(attn.run(a, nullptr)); });
   std::string metric;
   char buf[128];
   if (std::string(c.kind) == "decode") {
     const double bytes = kv_tokens * KVH * D * 2 * 2;
-    std::snprintf(buf, sizeof buf, ",\"kv_bytes\":%.0f,\"TB_per_s\":%.3f", bytes, bytes / ms[0] / 1e9);
+    std::snprintf(buf, sizeof buf, ",\"kv_bytes\":%.0f,\"TB_per_s\":%.3f", bytes,
+                  bytes / ms[0] / 1e9);
   } else {
     const double flops = 4.0 * H * D * causal_pairs;
     std::snprintf(buf, sizeof buf, ",\"causal_flops\":%.0f,\"TFLOP_per_s\":%.1f", flops,
                   flops / ms[0] / 1e9);
   }
   metric = buf;
-  std::printf("%s,\"ms\":%.4f,\"ms_min\":%.4f,\"ms_max\":%.4f%s,\"plan_first_us\":%.1f,"
-              "\"plan_us\":%.1f,\"nonfinite_outputs\":%zu}\n",
-              head.c_str(), ms[0], ms[1], ms[2], metric.c_str(), plan_first_us,
-              plan_us[plan_us.size() / 2], nonfinite);
+  std::printf(
+      "%s,\"ms\":%.4f,\"ms_min\":%.4f,\"ms_max\":%.4f%s,\"plan_first_us\":%.1f,"
+      "\"plan_us\":%.1f,\"nonfinite_outputs\":%zu}\n",
+      head.c_str(), ms[0], ms[1], ms[2], metric.c_str(), plan_first_us, plan_us[plan_us.size() / 2],
+      nonfinite);
   std::fflush(stdout);
 }
 
@@ -392,16 +398,19 @@ TEST_F(Bench, DISABLED_FlashInferDecodeRotation) {
     int i = 0;
     const double warm = median_ms([&] { d.run(0, nullptr); })[0];
     const double rotate = median_ms([&] { d.run(i++ % R, nullptr); }, 9, R)[0];
-    const double with_gemm = median_ms([&] {
-      gemm.run(g.args, nullptr);
-      d.run(i++ % R, nullptr);
-    }, 9, R)[0];
+    const double with_gemm = median_ms(
+        [&] {
+          gemm.run(g.args, nullptr);
+          d.run(i++ % R, nullptr);
+        },
+        9, R)[0];
     auto tb = [&](double ms) { return d.kv_bytes() / ms / 1e9; };
-    std::printf("FI_TLB {\"page_size\":%d,\"batch\":%d,\"pool_gb\":%.2f,\"layers\":%d,"
-                "\"gemm_ms\":%.4f,\"warm_ms\":%.4f,\"warm_TBps\":%.3f,\"rotate_ms\":%.4f,"
-                "\"rotate_TBps\":%.3f,\"gemm_then_attn_ms\":%.4f,\"attn_after_gemm_TBps\":%.3f}\n",
-                P, B, d.pool_bytes() / 1e9, R, gemm_ms, warm, tb(warm), rotate, tb(rotate),
-                with_gemm, tb(with_gemm - gemm_ms));
+    std::printf(
+        "FI_TLB {\"page_size\":%d,\"batch\":%d,\"pool_gb\":%.2f,\"layers\":%d,"
+        "\"gemm_ms\":%.4f,\"warm_ms\":%.4f,\"warm_TBps\":%.3f,\"rotate_ms\":%.4f,"
+        "\"rotate_TBps\":%.3f,\"gemm_then_attn_ms\":%.4f,\"attn_after_gemm_TBps\":%.3f}\n",
+        P, B, d.pool_bytes() / 1e9, R, gemm_ms, warm, tb(warm), rotate, tb(rotate), with_gemm,
+        tb(with_gemm - gemm_ms));
     std::fflush(stdout);
   }
 }
@@ -432,30 +441,35 @@ TEST_F(Bench, DISABLED_OverlapDecodeGemm) {
     for (const int target : {0, sms - 16, sms - 32, sms - 48, sms - 66}) {
       gemm.set_sm_count_target(target);
       const double gemm_ms = median_ms([&] { gemm.run(g.args, nullptr); })[0];
-      const double serial_ms = median_ms([&] {
-        d.run(i++ % kPools, nullptr);
-        gemm.run(g.args, nullptr);
-      }, 9, kPools)[0];
+      const double serial_ms = median_ms(
+          [&] {
+            d.run(i++ % kPools, nullptr);
+            gemm.run(g.args, nullptr);
+          },
+          9, kPools)[0];
       for (const bool attn_first : {true, false}) {
-        const double concurrent_ms = median_ms([&] {
-          NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
-          NF_CUDA_CHECK(cudaStreamWaitEvent(s_attn, fork, 0));
-          NF_CUDA_CHECK(cudaStreamWaitEvent(s_gemm, fork, 0));
-          if (attn_first) d.run(i++ % kPools, s_attn);
-          gemm.run(g.args, s_gemm);
-          if (!attn_first) d.run(i++ % kPools, s_attn);
-          NF_CUDA_CHECK(cudaEventRecord(join_a, s_attn));
-          NF_CUDA_CHECK(cudaEventRecord(join_g, s_gemm));
-          NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, join_a, 0));
-          NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, join_g, 0));
-        }, 9, kPools)[0];
-        std::printf("OVERLAP {\"decode_rows\":%d,\"gemm_m\":%ld,\"gemm\":\"%ldx28672x4096\","
-                    "\"gemm_sm_target\":%d,\"order\":\"%s\",\"attn_ms\":%.4f,\"attn_TBps\":%.3f,"
-                    "\"gemm_ms\":%.4f,\"serial_ms\":%.4f,\"concurrent_ms\":%.4f,"
-                    "\"concurrent_over_serial\":%.3f,\"ideal_over_serial\":%.3f}\n",
-                    rows, m, m, target, attn_first ? "attention first" : "gemm first", attn_ms,
-                    d.kv_bytes() / attn_ms / 1e9, gemm_ms, serial_ms, concurrent_ms,
-                    concurrent_ms / serial_ms, std::max(attn_ms, gemm_ms) / serial_ms);
+        const double concurrent_ms = median_ms(
+            [&] {
+              NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
+              NF_CUDA_CHECK(cudaStreamWaitEvent(s_attn, fork, 0));
+              NF_CUDA_CHECK(cudaStreamWaitEvent(s_gemm, fork, 0));
+              if (attn_first) d.run(i++ % kPools, s_attn);
+              gemm.run(g.args, s_gemm);
+              if (!attn_first) d.run(i++ % kPools, s_attn);
+              NF_CUDA_CHECK(cudaEventRecord(join_a, s_attn));
+              NF_CUDA_CHECK(cudaEventRecord(join_g, s_gemm));
+              NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, join_a, 0));
+              NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, join_g, 0));
+            },
+            9, kPools)[0];
+        std::printf(
+            "OVERLAP {\"decode_rows\":%d,\"gemm_m\":%ld,\"gemm\":\"%ldx28672x4096\","
+            "\"gemm_sm_target\":%d,\"order\":\"%s\",\"attn_ms\":%.4f,\"attn_TBps\":%.3f,"
+            "\"gemm_ms\":%.4f,\"serial_ms\":%.4f,\"concurrent_ms\":%.4f,"
+            "\"concurrent_over_serial\":%.3f,\"ideal_over_serial\":%.3f}\n",
+            rows, m, m, target, attn_first ? "attention first" : "gemm first", attn_ms,
+            d.kv_bytes() / attn_ms / 1e9, gemm_ms, serial_ms, concurrent_ms,
+            concurrent_ms / serial_ms, std::max(attn_ms, gemm_ms) / serial_ms);
         std::fflush(stdout);
       }
     }
@@ -463,6 +477,102 @@ TEST_F(Bench, DISABLED_OverlapDecodeGemm) {
   for (cudaEvent_t e : {fork, join_a, join_g}) NF_CUDA_CHECK(cudaEventDestroy(e));
   NF_CUDA_CHECK(cudaStreamDestroy(s_attn));
   NF_CUDA_CHECK(cudaStreamDestroy(s_gemm));
+}
+// Green contexts (hard SM partitions, CUDA 12.4+ driver API): the decode attention on `k` SMs
+// and a gate/up GEMM on the rest, each in its own green context, alone and at once, against both
+// on the whole GPU back to back (H200-NOTES' Python probe, on our kernels). The driver entry
+// points are looked up at run time (cudaGetDriverEntryPointByVersion), so test_kernels does not
+// link libcuda. Prints one `GREEN {json}` line per partition, or why it could not run.
+TEST_F(Bench, DISABLED_GreenContextOverlap) {
+  using GetRes = CUresult (*)(CUdevice, CUdevResource*, CUdevResourceType);
+  using Split = CUresult (*)(CUdevResource*, unsigned*, const CUdevResource*, CUdevResource*,
+                             unsigned, unsigned);
+  using GenDesc = CUresult (*)(CUdevResourceDesc*, CUdevResource*, unsigned);
+  using Create = CUresult (*)(CUgreenCtx*, CUdevResourceDesc, CUdevice, unsigned);
+  using StreamCreate = CUresult (*)(CUstream*, CUgreenCtx, unsigned, int);
+  using Destroy = CUresult (*)(CUgreenCtx);
+  auto entry = [](const char* name) -> void* {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion(name, &fn, 12040, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      return nullptr;
+    return fn;
+  };
+  auto get_res = reinterpret_cast<GetRes>(entry("cuDeviceGetDevResource"));
+  auto split = reinterpret_cast<Split>(entry("cuDevSmResourceSplitByCount"));
+  auto gen_desc = reinterpret_cast<GenDesc>(entry("cuDevResourceGenerateDesc"));
+  auto create = reinterpret_cast<Create>(entry("cuGreenCtxCreate"));
+  auto stream_create = reinterpret_cast<StreamCreate>(entry("cuGreenCtxStreamCreate"));
+  auto destroy = reinterpret_cast<Destroy>(entry("cuGreenCtxDestroy"));
+  if (!get_res || !split || !gen_desc || !create || !stream_create || !destroy) {
+    std::printf("GREEN {\"error\":\"the driver has no green-context entry points\"}\n");
+    return;
+  }
+  NF_CUDA_CHECK(cudaFree(nullptr));  // the primary context exists
+  const CUdevice dev = 0;
+  CUdevResource all{};
+  ASSERT_EQ(get_res(dev, &all, CU_DEV_RESOURCE_TYPE_SM), CUDA_SUCCESS);
+  constexpr int kPools = 8;
+  DecodeBatch d(rng_, 560, 16, kPools);
+  GemmCase g(rng_, 2048, 28672, 4096);
+  cuda::Gemm gemm;
+  int i = 0;
+  const double attn_full = median_ms([&] { d.run(i++ % kPools, nullptr); }, 9, kPools)[0];
+  const double gemm_full = median_ms([&] { gemm.run(g.args, nullptr); })[0];
+  for (const unsigned k : {16u, 32u, 48u, 64u}) {
+    CUdevResource attn_sms{}, rest{};
+    unsigned groups = 1;
+    if (split(&attn_sms, &groups, &all, &rest, 0, k) != CUDA_SUCCESS || groups != 1) {
+      std::printf("GREEN {\"attention_sms\":%u,\"error\":\"split failed\"}\n", k);
+      continue;
+    }
+    CUdevResourceDesc da{}, dr{};
+    CUgreenCtx ga = nullptr, gr = nullptr;
+    CUstream sa = nullptr, sr = nullptr;
+    bool ok = gen_desc(&da, &attn_sms, 1) == CUDA_SUCCESS &&
+              gen_desc(&dr, &rest, 1) == CUDA_SUCCESS &&
+              create(&ga, da, dev, CU_GREEN_CTX_DEFAULT_STREAM) == CUDA_SUCCESS &&
+              create(&gr, dr, dev, CU_GREEN_CTX_DEFAULT_STREAM) == CUDA_SUCCESS &&
+              stream_create(&sa, ga, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS &&
+              stream_create(&sr, gr, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS;
+    if (!ok) {
+      std::printf("GREEN {\"attention_sms\":%u,\"error\":\"green context creation failed\"}\n", k);
+    } else {
+      // The runtime launches on the green contexts' streams; events order them.
+      const double attn_green = median_ms([&] { d.run(i++ % kPools, sa); }, 9, kPools)[0];
+      const double gemm_green = median_ms([&] { gemm.run(g.args, sr); })[0];
+      cudaEvent_t fork = nullptr, ja = nullptr, jr = nullptr;
+      for (cudaEvent_t* e : {&fork, &ja, &jr})
+        NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+      const double both = median_ms(
+          [&] {
+            NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
+            NF_CUDA_CHECK(cudaStreamWaitEvent(sa, fork, 0));
+            NF_CUDA_CHECK(cudaStreamWaitEvent(sr, fork, 0));
+            d.run(i++ % kPools, sa);
+            gemm.run(g.args, sr);
+            NF_CUDA_CHECK(cudaEventRecord(ja, sa));
+            NF_CUDA_CHECK(cudaEventRecord(jr, sr));
+            NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, ja, 0));
+            NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, jr, 0));
+          },
+          9, kPools)[0];
+      for (cudaEvent_t e : {fork, ja, jr}) NF_CUDA_CHECK(cudaEventDestroy(e));
+      std::printf(
+          "GREEN {\"attention_sms\":%u,\"gemm_sms\":%u,\"attn_full_ms\":%.4f,"
+          "\"gemm_full_ms\":%.4f,\"attn_green_ms\":%.4f,\"attn_green_TBps\":%.3f,"
+          "\"gemm_green_ms\":%.4f,\"both_green_ms\":%.4f,\"both_over_serial_full\":%.3f}\n",
+          k, rest.sm.smCount, attn_full, gemm_full, attn_green, d.kv_bytes() / attn_green / 1e9,
+          gemm_green, both, both / (attn_full + gemm_full));
+      std::fflush(stdout);
+    }
+    NF_CUDA_CHECK(cudaDeviceSynchronize());
+    if (sa != nullptr) cudaStreamDestroy(sa);
+    if (sr != nullptr) cudaStreamDestroy(sr);
+    if (ga != nullptr) destroy(ga);
+    if (gr != nullptr) destroy(gr);
+  }
 }
 #endif  // NANOFLOW_HAVE_FLASHINFER
 
@@ -526,12 +636,15 @@ TEST_F(Bench, DISABLED_Gemm) {
       NF_CUDA_CHECK(cudaMemcpy(ws.back().data(), w.data(), w.bytes(), cudaMemcpyDeviceToDevice));
     }
     int i = 0;
-    const double ms_rot = time_ms([&] {
-      args.w = TensorView(ws[static_cast<size_t>(i++ % 8)].data(), DType::kBf16, {n, k});
-      gemm.run(args, nullptr);
-    }, 24);
-    std::printf("gemm %ldx%ldx%ld: %.3f ms, %.0f TFLOP/s; over 8 weight copies %.3f ms, %.0f TFLOP/s\n",
-                m, n, k, ms, 2.0 * m * n * k / ms / 1e9, ms_rot, 2.0 * m * n * k / ms_rot / 1e9);
+    const double ms_rot = time_ms(
+        [&] {
+          args.w = TensorView(ws[static_cast<size_t>(i++ % 8)].data(), DType::kBf16, {n, k});
+          gemm.run(args, nullptr);
+        },
+        24);
+    std::printf(
+        "gemm %ldx%ldx%ld: %.3f ms, %.0f TFLOP/s; over 8 weight copies %.3f ms, %.0f TFLOP/s\n", m,
+        n, k, ms, 2.0 * m * n * k / ms / 1e9, ms_rot, 2.0 * m * n * k / ms_rot / 1e9);
   }
 }
 
