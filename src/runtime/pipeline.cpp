@@ -45,7 +45,7 @@ bool PipelineSchedule::is_serial() const {
   for (const auto& sh : shares)
     if (sh.size() != 1) return false;
   for (const NanoOp& op : ops)
-    if (op.stream != 0 || op.sm_target != 0) return false;
+    if (op.stream != 0 || op.sm_target != 0 || op.ahead != 0) return false;
   return true;
 }
 
@@ -70,6 +70,13 @@ void PipelineSchedule::validate() const {
   }
   if (groups < 1 || groups > kMaxNanoBatches)
     fail("pipeline schedule \"{}\": {} groups (1 to {})", name, groups, kMaxNanoBatches);
+  if (group_cuts) {
+    if (groups < 2) fail("pipeline schedule \"{}\": group_cuts needs 2 groups or more", name);
+    for (int s = 0; s < kNumStages; ++s)
+      if (static_cast<int>(shares[s].size()) != groups)
+        fail("pipeline schedule \"{}\": group_cuts, but stage {} has {} nano-batches for {} groups",
+             name, kStageNames[s], shares[s].size(), groups);
+  }
   if (!(std::isfinite(min_decode_share) && min_decode_share >= 0 && min_decode_share <= 1))
     fail("pipeline schedule \"{}\": min_decode_share {} is not in [0, 1]", name, min_decode_share);
   if (ops.empty()) return;
@@ -80,6 +87,10 @@ void PipelineSchedule::validate() const {
     if (!(s >= 0 && s < kNumStages && op.nano >= 0 && op.nano < static_cast<int>(shares[s].size())))
       fail("pipeline schedule \"{}\": op ({}, {}) names no nano-batch", name,
            s >= 0 && s < kNumStages ? kStageNames[s] : "?", op.nano);
+    if (op.ahead != 0 &&
+        !(op.ahead == 1 && (op.stage == Stage::kQkv || op.stage == Stage::kAttention)))
+      fail("pipeline schedule \"{}\": op ({}, {}) has ahead {} (only qkv and attention may be 1)",
+           name, kStageNames[s], op.nano, op.ahead);
     if (!(op.stream >= 0 && op.stream < 8 && op.sm_target >= 0))
       fail("pipeline schedule \"{}\": op ({}, {}) has stream {} and SM target {}", name,
            kStageNames[s], op.nano, op.stream, op.sm_target);
@@ -119,13 +130,15 @@ nlohmann::json to_json(const PipelineSchedule& s) {
   j["name"] = s.name;
   j["min_decode_share"] = s.min_decode_share;
   j["groups"] = s.groups;
+  j["group_cuts"] = s.group_cuts;
   for (int st = 0; st < kNumStages; ++st) j["shares"][kStageNames[st]] = s.shares[st];
   j["ops"] = nlohmann::json::array();
   for (const NanoOp& op : s.issue_order())
     j["ops"].push_back({{"stage", stage_name(op.stage)},
                         {"nano", op.nano},
                         {"stream", op.stream},
-                        {"sm_target", op.sm_target}});
+                        {"sm_target", op.sm_target},
+                        {"ahead", op.ahead}});
   return j;
 }
 
@@ -136,6 +149,7 @@ PipelineSchedule schedule_from_json(const nlohmann::json& j) {
     s.name = j.value("name", std::string("unnamed"));
     s.min_decode_share = j.value("min_decode_share", 0.0);
     s.groups = j.value("groups", 1);
+    s.group_cuts = j.value("group_cuts", false);
     if (j.contains("shares")) {
       for (const auto& [k, v] : j.at("shares").items())
         s.shares[static_cast<int>(stage_from_name(k))] = v.get<std::vector<double>>();
@@ -147,6 +161,7 @@ PipelineSchedule schedule_from_json(const nlohmann::json& j) {
         op.nano = o.at("nano").get<int>();
         op.stream = o.value("stream", 0);
         op.sm_target = o.value("sm_target", 0);
+        op.ahead = o.value("ahead", 0);
         s.ops.push_back(op);
       }
     }
@@ -180,11 +195,12 @@ PipelineConfig load_pipeline_file(const std::string& path) {
   }
 }
 
-std::vector<int> group_requests(const ScheduledBatch& b, int groups) {
+std::vector<int> group_requests(const ScheduledBatch& b, int groups, std::vector<int>* group_ends) {
   NF_CHECK(groups >= 1, "group_requests: {} groups", groups);
   const int B = b.num_requests();
   std::vector<int> order(static_cast<size_t>(B));
   std::iota(order.begin(), order.end(), 0);
+  if (group_ends != nullptr) group_ends->assign(1, B);
   if (groups == 1) return order;
   // Decodes by KV read, prefill chunks by tokens, each largest first into the lightest group.
   std::vector<int> group(static_cast<size_t>(B), 0);
@@ -204,10 +220,13 @@ std::vector<int> group_requests(const ScheduledBatch& b, int groups) {
   }
   std::vector<int> out;
   out.reserve(order.size());
-  for (int g = 0; g < groups; ++g)
+  if (group_ends != nullptr) group_ends->clear();
+  for (int g = 0; g < groups; ++g) {
     for (const bool decode : {true, false})
       for (int r = 0; r < B; ++r)
         if (group[static_cast<size_t>(r)] == g && (rows(r) == 1) == decode) out.push_back(r);
+    if (group_ends != nullptr) group_ends->push_back(static_cast<int>(out.size()));
+  }
   return out;
 }
 
@@ -239,12 +258,24 @@ ScheduledBatch permute_requests(const ScheduledBatch& b, const std::vector<int>&
   return p;
 }
 
-PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& schedule,
-                           int row_align) {
+PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& schedule, int row_align,
+                           const std::vector<int>* group_ends) {
   NF_CHECK(row_align > 0, "plan_pipeline: row_align {}", row_align);
   const int T = b.num_tokens(), B = b.num_requests();
   PipelinePlan plan;
-  for (int s = 0; s < kNumStages; ++s) {
+  if (schedule.group_cuts) {
+    NF_CHECK(group_ends != nullptr && static_cast<int>(group_ends->size()) == schedule.groups &&
+                 group_ends->back() == B,
+             "plan_pipeline: schedule \"{}\" cuts at groups but has no group ends", schedule.name);
+    for (int s = 0; s < kNumStages; ++s) {
+      int prev = 0;
+      for (int e : *group_ends) {
+        plan.nano[s].push_back({b.seq_indptr[prev], b.seq_indptr[e], prev, e});
+        prev = e;
+      }
+    }
+  }
+  for (int s = 0; s < kNumStages && !schedule.group_cuts; ++s) {
     const auto& shares = schedule.shares[s];
     auto& out = plan.nano[s];
     out.resize(shares.size());
@@ -276,19 +307,40 @@ PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& sche
       prev = next;
     }
   }
-  // The schedule's issue order, non-empty nano-batches only, then a stable topological sort on
-  // the dependencies this cut implies (rows shared with the stage before).
+  // The schedule's issue order, non-empty nano-batches only. An ahead attention operation that
+  // shares rows with a qkv operation that is not ahead runs without ahead (it would need an
+  // operation issued a period later).
   std::vector<NanoOp> pending;
   for (const NanoOp& op : schedule.issue_order())
     if (!plan.range(op).empty()) pending.push_back(op);
-  auto needs = [&](const NanoOp& later, const NanoOp& earlier) {
-    if (later.stage == Stage::kQkv ||
-        static_cast<int>(earlier.stage) != static_cast<int>(later.stage) - 1)
-      return false;
-    const auto& a = plan.range(later);
-    const auto& e = plan.range(earlier);
+  auto overlap = [&](const NanoOp& x, const NanoOp& y) {
+    const auto& a = plan.range(x);
+    const auto& e = plan.range(y);
     return a.begin < e.end && e.begin < a.end;
   };
+  for (NanoOp& op : pending) {
+    if (op.stage != Stage::kAttention || op.ahead == 0) continue;
+    for (const NanoOp& q : pending)
+      if (q.stage == Stage::kQkv && q.ahead == 0 && overlap(op, q)) op.ahead = 0;
+  }
+  for (const NanoOp& op : pending) plan.any_ahead = plan.any_ahead || op.ahead != 0;
+  // What an operation needs: the stage before, same layer, sharing rows; for qkv, the layer
+  // before's ffn sharing rows.
+  auto same_layer_dep = [&](const NanoOp& later, const NanoOp& earlier) {
+    return later.stage != Stage::kQkv &&
+           static_cast<int>(earlier.stage) == static_cast<int>(later.stage) - 1 &&
+           overlap(later, earlier);
+  };
+  auto prev_layer_dep = [&](const NanoOp& later, const NanoOp& earlier) {
+    return later.stage == Stage::kQkv && earlier.stage == Stage::kFfn && overlap(later, earlier);
+  };
+  // Within one period, `later` must come after `earlier` when it needs that very instance: the
+  // same layer (same ahead), or the layer before for qkv (one more ahead).
+  auto needs_in_period = [&](const NanoOp& later, const NanoOp& earlier) {
+    return (later.ahead == earlier.ahead && same_layer_dep(later, earlier)) ||
+           (later.ahead == earlier.ahead + 1 && prev_layer_dep(later, earlier));
+  };
+  // A stable topological sort of the issue order.
   std::vector<bool> done(pending.size(), false);
   std::vector<int> index_of(pending.size(), -1);
   while (plan.ops.size() < pending.size()) {
@@ -297,18 +349,22 @@ PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& sche
       if (done[i]) continue;
       bool ready = true;
       for (size_t k = 0; k < pending.size() && ready; ++k)
-        if (!done[k] && k != i && needs(pending[i], pending[k])) ready = false;
+        if (!done[k] && k != i && needs_in_period(pending[i], pending[k])) ready = false;
       if (ready) pick = i;
     }
     NF_CHECK(pick < pending.size(), "plan_pipeline: schedule \"{}\" has a dependency cycle",
              schedule.name);
-    PipelinePlan::Op op{pending[pick], {}};
-    for (size_t k = 0; k < pending.size(); ++k)
-      if (done[k] && needs(pending[pick], pending[k])) op.deps.push_back(index_of[k]);
     done[pick] = true;
     index_of[pick] = static_cast<int>(plan.ops.size());
-    plan.ops.push_back(std::move(op));
+    plan.ops.push_back({pending[pick], {}, {}});
   }
+  for (size_t i = 0; i < plan.ops.size(); ++i)
+    for (size_t k = 0; k < plan.ops.size(); ++k) {
+      if (same_layer_dep(plan.ops[i].op, plan.ops[k].op))
+        plan.ops[i].deps.push_back(static_cast<int>(k));
+      if (prev_layer_dep(plan.ops[i].op, plan.ops[k].op))
+        plan.ops[i].prev_deps.push_back(static_cast<int>(k));
+    }
   return plan;
 }
 

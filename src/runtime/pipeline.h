@@ -37,6 +37,12 @@ struct NanoOp {
   int nano = 0;       // index into the stage's nano-batches
   int stream = 0;     // CUDA: the stream it is issued on (0 = the main one)
   int sm_target = 0;  // CUDA: GEMM SM-count target while it runs (0: all SMs)
+  // Cross-layer pipelining: 1 issues this qkv or attention nano-operation for the next layer,
+  // among this layer's nano-operations (a layer's list is then a period: layer l's o and ffn
+  // with layer l+1's ahead qkv and attention; one more period before the first layer). So one
+  // group's next-layer attention can run beside another group's FFN. An ahead operation that
+  // needs a not-ahead one of its layer is issued without ahead for that batch (plan_pipeline).
+  int ahead = 0;
 };
 
 struct PipelineSchedule {
@@ -51,6 +57,10 @@ struct PipelineSchedule {
   // rows, so one nano-batch's decode attention can run beside another's FFN GEMMs; in the
   // scheduler's order (all decodes first) the first dense nano-batch would hold all decodes.
   int groups = 1;
+  // With groups, cut every stage exactly at the group boundaries (each stage must then have
+  // `groups` nano-batches; shares are ignored): nano-batch j of every stage is group j, so a
+  // group's operations depend only on the same group's.
+  bool group_cuts = false;
   // Per stage, the shares of its work given to each nano-batch (positive; normalized). Dense
   // stages share rows; the attention stage shares the KV it reads (context tokens per request,
   // times the request's 128-row query tiles) and cuts between requests.
@@ -64,7 +74,8 @@ struct PipelineSchedule {
   // The ops, or the default order when `ops` is empty.
   std::vector<NanoOp> issue_order() const;
   // Throws nf::Error unless every share is positive and finite, at most kMaxNanoBatches per
-  // stage, and every (stage, nano-batch) appears exactly once in `ops` (when given).
+  // stage, every (stage, nano-batch) appears exactly once in `ops` (when given), only qkv and
+  // attention operations are ahead, and group_cuts has `groups` nano-batches in every stage.
   void validate() const;
 };
 
@@ -97,20 +108,24 @@ struct PipelinePlan {
     bool empty() const { return begin == end; }
   };
   struct Op {
-    NanoOp op;
-    std::vector<int> deps;  // indices into `ops` of the same layer (stage qkv: none; it needs the
-                            // previous layer's ffn nano-operations that share its rows)
+    NanoOp op;  // ahead as run for this batch (see NanoOp::ahead)
+    // Indices into `ops` of what it needs: the nano-operations of the stage before that share
+    // its rows, of its layer (`deps`); for qkv, the ffn ones of the layer before (`prev_deps`).
+    std::vector<int> deps, prev_deps;
   };
   std::array<std::vector<Range>, kNumStages> nano;
-  std::vector<Op> ops;  // issue order within a layer
+  std::vector<Op> ops;  // issue order within a period (a layer when nothing is ahead)
+  bool any_ahead = false;
   const Range& range(const NanoOp& op) const {
     return nano[static_cast<int>(op.stage)][static_cast<size_t>(op.nano)];
   }
 };
 
 // The request order of `groups` groups (see PipelineSchedule::groups): a permutation of
-// [0, b.num_requests()), the identity for one group.
-std::vector<int> group_requests(const ScheduledBatch& b, int groups);
+// [0, b.num_requests()), the identity for one group. group_ends (optional): where each group
+// ends in that order (request counts, ascending, the last = num_requests).
+std::vector<int> group_requests(const ScheduledBatch& b, int groups,
+                                std::vector<int>* group_ends = nullptr);
 // `b` with its requests in `order` (rows, positions, slots, block tables move with them);
 // sample_rows keep their order and point at the moved rows, so the logits' rows are unchanged.
 ScheduledBatch permute_requests(const ScheduledBatch& b, const std::vector<int>& order);
@@ -118,8 +133,20 @@ ScheduledBatch permute_requests(const ScheduledBatch& b, const std::vector<int>&
 // Cuts `schedule` for batch `b` (after b.check_shape(), and after permute_requests for a
 // schedule with groups). Dense stages cut rows at their shares
 // (rounded to multiples of `row_align` rows, the last nano-batch taking the rest); attention cuts
-// between requests, nearest to its shares of the KV read.
+// between requests, nearest to its shares of the KV read; with group_cuts, every stage at
+// `group_ends` (from group_requests; required then).
 PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& schedule,
-                           int row_align = 16);
+                           int row_align = 16, const std::vector<int>* group_ends = nullptr);
+
+// Runs a plan over `layers` layers in order: calls run(op index, layer) for every
+// nano-operation, period by period (one period before the first layer when some are ahead).
+template <typename Fn>
+void for_each_nano_op(const PipelinePlan& plan, int layers, Fn&& run) {
+  for (int period = plan.any_ahead ? -1 : 0; period < layers; ++period)
+    for (size_t i = 0; i < plan.ops.size(); ++i) {
+      const int layer = period + plan.ops[i].op.ahead;
+      if (layer >= 0 && layer < layers) run(i, layer);
+    }
+}
 
 }  // namespace nf

@@ -27,7 +27,8 @@ double simulate_ms(const ScheduledBatch& b, const PipelinePlan& plan, const Cost
   NF_CHECK(layers > 0, "simulate_ms: {} layers", layers);
   const int n = static_cast<int>(plan.ops.size());
   if (n == 0) return 0;
-  // The nano-operations of all layers, in issue order, with their dependencies (global indices).
+  // The nano-operations of all layers, in issue order (period by period), with their
+  // dependencies (indices of jobs issued before).
   struct Job {
     int stream;
     bool memory;
@@ -37,27 +38,20 @@ double simulate_ms(const ScheduledBatch& b, const PipelinePlan& plan, const Cost
   };
   std::vector<Job> jobs;
   jobs.reserve(static_cast<size_t>(n) * layers);
-  for (int l = 0; l < layers; ++l) {
-    for (int i = 0; i < n; ++i) {
-      const PipelinePlan::Op& op = plan.ops[static_cast<size_t>(i)];
-      Job j{op.op.stream,
-            cost.stage[static_cast<int>(op.op.stage)].memory_bound,
-            cost.solo_ms(b, plan, op.op),
-            {}};
-      for (int d : op.deps) j.deps.push_back(l * n + d);
-      if (op.op.stage == Stage::kQkv && l > 0) {
-        // The previous layer's ffn nano-operations that share its rows.
-        const PipelinePlan::Range& r = plan.range(op.op);
-        for (int k = 0; k < n; ++k) {
-          const PipelinePlan::Op& f = plan.ops[static_cast<size_t>(k)];
-          if (f.op.stage != Stage::kFfn) continue;
-          const PipelinePlan::Range& fr = plan.range(f.op);
-          if (r.begin < fr.end && fr.begin < r.end) j.deps.push_back((l - 1) * n + k);
-        }
-      }
-      jobs.push_back(std::move(j));
-    }
-  }
+  std::vector<int> job_of(static_cast<size_t>(n) * layers, -1);  // (op, layer) -> job
+  for_each_nano_op(plan, layers, [&](size_t i, int l) {
+    const PipelinePlan::Op& op = plan.ops[i];
+    Job j{op.op.stream,
+          cost.stage[static_cast<int>(op.op.stage)].memory_bound,
+          cost.solo_ms(b, plan, op.op),
+          {}};
+    for (int d : op.deps) j.deps.push_back(job_of[static_cast<size_t>(l) * n + d]);
+    if (l > 0)
+      for (int d : op.prev_deps) j.deps.push_back(job_of[static_cast<size_t>(l - 1) * n + d]);
+    for (int d : j.deps) NF_CHECK(d >= 0, "simulate_ms: a job needs one issued later");
+    job_of[static_cast<size_t>(l) * n + i] = static_cast<int>(jobs.size());
+    jobs.push_back(std::move(j));
+  });
   int streams = 0;
   for (const Job& j : jobs) streams = std::max(streams, j.stream + 1);
   std::vector<size_t> next(static_cast<size_t>(streams), 0);  // per stream: index into its queue
@@ -150,6 +144,26 @@ PipelineSchedule candidate(int groups, int k_attn, int k_dense, bool interleave,
   return s;
 }
 
+// Cross-layer pipelining over `groups` groups (cuts at the groups): each period issues, group
+// by group, this layer's o and ffn and then the next layer's qkv and attention (ahead), so
+// that one group's attention runs beside the next group's GEMMs.
+PipelineSchedule cross_layer(int groups, bool attention_stream) {
+  PipelineSchedule s;
+  s.name =
+      "g" + std::to_string(groups) + "-cross-layer" + (attention_stream ? "-attention-stream" : "");
+  s.groups = groups;
+  s.group_cuts = true;
+  for (auto& sh : s.shares) sh.assign(static_cast<size_t>(groups), 1.0);
+  for (int g = 0; g < groups; ++g) {
+    s.ops.push_back({Stage::kO, g, 0, 0, 0});
+    s.ops.push_back({Stage::kFfn, g, 0, 0, 0});
+    s.ops.push_back({Stage::kQkv, g, 0, 0, 1});
+    s.ops.push_back({Stage::kAttention, g, attention_stream ? 1 : 0, 0, 1});
+  }
+  s.validate();
+  return s;
+}
+
 }  // namespace
 
 std::vector<PipelineSchedule> candidate_schedules() {
@@ -166,15 +180,22 @@ std::vector<PipelineSchedule> candidate_schedules() {
         if (k_attn == k_dense && k_attn > 1)
           out.push_back(candidate(groups, k_attn, k_dense, false, Streams::kPerNanoBatch));
       }
+  for (int groups : {2, 3, 4})
+    for (bool attention_stream : {false, true})
+      out.push_back(cross_layer(groups, attention_stream));
   return out;
 }
 
 SearchResult search_schedule(const ScheduledBatch& b, const CostModel& cost) {
   constexpr int kLayers = 3;  // steady state: the third layer minus the second
-  const ScheduledBatch grouped = permute_requests(b, group_requests(b, 2));
+  std::vector<ScheduledBatch> grouped(kMaxNanoBatches + 1);
+  std::vector<std::vector<int>> ends(kMaxNanoBatches + 1);
   auto layer_ms = [&](const PipelineSchedule& s) {
-    const ScheduledBatch& run = s.groups > 1 ? grouped : b;
-    const PipelinePlan plan = plan_pipeline(run, s);
+    const size_t g = static_cast<size_t>(s.groups);
+    if (s.groups > 1 && grouped[g].request_ids.empty())
+      grouped[g] = permute_requests(b, group_requests(b, s.groups, &ends[g]));
+    const ScheduledBatch& run = s.groups > 1 ? grouped[g] : b;
+    const PipelinePlan plan = plan_pipeline(run, s, 16, &ends[g]);
     return simulate_ms(run, plan, cost, kLayers) - simulate_ms(run, plan, cost, kLayers - 1);
   };
   SearchResult best;

@@ -72,7 +72,8 @@ TEST(CudaGraphs, ReplayIsBitwiseEagerAndAgreesWithGraphsOff) {
 
 // Nano-batch schedules on the GPU (runtime/pipeline.h, CudaBackend::run_pipelined): requests in
 // two groups, qkv and attention in four nano-batches, o and ffn in two, attention on a second
-// stream, GEMMs with an SM-count target; and two whole nano-batches on a stream each. Other GEMM
+// stream, GEMMs with an SM-count target; two whole nano-batches on a stream each; and
+// cross-layer periods over two groups (decode-only iterations). Other GEMM
 // shapes round differently, so they must agree with the serial run by the graphs' rule, on
 // head_dim-128 fixtures with and without QKV bias.
 TEST(CudaPipeline, SplitSchedulesAgreeWithSerial) {
@@ -95,8 +96,20 @@ TEST(CudaPipeline, SplitSchedulesAgreeWithSerial) {
   halves.shares = {{{1, 1}, {1, 1}, {1, 1}, {1, 1}}};
   for (int i = 0; i < 2; ++i)
     for (int s = 0; s < nf::kNumStages; ++s) halves.ops.push_back({static_cast<Stage>(s), i, i, 0});
+  nf::PipelineSchedule cross;  // cross-layer periods over two groups
+  cross.name = "g2-cross-layer";
+  cross.groups = 2;
+  cross.group_cuts = true;
+  cross.min_decode_share = 0.9;
+  cross.shares = {{{1, 1}, {1, 1}, {1, 1}, {1, 1}}};
+  for (int g = 0; g < 2; ++g) {
+    cross.ops.push_back({Stage::kO, g, 0, 0, 0});
+    cross.ops.push_back({Stage::kFfn, g, 0, 0, 0});
+    cross.ops.push_back({Stage::kQkv, g, 0, 0, 1});
+    cross.ops.push_back({Stage::kAttention, g, 1, 0, 1});
+  }
   nf::PipelineConfig pc;
-  pc.schedules = {four, halves};
+  pc.schedules = {four, halves, cross};
   const fs::path file =
       fs::temp_directory_path() / ("nf_cuda_pipeline_" + std::to_string(getpid()) + ".json");
   std::ofstream(file) << nf::to_json(pc).dump(1);

@@ -1,13 +1,15 @@
 // The nano-batch pipeline schedule (runtime/pipeline.h): cutting a batch into nano-batches per
-// stage, the dependency order of the nano-operations, the schedule file, and the CPU backend
-// running a split schedule: it must give what the serial forward gives, bit for bit (every op
-// is row-wise or per request, and a GEMM's row does not depend on the rows beside it), on every
-// golden fixture, with tensor parallelism too.
+// stage, request groups, cross-layer periods, the dependency order of the nano-operations, the
+// schedule file, tuning by timing, the simulated search, and the CPU backend running split
+// schedules: bitwise the serial logits where every GEMM keeps enough rows (a GEMM row does not
+// depend on the rows beside it there), and the serial results up to rounding on every golden
+// fixture, with tensor parallelism too.
 #include <gtest/gtest.h>
 #include <nanoflow/engine.h>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -70,6 +72,24 @@ PipelineSchedule nanoflow_like() {
            {Stage::kQkv, 2, 0, 0},       {Stage::kAttention, 1, 1, 0}, {Stage::kQkv, 3, 0, 0},
            {Stage::kAttention, 2, 1, 0}, {Stage::kO, 0, 0, 100},       {Stage::kAttention, 3, 1, 0},
            {Stage::kFfn, 0, 0, 100},     {Stage::kO, 1, 0, 100},       {Stage::kFfn, 1, 0, 0}};
+  s.validate();
+  return s;
+}
+
+// Cross-layer pipelining over two groups cut at the groups: per period, each group's o and ffn,
+// then its next layer's qkv and attention (ahead; attention on stream 1).
+PipelineSchedule cross_layer() {
+  PipelineSchedule s;
+  s.name = "cross-layer";
+  s.groups = 2;
+  s.group_cuts = true;
+  s.shares = {{{1, 1}, {1, 1}, {1, 1}, {1, 1}}};
+  for (int g = 0; g < 2; ++g) {
+    s.ops.push_back({Stage::kO, g, 0, 0, 0});
+    s.ops.push_back({Stage::kFfn, g, 0, 0, 0});
+    s.ops.push_back({Stage::kQkv, g, 0, 0, 1});
+    s.ops.push_back({Stage::kAttention, g, 1, 0, 1});
+  }
   s.validate();
   return s;
 }
@@ -176,6 +196,80 @@ TEST(Pipeline, IssueOrderYieldsToTheBatchsDependencies) {
     }
     EXPECT_EQ(op.deps.size(), expected) << nf::stage_name(op.op.stage) << " " << op.op.nano;
   }
+}
+
+TEST(Pipeline, CrossLayerPlanIssuesEveryInstanceAfterWhatItNeeds) {
+  const nf::ScheduledBatch b0 = make_batch(40, 300, {200, 120});
+  std::vector<int> ends;
+  const nf::ScheduledBatch b = nf::permute_requests(b0, nf::group_requests(b0, 2, &ends));
+  ASSERT_EQ(ends.size(), 2u);
+  const PipelineSchedule s = cross_layer();
+  EXPECT_FALSE(s.is_serial());
+  const PipelinePlan p = nf::plan_pipeline(b, s, 16, &ends);
+  EXPECT_TRUE(p.any_ahead);
+  // Every stage cut at the group boundary.
+  for (int st = 0; st < nf::kNumStages; ++st) {
+    ASSERT_EQ(p.nano[st].size(), 2u);
+    EXPECT_EQ(p.nano[st][0].req_end, ends[0]);
+    EXPECT_EQ(p.nano[st][0].end, b.seq_indptr[ends[0]]);
+  }
+  // Issue period by period over 5 layers: every (op, layer) once, after each instance it needs.
+  constexpr int kLayers = 5;
+  std::map<std::pair<size_t, int>, int> issued;
+  int order = 0;
+  nf::for_each_nano_op(p, kLayers, [&](size_t i, int layer) {
+    EXPECT_TRUE(issued.emplace(std::pair{i, layer}, order++).second);
+    for (int d : p.ops[i].deps) EXPECT_TRUE(issued.count({static_cast<size_t>(d), layer}));
+    if (layer > 0)
+      for (int d : p.ops[i].prev_deps)
+        EXPECT_TRUE(issued.count({static_cast<size_t>(d), layer - 1}));
+  });
+  EXPECT_EQ(issued.size(), p.ops.size() * kLayers);
+  // Group 0's next-layer attention is issued before group 1's ffn of the layer before it.
+  auto find = [&](Stage st, int nano) {
+    for (size_t i = 0; i < p.ops.size(); ++i)
+      if (p.ops[i].op.stage == st && p.ops[i].op.nano == nano) return i;
+    return p.ops.size();
+  };
+  const int attention_0_layer_2 = issued[{find(Stage::kAttention, 0), 2}];
+  const int ffn_1_layer_1 = issued[{find(Stage::kFfn, 1), 1}];
+  EXPECT_LT(attention_0_layer_2, ffn_1_layer_1);
+  // Group 0's qkv needs only group 0's ffn of the layer before.
+  EXPECT_EQ(p.ops[find(Stage::kQkv, 0)].prev_deps,
+            (std::vector<int>{static_cast<int>(find(Stage::kFfn, 0))}));
+}
+
+TEST(Pipeline, AheadAttentionWithoutItsQkvAheadRunsInItsOwnPeriod) {
+  // qkv not ahead, attention ahead: attention would need a qkv of a later period, so the plan
+  // issues it without ahead.
+  PipelineSchedule s = cross_layer();
+  for (NanoOp& op : s.ops)
+    if (op.stage == Stage::kQkv) op.ahead = 0;
+  s.validate();
+  const nf::ScheduledBatch b0 = make_batch(8, 100, {64});
+  std::vector<int> ends;
+  const nf::ScheduledBatch b = nf::permute_requests(b0, nf::group_requests(b0, 2, &ends));
+  const PipelinePlan p = nf::plan_pipeline(b, s, 16, &ends);
+  EXPECT_FALSE(p.any_ahead);
+  for (const auto& op : p.ops) EXPECT_EQ(op.op.ahead, 0);
+}
+
+TEST(Pipeline, RejectsAheadDenseStagesAndUnevenGroupCuts) {
+  auto rejects = [](PipelineSchedule s, const std::string& what) {
+    try {
+      s.validate();
+      ADD_FAILURE() << "accepted " << s.name;
+    } catch (const nf::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  PipelineSchedule a = cross_layer();
+  a.ops[0].ahead = 1;  // o
+  rejects(a, "only qkv and attention");
+  PipelineSchedule b = cross_layer();
+  b.shares[2] = {1, 1, 1};
+  b.ops.push_back({Stage::kO, 2, 0, 0, 0});
+  rejects(b, "group_cuts");
 }
 
 TEST(Pipeline, ScheduleFileRoundTripsAndRejectsBadSchedules) {
@@ -301,6 +395,13 @@ TEST(Pipeline, CpuBackendRunsTheNanoOperations) {
       nf::plan_pipeline(nf::permute_requests(batch, nf::group_requests(batch, 2)), nanoflow_like());
   EXPECT_EQ(split.nano_operations(), static_cast<int64_t>(plan.ops.size()) * L);
   EXPECT_GT(plan.ops.size(), 4u);
+  // Cross-layer pipelining too.
+  cfg.pipeline.schedules = {cross_layer()};
+  nf::CpuBackend cross(m.config, *m.weights, cfg);
+  std::vector<float> e(5 * V);
+  cross.forward(batch, e);
+  EXPECT_EQ(a, e);
+  EXPECT_EQ(cross.nano_operations(), 8 * L);
 }
 
 // Tuning by timing (engine/pipeline_tune.h) on the CPU backend, which runs every schedule: the
@@ -348,18 +449,13 @@ struct PipelineFile {
   static inline int counter = 0;
 };
 
-void expect_identical(const std::vector<nanoflow::RequestOutput>& a,
-                      const std::vector<nanoflow::RequestOutput>& b, const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  for (size_t r = 0; r < a.size(); ++r) {
-    EXPECT_EQ(a[r].token_ids, b[r].token_ids) << what << " request " << r;
-    EXPECT_EQ(a[r].top_logprobs, b[r].top_logprobs) << what << " request " << r;
-  }
-}
-
-// The CPU backend runs split schedules (NanoFlow-like, and uneven with a dependency-reordered
-// issue order) on every golden fixture, alone and with TP=2 where the heads divide: every token
-// and top-5 logprob equals the serial run's, bit for bit.
+// The CPU backend runs split schedules (NanoFlow-like, uneven with a dependency-reordered issue
+// order, and cross-layer) on every golden fixture, alone and with TP=2 where the heads divide.
+// Every op is row-wise or per request, so the results equal the serial run's up to GEMM
+// rounding: OpenBLAS takes another kernel for a GEMM of 1-3 rows (measured: bitwise from 17
+// rows), which the cross-layer schedule's two groups of a few decodes hit. Rule: the golden
+// parity rule against the serial run (same tokens or a mutual top-5 near tie; top-1 logprobs
+// within 1e-3).
 TEST(Pipeline, CpuEngineSplitSchedulesEqualSerialOnGoldenFixtures) {
   PipelineSchedule uneven;
   uneven.name = "uneven";
@@ -369,10 +465,12 @@ TEST(Pipeline, CpuEngineSplitSchedulesEqualSerialOnGoldenFixtures) {
                 {Stage::kO, 0, 0, 0},         {Stage::kO, 1, 0, 0},         {Stage::kFfn, 1, 0, 0},
                 {Stage::kFfn, 0, 0, 0}};
   PipelineConfig c;
-  c.schedules = {nanoflow_like(), uneven};
-  c.schedules[1].min_decode_share = 0.5;  // decode-heavy iterations take the uneven one
+  c.schedules = {nanoflow_like(), uneven, cross_layer()};
+  c.schedules[1].min_decode_share = 0.5;  // mixed iterations take the uneven one
+  c.schedules[2].min_decode_share = 0.9;  // decode-only ones the cross-layer one
   const PipelineFile file(c);
-  int ran = 0;
+  int ran = 0, bitwise = 0;
+  double max_diff = 0;
   for (const fs::path& fixture : nf::testing::golden_files(kSource)) {
     const nf::testing::Golden g = nf::testing::load_golden(kSource, fixture);
     if (!fs::exists(g.model)) continue;
@@ -389,12 +487,19 @@ TEST(Pipeline, CpuEngineSplitSchedulesEqualSerialOnGoldenFixtures) {
       }
       cfg.pipeline_file = file.path.string();
       const auto split = nanoflow::Engine::create(cfg)->generate(reqs);
-      expect_identical(serial, split, g.name + " TP=" + std::to_string(tp));
+      const nf::testing::RunDiff d = nf::testing::compare_runs(serial, split);
+      for (const std::string& f : d.failures) ADD_FAILURE() << g.name << " TP=" << tp << ": " << f;
+      EXPECT_LE(d.max_diff, 1e-3) << g.name << " TP=" << tp;
+      max_diff = std::max(max_diff, d.max_diff);
+      bitwise += d.max_diff == 0 && d.same == d.steps;
       ++ran;
     }
   }
   if (ran == 0) GTEST_SKIP() << "no golden fixture model present";
-  std::printf("REPORT nano-batch schedules on the CPU engine: %d fixture runs equal serial\n", ran);
+  std::printf(
+      "REPORT nano-batch schedules on the CPU engine: %d fixture runs agree with serial "
+      "(%d of them bitwise), max |top-1 logprob diff| %.2e\n",
+      ran, bitwise, max_diff);
 }
 
 // A cost model shaped like the H200 profile of dummy:llama3-8b (per layer, 2048-token batch:

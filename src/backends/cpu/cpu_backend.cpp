@@ -221,9 +221,11 @@ void CpuBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
   for (int r = 0; r < b.num_requests(); ++r) decodes += b.seq_indptr[r + 1] - b.seq_indptr[r] == 1;
   const PipelineSchedule& schedule = opts_.pipeline.select(static_cast<double>(decodes) / T);
   ScheduledBatch grouped;
-  if (schedule.groups > 1) grouped = permute_requests(b, group_requests(b, schedule.groups));
+  std::vector<int> group_ends;
+  if (schedule.groups > 1)
+    grouped = permute_requests(b, group_requests(b, schedule.groups, &group_ends));
   const ScheduledBatch& run = schedule.groups > 1 ? grouped : b;
-  const PipelinePlan plan = plan_pipeline(run, schedule);
+  const PipelinePlan plan = plan_pipeline(run, schedule, 16, &group_ends);
   nano_operations_ += static_cast<int64_t>(plan.ops.size() * config_.num_layers);
   if (!group_) {
     SingleRankCommunicator one;
@@ -272,59 +274,59 @@ void CpuBackend::forward_rank(Rank& rk, Communicator& comm, const ScheduledBatch
   // The layer as the plan's nano-operations (one of each stage when serial); every rank runs
   // the same plan, so the collectives meet in the same order.
   std::vector<int32_t> seq_local;
-  for (Layer& l : rk.layers) {
+  for_each_nano_op(plan, static_cast<int>(rk.layers.size()), [&](size_t op_index, int layer) {
+    Layer& l = rk.layers[static_cast<size_t>(layer)];
     const cpu::PagedKv cache{l.kv.data(), num_blocks_, nkv, opts_.block_size, hd};
-    for (const PipelinePlan::Op& pop : plan.ops) {
-      const PipelinePlan::Range& r = plan.range(pop.op);
-      const int64_t r0 = r.begin, n = r.end - r.begin;
-      float* const xr = x + r0 * H;
-      float* const hr = rk.h.data() + r0 * H;
-      float* const qkv = rk.qkv.data() + r0 * qkv_w;
-      float* const attn = rk.attn.data() + r0 * nh * hd;
-      switch (pop.op.stage) {
-        case Stage::kQkv:
-          cpu::rms_norm(pool, xr, l.attn_norm.data(), hr, n, H, eps);
-          cpu::gemm_xwt(hr, l.w_qkv.data(), qkv, n, qkv_w, H, 0.0f, &pool);
-          if (!l.b_qkv.empty()) {
-            for (int64_t t = 0; t < n; ++t)
-              for (int64_t i = 0; i < qkv_w; ++i) qkv[t * qkv_w + i] += l.b_qkv[i];
-          }
-          // Rotate Q and K heads together: they are adjacent in each qkv row.
-          cpu::rope(pool, qkv, qkv_w, n, nh + nkv, hd,
-                    std::span<const int32_t>(b.positions).subspan(r0, n), inv_freq_);
-          cpu::kv_cache_write(cache, qkv + nh * hd, qkv + (nh + nkv) * hd, qkv_w,
-                              std::span<const int64_t>(b.slot_mapping).subspan(r0, n));
-          break;
-        case Stage::kAttention: {
-          // Requests [req_begin, req_end), their rows rebased to 0.
-          seq_local.clear();
-          for (int q = r.req_begin; q <= r.req_end; ++q)
-            seq_local.push_back(b.seq_indptr[q] - r.begin);
-          const cpu::AttentionBatch ab{std::span<const int32_t>(b.positions).subspan(r0, n),
-                                       seq_local,
-                                       std::span<const int32_t>(b.block_indptr)
-                                           .subspan(r.req_begin, r.req_end - r.req_begin + 1),
-                                       b.block_ids};
-          cpu::paged_attention(pool, qkv, qkv_w, cache, ab, nh, scale, attn);
-          break;
+    const PipelinePlan::Op& pop = plan.ops[op_index];
+    const PipelinePlan::Range& r = plan.range(pop.op);
+    const int64_t r0 = r.begin, n = r.end - r.begin;
+    float* const xr = x + r0 * H;
+    float* const hr = rk.h.data() + r0 * H;
+    float* const qkv = rk.qkv.data() + r0 * qkv_w;
+    float* const attn = rk.attn.data() + r0 * nh * hd;
+    switch (pop.op.stage) {
+      case Stage::kQkv:
+        cpu::rms_norm(pool, xr, l.attn_norm.data(), hr, n, H, eps);
+        cpu::gemm_xwt(hr, l.w_qkv.data(), qkv, n, qkv_w, H, 0.0f, &pool);
+        if (!l.b_qkv.empty()) {
+          for (int64_t t = 0; t < n; ++t)
+            for (int64_t i = 0; i < qkv_w; ++i) qkv[t * qkv_w + i] += l.b_qkv[i];
         }
-        case Stage::kO:
-          cpu::gemm_xwt(attn, l.w_o.data(), xr, n, H, nh * hd, beta, &pool);
-          comm.all_reduce_sum(xr, static_cast<size_t>(n * H));
-          break;
-        case Stage::kFfn: {
-          float* const gate_up = rk.gate_up.data() + r0 * 2 * I;
-          float* const act = rk.act.data() + r0 * I;
-          cpu::rms_norm(pool, xr, l.ffn_norm.data(), hr, n, H, eps);
-          cpu::gemm_xwt(hr, l.w_gate_up.data(), gate_up, n, 2 * I, H, 0.0f, &pool);
-          cpu::silu_and_mul(pool, gate_up, act, n, I);
-          cpu::gemm_xwt(act, l.w_down.data(), xr, n, H, I, beta, &pool);
-          comm.all_reduce_sum(xr, static_cast<size_t>(n * H));
-          break;
-        }
+        // Rotate Q and K heads together: they are adjacent in each qkv row.
+        cpu::rope(pool, qkv, qkv_w, n, nh + nkv, hd,
+                  std::span<const int32_t>(b.positions).subspan(r0, n), inv_freq_);
+        cpu::kv_cache_write(cache, qkv + nh * hd, qkv + (nh + nkv) * hd, qkv_w,
+                            std::span<const int64_t>(b.slot_mapping).subspan(r0, n));
+        break;
+      case Stage::kAttention: {
+        // Requests [req_begin, req_end), their rows rebased to 0.
+        seq_local.clear();
+        for (int q = r.req_begin; q <= r.req_end; ++q)
+          seq_local.push_back(b.seq_indptr[q] - r.begin);
+        const cpu::AttentionBatch ab{std::span<const int32_t>(b.positions).subspan(r0, n),
+                                     seq_local,
+                                     std::span<const int32_t>(b.block_indptr)
+                                         .subspan(r.req_begin, r.req_end - r.req_begin + 1),
+                                     b.block_ids};
+        cpu::paged_attention(pool, qkv, qkv_w, cache, ab, nh, scale, attn);
+        break;
+      }
+      case Stage::kO:
+        cpu::gemm_xwt(attn, l.w_o.data(), xr, n, H, nh * hd, beta, &pool);
+        comm.all_reduce_sum(xr, static_cast<size_t>(n * H));
+        break;
+      case Stage::kFfn: {
+        float* const gate_up = rk.gate_up.data() + r0 * 2 * I;
+        float* const act = rk.act.data() + r0 * I;
+        cpu::rms_norm(pool, xr, l.ffn_norm.data(), hr, n, H, eps);
+        cpu::gemm_xwt(hr, l.w_gate_up.data(), gate_up, n, 2 * I, H, 0.0f, &pool);
+        cpu::silu_and_mul(pool, gate_up, act, n, I);
+        cpu::gemm_xwt(act, l.w_down.data(), xr, n, H, I, beta, &pool);
+        comm.all_reduce_sum(xr, static_cast<size_t>(n * H));
+        break;
       }
     }
-  }
+  });
   // Final norm and LM head only for the sampled rows.
   grow(rk.rows, S * H);
   for (int64_t s = 0; s < S; ++s) std::copy_n(x + b.sample_rows[s] * H, H, rk.rows.data() + s * H);

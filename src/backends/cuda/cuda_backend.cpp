@@ -375,14 +375,15 @@ bool CudaBackend::run_model(const ScheduledBatch& b) {
   const PipelineSchedule& schedule =
       opts_.pipeline.select(static_cast<double>(decodes) / static_cast<double>(T));
   const bool pipelined = !schedule.is_serial();
+  std::vector<int> group_ends;
   if (pipelined && schedule.groups > 1)
-    grouped_ = permute_requests(b, group_requests(b, schedule.groups));
+    grouped_ = permute_requests(b, group_requests(b, schedule.groups, &group_ends));
   const ScheduledBatch& run = pipelined && schedule.groups > 1 ? grouped_ : b;
   const int64_t max_context = upload_metadata(run);
   mark("metadata_upload", 0, 0);
   NF_CUDA_CHECK(cudaMemsetAsync(error_.data(), 0, sizeof(int32_t), stream_));
   if (pipelined) {
-    run_pipelined(run, plan_pipeline(run, schedule));
+    run_pipelined(run, plan_pipeline(run, schedule, 16, &group_ends));
   } else {
     run_layers(run, max_context);
   }

@@ -62,11 +62,14 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
     ns.gemm = std::make_unique<cuda::Gemm>();
     nano_streams_.push_back(std::move(ns));
   }
-  while (nano_events_.size() < plan.ops.size()) {
+  // Two events per nano-operation, by layer parity: a layer's instance is waited for by its own
+  // layer and the next, and re-recorded two layers later.
+  while (nano_events_.size() < 2 * plan.ops.size()) {
     cudaEvent_t e = nullptr;
     NF_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     nano_events_.push_back(e);
   }
+  auto event = [&](size_t op, int layer) { return nano_events_[2 * op + (layer & 1)]; };
 
   // Attention runs: each attention nano-batch's requests split where decode (one row) and
   // prefill requests alternate; each run is one FlashInfer batch with rebased indptrs.
@@ -118,32 +121,21 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
   for (int s = 1; s < streams; ++s)
     NF_CUDA_CHECK(cudaStreamWaitEvent(nano_streams_[static_cast<size_t>(s)].stream, nano_fork_, 0));
 
-  // The ffn nano-operations (of the layer before) that each qkv nano-operation needs.
-  std::vector<std::vector<size_t> > prev_ffn(plan.ops.size());
-  for (size_t i = 0; i < plan.ops.size(); ++i) {
-    if (plan.ops[i].op.stage != Stage::kQkv) continue;
-    const auto& r = plan.range(plan.ops[i].op);
-    for (size_t k = 0; k < plan.ops.size(); ++k) {
-      if (plan.ops[k].op.stage != Stage::kFfn) continue;
-      const auto& f = plan.range(plan.ops[k].op);
-      if (r.begin < f.end && f.begin < r.end) prev_ffn[i].push_back(k);
-    }
-  }
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    for (size_t i = 0; i < plan.ops.size(); ++i) {
-      const PipelinePlan::Op& pop = plan.ops[i];
-      NanoStream& ns = nano_streams_[static_cast<size_t>(pop.op.stream)];
-      cuda::Gemm& gemm = pop.op.stream == 0 ? *gemm_ : *ns.gemm;
-      for (int d : pop.deps)
-        NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, nano_events_[static_cast<size_t>(d)], 0));
-      if (l > 0)
-        for (size_t k : prev_ffn[i])
-          NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, nano_events_[k], 0));
-      gemm.set_sm_count_target(pop.op.sm_target);
-      run_nano_op(b, plan, pop.op, l, ns.stream, gemm);
-      NF_CUDA_CHECK(cudaEventRecord(nano_events_[i], ns.stream));
-    }
-  }
+  // Period by period (runtime/pipeline.h): each nano-operation waits for the instances it
+  // needs, of its layer and, for qkv, of the layer before.
+  for_each_nano_op(plan, static_cast<int>(layers_.size()), [&](size_t i, int layer) {
+    const PipelinePlan::Op& pop = plan.ops[i];
+    NanoStream& ns = nano_streams_[static_cast<size_t>(pop.op.stream)];
+    cuda::Gemm& gemm = pop.op.stream == 0 ? *gemm_ : *ns.gemm;
+    for (int d : pop.deps)
+      NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, event(static_cast<size_t>(d), layer), 0));
+    if (layer > 0)
+      for (int d : pop.prev_deps)
+        NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, event(static_cast<size_t>(d), layer - 1), 0));
+    gemm.set_sm_count_target(pop.op.sm_target);
+    run_nano_op(b, plan, pop.op, static_cast<size_t>(layer), ns.stream, gemm);
+    NF_CUDA_CHECK(cudaEventRecord(event(i, layer), ns.stream));
+  });
   gemm_->set_sm_count_target(0);
   for (int s = 1; s < streams; ++s) {
     NanoStream& ns = nano_streams_[static_cast<size_t>(s)];
