@@ -144,10 +144,12 @@ PipelineSchedule candidate(int groups, int k_attn, int k_dense, bool interleave,
   return s;
 }
 
+}  // namespace
+
 // Cross-layer pipelining over `groups` groups (cuts at the groups): each period issues, group
 // by group, this layer's o and ffn and then the next layer's qkv and attention (ahead), so
 // that one group's attention runs beside the next group's GEMMs.
-PipelineSchedule cross_layer(int groups, bool attention_stream) {
+PipelineSchedule cross_layer_schedule(int groups, bool attention_stream) {
   PipelineSchedule s;
   s.name =
       "g" + std::to_string(groups) + "-cross-layer" + (attention_stream ? "-attention-stream" : "");
@@ -163,8 +165,6 @@ PipelineSchedule cross_layer(int groups, bool attention_stream) {
   s.validate();
   return s;
 }
-
-}  // namespace
 
 std::vector<PipelineSchedule> candidate_schedules() {
   std::vector<PipelineSchedule> out{PipelineSchedule{}};
@@ -182,7 +182,7 @@ std::vector<PipelineSchedule> candidate_schedules() {
       }
   for (int groups : {2, 3, 4})
     for (bool attention_stream : {false, true})
-      out.push_back(cross_layer(groups, attention_stream));
+      out.push_back(cross_layer_schedule(groups, attention_stream));
   return out;
 }
 

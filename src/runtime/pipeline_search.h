@@ -57,6 +57,12 @@ struct SearchResult {
 // Ties go to the earlier (simpler) candidate.
 SearchResult search_schedule(const ScheduledBatch& b, const CostModel& cost);
 
+// Cross-layer pipelining over `groups` groups (cuts at the groups): each period issues, group by
+// group, this layer's o and ffn and then the next layer's qkv and attention (ahead; attention on
+// stream 1 with attention_stream), so that one group's attention runs beside the next group's
+// GEMMs.
+PipelineSchedule cross_layer_schedule(int groups, bool attention_stream);
+
 // The candidates search_schedule() tries, the serial schedule first (for `nanoflow tune`, which
 // times them on the GPU instead of simulating them).
 std::vector<PipelineSchedule> candidate_schedules();

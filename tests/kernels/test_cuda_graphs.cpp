@@ -20,6 +20,7 @@
 #include "../golden_fixture.h"
 #include "backends/cuda/device.h"
 #include "runtime/pipeline.h"
+#include "runtime/pipeline_search.h"
 
 namespace {
 
@@ -96,18 +97,8 @@ TEST(CudaPipeline, SplitSchedulesAgreeWithSerial) {
   halves.shares = {{{1, 1}, {1, 1}, {1, 1}, {1, 1}}};
   for (int i = 0; i < 2; ++i)
     for (int s = 0; s < nf::kNumStages; ++s) halves.ops.push_back({static_cast<Stage>(s), i, i, 0});
-  nf::PipelineSchedule cross;  // cross-layer periods over two groups
-  cross.name = "g2-cross-layer";
-  cross.groups = 2;
-  cross.group_cuts = true;
+  nf::PipelineSchedule cross = nf::cross_layer_schedule(2, true);
   cross.min_decode_share = 0.9;
-  cross.shares = {{{1, 1}, {1, 1}, {1, 1}, {1, 1}}};
-  for (int g = 0; g < 2; ++g) {
-    cross.ops.push_back({Stage::kO, g, 0, 0, 0});
-    cross.ops.push_back({Stage::kFfn, g, 0, 0, 0});
-    cross.ops.push_back({Stage::kQkv, g, 0, 0, 1});
-    cross.ops.push_back({Stage::kAttention, g, 1, 0, 1});
-  }
   nf::PipelineConfig pc;
   pc.schedules = {four, halves, cross};
   const fs::path file =

@@ -76,22 +76,9 @@ PipelineSchedule nanoflow_like() {
   return s;
 }
 
-// Cross-layer pipelining over two groups cut at the groups: per period, each group's o and ffn,
-// then its next layer's qkv and attention (ahead; attention on stream 1).
+// Cross-layer pipelining over two groups, attention on stream 1.
 PipelineSchedule cross_layer() {
-  PipelineSchedule s;
-  s.name = "cross-layer";
-  s.groups = 2;
-  s.group_cuts = true;
-  s.shares = {{{1, 1}, {1, 1}, {1, 1}, {1, 1}}};
-  for (int g = 0; g < 2; ++g) {
-    s.ops.push_back({Stage::kO, g, 0, 0, 0});
-    s.ops.push_back({Stage::kFfn, g, 0, 0, 0});
-    s.ops.push_back({Stage::kQkv, g, 0, 0, 1});
-    s.ops.push_back({Stage::kAttention, g, 1, 0, 1});
-  }
-  s.validate();
-  return s;
+  return nf::cross_layer_schedule(2, true);
 }
 
 TEST(Pipeline, SerialPlanIsOneNanoOperationPerStage) {
