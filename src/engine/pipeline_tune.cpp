@@ -82,8 +82,7 @@ TuneResult tune_pipeline(Backend& backend, const TuneOptions& o) {
   int skipped = 0;
   for (size_t kind = 0; kind < kinds.size(); ++kind) {
     const ScheduledBatch& b = kinds[kind].batch;
-    int d = 0;
-    for (int r = 0; r < b.num_requests(); ++r) d += b.seq_indptr[r + 1] - b.seq_indptr[r] == 1;
+    const int d = b.num_decodes();
     const double share = static_cast<double>(d) / b.num_tokens();
     double best_ms = 0;
     PipelineSchedule best;

@@ -16,6 +16,12 @@ void ScheduledBatch::clear() {
   sample_rows.clear();
 }
 
+int ScheduledBatch::num_decodes() const {
+  int n = 0;
+  for (int r = 0; r < num_requests(); ++r) n += query_len(r) == 1;
+  return n;
+}
+
 void ScheduledBatch::check_shape() const {
   const int64_t T = num_tokens(), B = num_requests();
   NF_CHECK(static_cast<int64_t>(positions.size()) == T &&

@@ -26,6 +26,10 @@ struct ScheduledBatch {
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_requests() const { return static_cast<int>(request_ids.size()); }
+  // Rows (tokens) of request r in this step; 1 for a decode.
+  int query_len(int r) const { return seq_indptr[r + 1] - seq_indptr[r]; }
+  // Requests with a single row (decodes).
+  int num_decodes() const;
   void clear();
   // Throws (NF_CHECK) unless the arrays agree: T positions and slots, seq_indptr and
   // block_indptr of B + 1 covering the tokens and block ids, B context lengths, sample rows in

@@ -206,7 +206,7 @@ std::vector<int> group_requests(const ScheduledBatch& b, int groups, std::vector
   std::vector<int> group(static_cast<size_t>(B), 0);
   std::vector<double> kv(static_cast<size_t>(groups), 0.0),
       tokens(static_cast<size_t>(groups), 0.0);
-  auto rows = [&](int r) { return b.seq_indptr[r + 1] - b.seq_indptr[r]; };
+  auto rows = [&](int r) { return b.query_len(r); };
   std::vector<int> by_size = order;
   std::stable_sort(by_size.begin(), by_size.end(), [&](int x, int y) {
     return rows(x) != rows(y) ? rows(x) > rows(y) : b.context_lens[x] > b.context_lens[y];
@@ -256,6 +256,22 @@ ScheduledBatch permute_requests(const ScheduledBatch& b, const std::vector<int>&
   }
   for (int32_t row : b.sample_rows) p.sample_rows.push_back(new_row[static_cast<size_t>(row)]);
   return p;
+}
+
+BatchPlan plan_batch(const ScheduledBatch& b, const PipelineConfig& config,
+                     ScheduledBatch& grouped) {
+  BatchPlan bp;
+  const double share =
+      b.num_tokens() > 0 ? static_cast<double>(b.num_decodes()) / b.num_tokens() : 0.0;
+  bp.schedule = &config.select(share);
+  bp.batch = &b;
+  std::vector<int> group_ends;
+  if (bp.schedule->groups > 1) {
+    grouped = permute_requests(b, group_requests(b, bp.schedule->groups, &group_ends));
+    bp.batch = &grouped;
+  }
+  bp.plan = plan_pipeline(*bp.batch, *bp.schedule, 16, &group_ends);
+  return bp;
 }
 
 PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& schedule, int row_align,

@@ -138,6 +138,17 @@ ScheduledBatch permute_requests(const ScheduledBatch& b, const std::vector<int>&
 PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& schedule,
                            int row_align = 16, const std::vector<int>* group_ends = nullptr);
 
+// What a backend runs for one batch: the schedule `config` selects by the batch's decode share,
+// the batch itself or, for a schedule with groups, `grouped` (filled here: the requests
+// regrouped; the sampled rows keep their order, so the logits' rows do not move), and the plan.
+struct BatchPlan {
+  const PipelineSchedule* schedule = nullptr;
+  const ScheduledBatch* batch = nullptr;
+  PipelinePlan plan;
+};
+BatchPlan plan_batch(const ScheduledBatch& b, const PipelineConfig& config,
+                     ScheduledBatch& grouped);
+
 // Runs a plan over `layers` layers in order: calls run(op index, layer) for every
 // nano-operation, period by period (one period before the first layer when some are ahead).
 template <typename Fn>

@@ -215,17 +215,11 @@ void CpuBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
     const int32_t id = b.token_ids[t];
     NF_CHECK(id >= 0 && id < V, "forward: token id {} outside the vocabulary of {}", id, V);
   }
-  // The schedule for this batch's decode share, its requests regrouped if it asks for groups
-  // (the sampled rows keep their order, so the logits' rows do not move).
-  int decodes = 0;
-  for (int r = 0; r < b.num_requests(); ++r) decodes += b.seq_indptr[r + 1] - b.seq_indptr[r] == 1;
-  const PipelineSchedule& schedule = opts_.pipeline.select(static_cast<double>(decodes) / T);
+  // The schedule for this batch, its requests regrouped if it asks for groups.
   ScheduledBatch grouped;
-  std::vector<int> group_ends;
-  if (schedule.groups > 1)
-    grouped = permute_requests(b, group_requests(b, schedule.groups, &group_ends));
-  const ScheduledBatch& run = schedule.groups > 1 ? grouped : b;
-  const PipelinePlan plan = plan_pipeline(run, schedule, 16, &group_ends);
+  const BatchPlan bp = plan_batch(b, opts_.pipeline, grouped);
+  const ScheduledBatch& run = *bp.batch;
+  const PipelinePlan& plan = bp.plan;
   nano_operations_ += static_cast<int64_t>(plan.ops.size() * config_.num_layers);
   if (!group_) {
     SingleRankCommunicator one;

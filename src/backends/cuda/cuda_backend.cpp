@@ -271,9 +271,7 @@ int64_t CudaBackend::upload_metadata(const ScheduledBatch& b) {
       fi_last_page_len_host_.push_back(ctx - (pages - 1) * bs);
     }
     fi_decodes_ = 0;
-    while (fi_decodes_ < B && b.seq_indptr[static_cast<size_t>(fi_decodes_) + 1] -
-                                      b.seq_indptr[static_cast<size_t>(fi_decodes_)] == 1)
-      ++fi_decodes_;
+    while (fi_decodes_ < B && b.query_len(static_cast<int>(fi_decodes_)) == 1) ++fi_decodes_;
     fi_prefill_qo_indptr_host_.clear();
     fi_prefill_page_indptr_host_.clear();
     for (int64_t r = fi_decodes_; r <= B; ++r) {
@@ -368,22 +366,14 @@ bool CudaBackend::run_model(const ScheduledBatch& b) {
     marks_.clear();
     mark("start", 0, 0);
   }
-  // The schedule for this batch's decode share; a split one may regroup the requests (the
-  // sampled rows keep their order, so the logits' rows do not move).
-  int64_t decodes = 0;
-  for (int r = 0; r < b.num_requests(); ++r) decodes += b.seq_indptr[r + 1] - b.seq_indptr[r] == 1;
-  const PipelineSchedule& schedule =
-      opts_.pipeline.select(static_cast<double>(decodes) / static_cast<double>(T));
-  const bool pipelined = !schedule.is_serial();
-  std::vector<int> group_ends;
-  if (pipelined && schedule.groups > 1)
-    grouped_ = permute_requests(b, group_requests(b, schedule.groups, &group_ends));
-  const ScheduledBatch& run = pipelined && schedule.groups > 1 ? grouped_ : b;
+  // The schedule for this batch; a split one may regroup the requests.
+  const BatchPlan bp = plan_batch(b, opts_.pipeline, grouped_);
+  const ScheduledBatch& run = *bp.batch;
   const int64_t max_context = upload_metadata(run);
   mark("metadata_upload", 0, 0);
   NF_CUDA_CHECK(cudaMemsetAsync(error_.data(), 0, sizeof(int32_t), stream_));
-  if (pipelined) {
-    run_pipelined(run, plan_pipeline(run, schedule, 16, &group_ends));
+  if (!bp.schedule->is_serial()) {
+    run_pipelined(run, bp.plan);
   } else {
     run_layers(run, max_context);
   }
@@ -679,8 +669,7 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
     }
     std::lock_guard<std::mutex> lock(profile_mu_);
     profiled_tokens_ += T;
-    for (int r = 0; r < b.num_requests(); ++r)
-      profiled_decode_rows_ += b.seq_indptr[r + 1] - b.seq_indptr[r] == 1 ? 1 : 0;
+    profiled_decode_rows_ += b.num_decodes();
   }
   const int L = static_cast<int>(layers_.size());
   for (int s = 0; s <= L; ++s) {

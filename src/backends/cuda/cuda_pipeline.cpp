@@ -77,7 +77,7 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
   attn_runs_.assign(attn.size(), {});
   nano_meta_host_.clear();
   size_t runs = 0;
-  auto is_decode = [&](int r) { return b.seq_indptr[r + 1] - b.seq_indptr[r] == 1; };
+  auto is_decode = [&](int r) { return b.query_len(r) == 1; };
   for (size_t j = 0; j < attn.size(); ++j) {
     for (int r = attn[j].req_begin; r < attn[j].req_end;) {
       int e = r + 1;
