@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -31,22 +32,34 @@ using cuda::DeviceBuffer;
 using cuda::DType;
 using cuda::TensorView;
 
-// Mean milliseconds of fn over `iters` launches, after 3 warm-up launches.
+// Median, min and max over `reps` samples of the mean milliseconds of `inner` back-to-back
+// launches, after 3 warm-up launches (the same method as scripts/probe_cudnn_attention.py).
 template <typename Fn>
-double time_ms(Fn&& fn, int iters = 20) {
+std::array<double, 3> median_ms(Fn&& fn, int reps = 9, int inner = 10) {
   for (int i = 0; i < 3; ++i) fn();
   cudaEvent_t a, b;
   NF_CUDA_CHECK(cudaEventCreate(&a));
   NF_CUDA_CHECK(cudaEventCreate(&b));
-  NF_CUDA_CHECK(cudaEventRecord(a));
-  for (int i = 0; i < iters; ++i) fn();
-  NF_CUDA_CHECK(cudaEventRecord(b));
-  NF_CUDA_CHECK(cudaEventSynchronize(b));
-  float ms = 0;
-  NF_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  std::vector<double> samples;
+  for (int r = 0; r < reps; ++r) {
+    NF_CUDA_CHECK(cudaEventRecord(a));
+    for (int i = 0; i < inner; ++i) fn();
+    NF_CUDA_CHECK(cudaEventRecord(b));
+    NF_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    NF_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    samples.push_back(ms / inner);
+  }
   NF_CUDA_CHECK(cudaEventDestroy(a));
   NF_CUDA_CHECK(cudaEventDestroy(b));
-  return ms / iters;
+  std::sort(samples.begin(), samples.end());
+  return {samples[samples.size() / 2], samples.front(), samples.back()};
+}
+
+// Mean milliseconds of fn over `iters` launches, after 3 warm-up launches.
+template <typename Fn>
+double time_ms(Fn&& fn, int iters = 20) {
+  return median_ms(fn, 1, iters)[0];
 }
 
 DeviceBuffer random_bf16(int64_t n, std::mt19937& rng) {
@@ -124,29 +137,6 @@ TEST_F(Bench, DISABLED_Attention) {
 }
 
 #ifdef NANOFLOW_HAVE_FLASHINFER
-// Median, min and max over `reps` samples of the mean milliseconds of `inner` back-to-back
-// launches, after 3 warm-up launches (the same method as scripts/probe_cudnn_attention.py).
-template <typename Fn>
-std::array<double, 3> median_ms(Fn&& fn, int reps = 9, int inner = 10) {
-  for (int i = 0; i < 3; ++i) fn();
-  cudaEvent_t a, b;
-  NF_CUDA_CHECK(cudaEventCreate(&a));
-  NF_CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<double> samples;
-  for (int r = 0; r < reps; ++r) {
-    NF_CUDA_CHECK(cudaEventRecord(a));
-    for (int i = 0; i < inner; ++i) fn();
-    NF_CUDA_CHECK(cudaEventRecord(b));
-    NF_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    NF_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    samples.push_back(ms / inner);
-  }
-  NF_CUDA_CHECK(cudaEventDestroy(a));
-  NF_CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(samples.begin(), samples.end());
-  return {samples[samples.size() / 2], samples.front(), samples.back()};
-}
 
 // One case of the cuDNN comparison: request b has q_lens[b] new tokens, the last of its
 // kv_lens[b] tokens of context (causal, bottom-right aligned).
@@ -158,63 +148,125 @@ struct FiCase {
   int q_stride = 0;      // elements between query rows; 0: H * D (the engine's is (H + 2 KVH) * D)
 };
 
+// A FlashInfer batch on the engine's per-layer KV layout [num_pages, 2, KVH, page, 128], bf16,
+// 32/8 heads of 128: request b has q_lens[b] new rows, the last of its kv_lens[b] tokens of
+// context; its pages are shuffled over pools `slack` times the pages used (the engine's pool is
+// larger than what one batch reads), `pools` of them (one per layer); queries q_stride apart.
+class FiBatch {
+ public:
+  static constexpr int H = 32, KVH = 8, D = 128;
+  FiBatch(std::mt19937& rng, const std::vector<int>& q_lens, const std::vector<int>& kv_lens,
+          int page_size, int pools, double slack, int64_t q_stride)
+      : attn_(std::make_unique<cuda::fi::BatchAttention>(H, KVH, D, page_size)),
+        q_stride_(q_stride) {
+    const int B = static_cast<int>(q_lens.size()), P = page_size;
+    qo_.assign(B + 1, 0);
+    pind_.assign(B + 1, 0);
+    std::vector<int32_t> last(B);
+    for (int b = 0; b < B; ++b) {
+      qo_[b + 1] = qo_[b] + q_lens[b];
+      const int pages = (kv_lens[b] + P - 1) / P;
+      pind_[b + 1] = pind_[b] + pages;
+      last[b] = kv_lens[b] - (pages - 1) * P;
+      kv_bytes_ += static_cast<double>(kv_lens[b]) * KVH * D * 2 * 2;
+    }
+    const int64_t used = pind_[B], pool = static_cast<int64_t>(used * slack);
+    std::vector<int32_t> ids(pool);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    ids.resize(used);
+    // Random KV: a random block of at most 16 MiB repeated over each pool (filling GiBs on the
+    // host is slow).
+    pool_bytes_ = static_cast<size_t>(pool) * 2 * KVH * P * D * 2;
+    DeviceBuffer block = random_bf16(std::min<int64_t>(pool_bytes_ / 2, 8LL << 20), rng);
+    for (int r = 0; r < pools; ++r) {
+      kv_.emplace_back(pool_bytes_);
+      for (size_t off = 0; off < pool_bytes_; off += block.bytes())
+        NF_CUDA_CHECK(cudaMemcpy(static_cast<char*>(kv_.back().data()) + off, block.data(),
+                                 std::min(block.bytes(), pool_bytes_ - off),
+                                 cudaMemcpyDeviceToDevice));
+    }
+    q_ = random_bf16(static_cast<int64_t>(tokens()) * q_stride, rng);
+    out_ = DeviceBuffer(static_cast<size_t>(tokens()) * H * D * 2);
+    d_qo_ = test::upload(qo_);
+    d_pind_ = test::upload(pind_);
+    d_ids_ = test::upload(ids);
+    d_last_ = test::upload(last);
+    a_.q = q_.data();
+    a_.q_stride_n = q_stride;
+    a_.qo_indptr = d_qo_.as<int32_t>();
+    a_.kv_page_indptr = d_pind_.as<int32_t>();
+    a_.kv_page_ids = d_ids_.as<int32_t>();
+    a_.kv_last_page_len = d_last_.as<int32_t>();
+    a_.out = out_.data();
+    a_.sm_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  }
+  // FlashInfer's host plan (see BatchAttention::plan); an empty string or the error.
+  std::string plan(int split_pages = -1) {
+    return attn_->plan(qo_.data(), pind_.data(), static_cast<int>(qo_.size()) - 1, nullptr,
+                       split_pages);
+  }
+  cudaError_t try_run(int pool, cudaStream_t stream) {
+    a_.kv_layer = kv_[static_cast<size_t>(pool)].data();
+    return attn_->run(a_, stream);
+  }
+  void run(int pool, cudaStream_t stream) { NF_CUDA_CHECK(try_run(pool, stream)); }
+  int tokens() const { return qo_.back(); }
+  int64_t num_pages() const { return pind_.back(); }
+  int64_t q_stride() const { return q_stride_; }
+  double kv_bytes() const { return kv_bytes_; }  // K and V read by one run
+  size_t pool_bytes() const { return pool_bytes_; }
+  DeviceBuffer& out() { return out_; }
+
+ private:
+  std::unique_ptr<cuda::fi::BatchAttention> attn_;  // unique_ptr: FiBatch moves, it does not
+  cuda::fi::BatchAttention::RunArgs a_;
+  int64_t q_stride_;
+  std::vector<int32_t> qo_, pind_;
+  std::vector<DeviceBuffer> kv_;
+  DeviceBuffer q_, out_, d_qo_, d_pind_, d_ids_, d_last_;
+  double kv_bytes_ = 0;
+  size_t pool_bytes_ = 0;
+};
+
+// The engine's 1024/512 decode batch: `rows` decodes of contexts 1025..1536, queries inside the
+// fused QKV rows, on `pools` layer pools 20% larger than used; planned.
+FiBatch decode_batch(std::mt19937& rng, int rows, int page_size, int pools) {
+  std::vector<int> ctx(static_cast<size_t>(rows));
+  for (int& l : ctx) l = 1025 + static_cast<int>(rng() % 512);
+  FiBatch b(rng, std::vector<int>(static_cast<size_t>(rows), 1), ctx, page_size, pools, 1.2,
+            (FiBatch::H + 2 * FiBatch::KVH) * FiBatch::D);
+  EXPECT_EQ(b.plan(), "");
+  return b;
+}
+
 // FlashInfer through our nf::cuda::fi::BatchAttention on the engine's per-layer KV layout
 // [num_pages, 2, KVH, 16, 128] with a shuffled page table; prints one `FI_ATTN {json}` line.
 void bench_fi_case(const FiCase& c, std::mt19937& rng) {
-  const int H = 32, KVH = 8, D = 128, P = 16;
+  constexpr int H = FiBatch::H, D = FiBatch::D;
   const int B = static_cast<int>(c.q_lens.size());
-  std::vector<int32_t> qo(B + 1, 0), pind(B + 1, 0), last(B);
-  for (int b = 0; b < B; ++b) {
-    qo[b + 1] = qo[b] + c.q_lens[b];
-    const int pages = (c.kv_lens[b] + P - 1) / P;
-    pind[b + 1] = pind[b] + pages;
-    last[b] = c.kv_lens[b] - (pages - 1) * P;
-  }
-  const int T = qo[B];
-  const int64_t num_pages = pind[B];
-  std::vector<int32_t> ids(num_pages);
-  std::iota(ids.begin(), ids.end(), 0);
-  std::shuffle(ids.begin(), ids.end(), rng);
-
-  // Random KV: a 16 MiB random block repeated over the cache (filling GiBs on the host is slow).
-  const int64_t page_elems = 2LL * KVH * P * D;
-  DeviceBuffer kv(static_cast<size_t>(num_pages * page_elems * 2));
-  {
-    const int64_t chunk = std::min<int64_t>(num_pages * page_elems, 8LL << 20);
-    DeviceBuffer block = random_bf16(chunk, rng);
-    const size_t cb = static_cast<size_t>(chunk) * 2;
-    for (size_t off = 0; off < kv.bytes(); off += cb)
-      NF_CUDA_CHECK(cudaMemcpy(static_cast<char*>(kv.data()) + off, block.data(),
-                               std::min(cb, kv.bytes() - off), cudaMemcpyDeviceToDevice));
-  }
-  const int64_t q_stride = c.q_stride > 0 ? c.q_stride : H * D;
-  DeviceBuffer q = random_bf16(static_cast<int64_t>(T) * q_stride, rng);
-  DeviceBuffer out(static_cast<size_t>(T) * H * D * 2);
-  auto d_qo = test::upload(qo), d_pind = test::upload(pind), d_ids = test::upload(ids),
-       d_last = test::upload(last);
-
-  double kv_tokens = 0, causal_pairs = 0;
-  for (int b = 0; b < B; ++b) {
-    kv_tokens += c.kv_lens[b];
+  FiBatch fb(rng, c.q_lens, c.kv_lens, 16, 1, 1.0, c.q_stride > 0 ? c.q_stride : H * D);
+  const int T = fb.tokens();
+  double causal_pairs = 0;
+  for (int b = 0; b < B; ++b)
     for (int i = 0; i < c.q_lens[b]; ++i) causal_pairs += c.kv_lens[b] - c.q_lens[b] + 1 + i;
-  }
   std::string head = std::string("FI_ATTN {\"case\":\"") + c.name + "\",\"kind\":\"" + c.kind +
                      "\",\"batch\":" + std::to_string(B) + ",\"q_tokens\":" + std::to_string(T) +
-                     ",\"num_pages\":" + std::to_string(num_pages) +
+                     ",\"num_pages\":" + std::to_string(fb.num_pages()) +
                      ",\"kv_layout\":\"interleaved [pages,2,8,16,128]\",\"split_pages\":" +
-                     std::to_string(c.split_pages) + ",\"q_stride\":" + std::to_string(q_stride);
+                     std::to_string(c.split_pages) +
+                     ",\"q_stride\":" + std::to_string(fb.q_stride());
 
-  cuda::fi::BatchAttention attn(H, KVH, D, P);
   // plan() on the host, then its copy to the device: the per-batch cost (first and steady).
   using clock = std::chrono::steady_clock;
   auto t0 = clock::now();
-  std::string err = attn.plan(qo.data(), pind.data(), B, nullptr, c.split_pages);
+  std::string err = fb.plan(c.split_pages);
   NF_CUDA_CHECK(cudaDeviceSynchronize());
   const double plan_first_us = std::chrono::duration<double, std::micro>(clock::now() - t0).count();
   std::vector<double> plan_us;
   for (int i = 0; i < 20 && err.empty(); ++i) {
     t0 = clock::now();
-    err = attn.plan(qo.data(), pind.data(), B, nullptr, c.split_pages);
+    err = fb.plan(c.split_pages);
     NF_CUDA_CHECK(cudaDeviceSynchronize());
     plan_us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t0).count());
   }
@@ -224,18 +276,8 @@ void bench_fi_case(const FiCase& c, std::mt19937& rng) {
   }
   std::sort(plan_us.begin(), plan_us.end());
 
-  cuda::fi::BatchAttention::RunArgs a;
-  a.q = q.data();
-  a.q_stride_n = q_stride;
-  a.kv_layer = kv.data();
-  a.qo_indptr = d_qo.as<int32_t>();
-  a.kv_page_indptr = d_pind.as<int32_t>();
-  a.kv_page_ids = d_ids.as<int32_t>();
-  a.kv_last_page_len = d_last.as<int32_t>();
-  a.out = out.data();
-  a.sm_scale = 1.0f / std::sqrt(static_cast<float>(D));
-  test::poison(out);
-  cudaError_t st = attn.run(a, nullptr);
+  test::poison(fb.out());
+  cudaError_t st = fb.try_run(0, nullptr);
   if (st == cudaSuccess) st = cudaDeviceSynchronize();
   if (st != cudaSuccess) {
     std::printf("%s,\"error\":\"run: %s\"}\n", head.c_str(), cudaGetErrorString(st));
@@ -243,14 +285,13 @@ void bench_fi_case(const FiCase& c, std::mt19937& rng) {
     return;
   }
   const size_t nonfinite =
-      test::count_non_finite(test::download_bf16(out, static_cast<size_t>(T) * H * D));
-  const auto ms = median_ms([&] { NF_CUDA_CHECK(attn.run(a, nullptr)); });
+      test::count_non_finite(test::download_bf16(fb.out(), static_cast<size_t>(T) * H * D));
+  const auto ms = median_ms([&] { fb.run(0, nullptr); });
   std::string metric;
   char buf[128];
   if (std::string(c.kind) == "decode") {
-    const double bytes = kv_tokens * KVH * D * 2 * 2;
-    std::snprintf(buf, sizeof buf, ",\"kv_bytes\":%.0f,\"TB_per_s\":%.3f", bytes,
-                  bytes / ms[0] / 1e9);
+    std::snprintf(buf, sizeof buf, ",\"kv_bytes\":%.0f,\"TB_per_s\":%.3f", fb.kv_bytes(),
+                  fb.kv_bytes() / ms[0] / 1e9);
   } else {
     const double flops = 4.0 * H * D * causal_pairs;
     std::snprintf(buf, sizeof buf, ",\"causal_flops\":%.0f,\"TFLOP_per_s\":%.1f", flops,
@@ -304,71 +345,6 @@ TEST_F(Bench, DISABLED_FlashInferDecodeSplits) {
   for (const FiCase& c : cases) bench_fi_case(c, rng_);
 }
 
-// The engine's 1024/512 decode batch for FlashInfer (32/8 heads of 128): `rows` requests with
-// contexts 1025..1536, one new token each, queries inside fused QKV rows, page tables shuffled
-// over pools 20% larger than used (as the engine's), on `pools` separate layer pools.
-class DecodeBatch {
- public:
-  static constexpr int H = 32, KVH = 8, D = 128;
-  DecodeBatch(std::mt19937& rng, int rows, int page_size, int pools) : attn_(H, KVH, D, page_size) {
-    const int B = rows, P = page_size, qkv_stride = (H + 2 * KVH) * D;
-    std::vector<int32_t> qo(B + 1), pind(B + 1, 0), last(B);
-    double kv_tokens = 0;
-    for (int b = 0; b < B; ++b) {
-      const int ctx = 1025 + static_cast<int>(rng() % 512);
-      qo[b + 1] = b + 1;
-      const int pages = (ctx + P - 1) / P;
-      pind[b + 1] = pind[b] + pages;
-      last[b] = ctx - (pages - 1) * P;
-      kv_tokens += ctx;
-    }
-    bytes_ = kv_tokens * KVH * D * 2 * 2;
-    const int64_t used = pind[B], pool = used * 6 / 5;
-    std::vector<int32_t> ids(pool);
-    std::iota(ids.begin(), ids.end(), 0);
-    std::shuffle(ids.begin(), ids.end(), rng);
-    ids.resize(used);
-    pool_bytes_ = static_cast<size_t>(pool) * 2 * KVH * P * D * 2;
-    DeviceBuffer block = random_bf16(8LL << 20, rng);
-    for (int r = 0; r < pools; ++r) {
-      kv_.emplace_back(pool_bytes_);
-      for (size_t off = 0; off < pool_bytes_; off += block.bytes())
-        NF_CUDA_CHECK(cudaMemcpy(static_cast<char*>(kv_.back().data()) + off, block.data(),
-                                 std::min(block.bytes(), pool_bytes_ - off),
-                                 cudaMemcpyDeviceToDevice));
-    }
-    q_ = random_bf16(static_cast<int64_t>(B) * qkv_stride, rng);
-    out_ = DeviceBuffer(static_cast<size_t>(B) * H * D * 2);
-    d_qo_ = test::upload(qo);
-    d_pind_ = test::upload(pind);
-    d_ids_ = test::upload(ids);
-    d_last_ = test::upload(last);
-    EXPECT_EQ(attn_.plan(qo.data(), pind.data(), B, nullptr), "");
-    a_.q = q_.data();
-    a_.q_stride_n = qkv_stride;
-    a_.qo_indptr = d_qo_.as<int32_t>();
-    a_.kv_page_indptr = d_pind_.as<int32_t>();
-    a_.kv_page_ids = d_ids_.as<int32_t>();
-    a_.kv_last_page_len = d_last_.as<int32_t>();
-    a_.out = out_.data();
-    a_.sm_scale = 1.0f / std::sqrt(static_cast<float>(D));
-  }
-  void run(int pool, cudaStream_t stream) {
-    a_.kv_layer = kv_[static_cast<size_t>(pool)].data();
-    NF_CUDA_CHECK(attn_.run(a_, stream));
-  }
-  double kv_bytes() const { return bytes_; }  // K and V read by one run
-  size_t pool_bytes() const { return pool_bytes_; }
-
- private:
-  cuda::fi::BatchAttention attn_;
-  cuda::fi::BatchAttention::RunArgs a_;
-  std::vector<DeviceBuffer> kv_;
-  DeviceBuffer q_, out_, d_qo_, d_pind_, d_ids_, d_last_;
-  double bytes_ = 0;
-  size_t pool_bytes_ = 0;
-};
-
 // A bf16 GEMM x[m, k] w[n, k]^T with random operands.
 struct GemmCase {
   GemmCase(std::mt19937& rng, int64_t m, int64_t n, int64_t k)
@@ -394,7 +370,7 @@ TEST_F(Bench, DISABLED_FlashInferDecodeRotation) {
   cuda::Gemm gemm;
   const double gemm_ms = median_ms([&] { gemm.run(g.args, nullptr); })[0];
   for (const int P : {16, 32, 64}) {
-    DecodeBatch d(rng_, B, P, R);
+    FiBatch d = decode_batch(rng_, B, P, R);
     int i = 0;
     const double warm = median_ms([&] { d.run(0, nullptr); })[0];
     const double rotate = median_ms([&] { d.run(i++ % R, nullptr); }, 9, R)[0];
@@ -433,7 +409,7 @@ TEST_F(Bench, DISABLED_OverlapDecodeGemm) {
   NF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   constexpr int kPools = 8;  // attention reads a different layer's pool each time, as in the engine
   for (const auto [rows, m] : {std::pair{280, int64_t{1024}}, std::pair{560, int64_t{2048}}}) {
-    DecodeBatch d(rng_, rows, 16, kPools);
+    FiBatch d = decode_batch(rng_, rows, 16, kPools);
     GemmCase g(rng_, m, 28672, 4096);
     cuda::Gemm gemm;
     int i = 0;
@@ -514,7 +490,7 @@ TEST_F(Bench, DISABLED_GreenContextOverlap) {
   CUdevResource all{};
   ASSERT_EQ(get_res(dev, &all, CU_DEV_RESOURCE_TYPE_SM), CUDA_SUCCESS);
   constexpr int kPools = 8;
-  DecodeBatch d(rng_, 560, 16, kPools);
+  FiBatch d = decode_batch(rng_, 560, 16, kPools);
   GemmCase g(rng_, 2048, 28672, 4096);
   cuda::Gemm gemm;
   int i = 0;

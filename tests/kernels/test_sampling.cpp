@@ -129,6 +129,22 @@ Result run(cuda::GpuSampler& sampler, const std::vector<Row>& rows) {
           download<float>(d_lp, S), download<float>(d_top_lp, S * kTopCols)};
 }
 
+// Row i's top-K slots: the expected (id, logprob) pairs first, then -1 / -inf in the rest.
+void expect_top_slots(const Result& res, size_t i, const nanoflow::TopLogprobs& want) {
+  const size_t n = want.size();
+  for (size_t j = 0; j < static_cast<size_t>(kTopCols); ++j) {
+    const int32_t id = res.top_ids[i * kTopCols + j];
+    const float lp = res.top_logprobs[i * kTopCols + j];
+    if (j >= n) {
+      EXPECT_EQ(id, -1) << "slot " << j;
+      EXPECT_TRUE(std::isinf(lp) && lp < 0) << "slot " << j << " holds " << lp;
+      continue;
+    }
+    EXPECT_EQ(id, want[j].first) << "slot " << j;
+    EXPECT_NEAR(lp, want[j].second, kLogprobTolerance) << "slot " << j;
+  }
+}
+
 // The distribution sampler.cpp draws from: bias and penalties, banned ids out, top-k, top-p at
 // temperature T, then min-p; probability 0 for every excluded id.
 std::vector<double> expected_distribution(const Row& r) {
@@ -281,17 +297,7 @@ TEST_F(Sampling, TopLogprobsMatchCpuLogSoftmax) {
       EXPECT_NEAR(res.logprobs[i], rows[i].logits[tok] - lse, kLogprobTolerance);
       const int n = std::min(rows[i].params.num_logprobs, vocab);
       ASSERT_EQ(static_cast<int>(want.top.size()), n);
-      for (int j = 0; j < kTopCols; ++j) {
-        const int32_t id = res.top_ids[i * kTopCols + j];
-        const float lp = res.top_logprobs[i * kTopCols + j];
-        if (j >= n) {
-          EXPECT_EQ(id, -1) << "slot " << j;
-          EXPECT_TRUE(std::isinf(lp) && lp < 0) << "slot " << j << " holds " << lp;
-          continue;
-        }
-        EXPECT_EQ(id, want.top[j].first) << "slot " << j;
-        EXPECT_NEAR(lp, want.top[j].second, kLogprobTolerance) << "slot " << j;
-      }
+      expect_top_slots(res, i, want.top);
     }
   }
 }
@@ -540,19 +546,8 @@ TEST_F(Sampling, FilteredWithPenaltiesAndBiasMatchCpu) {
       EXPECT_GT(dist[tok], 0.0) << "emitted excluded token " << tok;
       if (r.params.top_p < 1e-3f) EXPECT_EQ(tok, want.token) << "a single candidate";
       EXPECT_NEAR(res.logprobs[i], r.logits[tok] - lse, kLogprobTolerance);
-      const int n = r.params.num_logprobs;
-      ASSERT_EQ(static_cast<int>(want.top.size()), n);
-      for (int j = 0; j < kTopCols; ++j) {
-        const int32_t id = res.top_ids[i * kTopCols + j];
-        const float lp = res.top_logprobs[i * kTopCols + j];
-        if (j >= n) {
-          EXPECT_EQ(id, -1) << "slot " << j;
-          EXPECT_TRUE(std::isinf(lp) && lp < 0) << "slot " << j << " holds " << lp;
-          continue;
-        }
-        EXPECT_EQ(id, want.top[j].first) << "slot " << j;
-        EXPECT_NEAR(lp, want.top[j].second, kLogprobTolerance) << "slot " << j;
-      }
+      ASSERT_EQ(static_cast<int>(want.top.size()), r.params.num_logprobs);
+      expect_top_slots(res, i, want.top);
     }
     // The same rows reversed and alone: seeded draws depend on nothing else in the batch.
     std::vector<Row> reversed(rows.rbegin(), rows.rend());
@@ -593,8 +588,8 @@ TEST_F(Sampling, EmpiricalDistributionWithPenaltiesMatchesExpected) {
                  << "T " << k.p.temperature << " top_k " << k.p.top_k << " top_p " << k.p.top_p
                  << " min_p " << k.p.min_p << " rep " << k.p.repetition_penalty << " freq "
                  << k.p.frequency_penalty << " pres " << k.p.presence_penalty);
-    expect_empirical_distribution(sampler, Row{logits, k.p, {}, {7, 0, 0, 4}, {7, 1, 1, 1, 9}, k.bias},
-                                  kRows, kCalls, rng_);
+    expect_empirical_distribution(
+        sampler, Row{logits, k.p, {}, {7, 0, 0, 4}, {7, 1, 1, 1, 9}, k.bias}, kRows, kCalls, rng_);
   }
 }
 
