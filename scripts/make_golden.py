@@ -658,23 +658,27 @@ INIT = dict(lin_std=1.0, emb_std=1.0, head_std=0.6)
 # GPU test's 0.1 budget. With these, a bf16 run of the models in transformers stays within 0.031-0.045
 # of the goldens on every top-5 entry, and the CUDA backend (H200) within 0.029-0.041.
 HD128_INIT = dict(lin_std=0.7, emb_std=1.0, head_std=0.25)
+
+
+def hd128_config(heads: int, kv_heads: int, rope_theta: float, rope_scaling: dict | None = None,
+                 rms_norm_eps: float = 1e-5, tie_word_embeddings: bool = False, **extra) -> dict:
+    """The config of a head_dim-128 fixture (2 layers, hidden 64, intermediate 128), its keys in
+    the order the fixtures were written with."""
+    d = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=heads,
+             num_key_value_heads=kv_heads, head_dim=128, rope_theta=rope_theta)
+    if rope_scaling is not None:
+        d["rope_scaling"] = rope_scaling
+    d.update(rms_norm_eps=rms_norm_eps, tie_word_embeddings=tie_word_embeddings, **extra)
+    return d
+
+
 HD128_SPECS = {
     "llama2-hd128": dict(
         cls="llama",
         init=HD128_INIT,
         seed=2002,
         tokenizer="llama2-tiny",
-        config=dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            head_dim=128,
-            rope_theta=10000.0,
-            rms_norm_eps=1e-5,
-            tie_word_embeddings=False,
-        ),
+        config=hd128_config(2, 2, 10000.0),
         config_style="v5",
     ),
     "llama3-hd128": dict(
@@ -682,17 +686,7 @@ HD128_SPECS = {
         init=HD128_INIT,
         seed=2003,
         tokenizer="llama3-tiny",
-        config=dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=128,
-            rope_theta=500000.0,
-            rms_norm_eps=1e-5,
-            tie_word_embeddings=False,
-        ),
+        config=hd128_config(4, 1, 500000.0),
         config_style="v4",
     ),
     "llama31-hd128": dict(
@@ -700,42 +694,21 @@ HD128_SPECS = {
         init=HD128_INIT,
         seed=2031,
         tokenizer="llama31-tiny",
-        config=dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=128,
-            rope_theta=500000.0,
-            rope_scaling={
-                "rope_type": "llama3",
-                "factor": 8.0,
-                "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 64,
-            },
-            rms_norm_eps=1e-5,
-            tie_word_embeddings=False,
-        ),
+        config=hd128_config(4, 1, 500000.0, rope_scaling={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        }),
         config_style="v4",
     ),
     "qwen2-hd128": dict(
         cls="qwen2",
         seed=2020,
         tokenizer="qwen2-tiny",
-        config=dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=128,
-            rope_theta=1000000.0,
-            rms_norm_eps=1e-6,
-            tie_word_embeddings=True,
-            max_window_layers=2,
-        ),
+        config=hd128_config(4, 2, 1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                            max_window_layers=2),
         # Tied embeddings: see qwen2-tiny; the final norm weight is scaled down instead of an lm_head std.
         init=dict(lin_std=1.2, emb_std=0.3, head_std=None, out_mult=3.0, final_norm_mult=0.4),
         config_style="v5",
