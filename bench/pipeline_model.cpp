@@ -9,9 +9,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <string>
 
+#include "engine/pipeline_tune.h"
 #include "runtime/pipeline.h"
 #include "runtime/pipeline_search.h"
 
@@ -20,30 +20,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2)
     if (std::strcmp(argv[i], "--optimum-tok-s") == 0) optimum = std::atof(argv[i + 1]);
   // The profiled iteration: 558 decode rows (contexts 1025..1536) and a 1490-token chunk.
-  nf::ScheduledBatch b;
-  b.seq_indptr.push_back(0);
-  b.block_indptr.push_back(0);
-  std::mt19937 rng(5);
-  auto add = [&](int q, int ctx) {
-    for (int i = 0; i < q; ++i) {
-      b.token_ids.push_back(1);
-      b.positions.push_back(ctx - q + i);
-      b.slot_mapping.push_back(0);
-    }
-    b.seq_indptr.push_back(b.seq_indptr.back() + q);
-    b.context_lens.push_back(ctx);
-    b.block_ids.push_back(0);
-    b.block_indptr.push_back(static_cast<int32_t>(b.block_ids.size()));
-    b.request_ids.push_back(static_cast<nanoflow::RequestId>(b.request_ids.size()));
-  };
-  double kv = 0;
-  for (int i = 0; i < 558; ++i) {
-    const int ctx = 1025 + static_cast<int>(rng() % 512);
-    add(1, ctx);
-    kv += ctx;
-  }
-  add(2048 - 558, 2048 - 558);
-  kv += (2048 - 558) * ((2048 - 558 + 127) / 128);
+  const nf::ScheduledBatch b = nf::representative_iteration(2048, 558, 2048, 16, 1 << 20, 32000);
+  double kv = 0;  // KV tokens read (per 128-row query tile), as CostModel::solo_ms counts them
+  for (int r = 0; r < b.num_requests(); ++r)
+    kv += static_cast<double>(b.context_lens[r]) * ((b.query_len(r) + 127) / 128);
   // Per layer at 2048 rows (ms, from the profile divided by 32 layers): qkv stage = attn_norm
   // 0.61 + qkv 4.92 + rope/KV write 0.58; attention = decode 22.80 + prefill 2.98; o = 3.35;
   // ffn = ffn_norm 0.61 + gate_up 21.30 + silu 1.45 + down 10.55. A dense nano-operation's fixed

@@ -10,14 +10,8 @@
 #include "runtime/pipeline_search.h"
 
 namespace nf {
-namespace {
-
-// An iteration of `decodes` single-token requests (contexts spread over 1025..1536) and prefill
-// chunks of `chunk` tokens filling the rest of `tokens`, each request on consecutive blocks of
-// the pool (their contents do not matter for timing), one sampled row (the LM head and the
-// logits' copy back are the same for every schedule).
-ScheduledBatch iteration(int tokens, int decodes, int chunk, int block_size, int64_t pool_blocks,
-                         int vocab) {
+ScheduledBatch representative_iteration(int tokens, int decodes, int chunk, int block_size,
+                                        int64_t pool_blocks, int vocab) {
   ScheduledBatch b;
   b.seq_indptr.push_back(0);
   b.block_indptr.push_back(0);
@@ -49,8 +43,6 @@ ScheduledBatch iteration(int tokens, int decodes, int chunk, int block_size, int
   return b;
 }
 
-}  // namespace
-
 TuneResult tune_pipeline(Backend& backend, const TuneOptions& o) {
   NF_CHECK(o.max_batch_tokens > 0 && o.repeats > 0, "tune: {} tokens, {} repeats",
            o.max_batch_tokens, o.repeats);
@@ -65,8 +57,8 @@ TuneResult tune_pipeline(Backend& backend, const TuneOptions& o) {
     ScheduledBatch batch;
   };
   std::vector<Kind> kinds;
-  kinds.push_back({"decode-heavy", iteration(T, decodes, T, bs, pool, vocab)});
-  kinds.push_back({"prefill", iteration(T, 0, std::max(1, T / 2), bs, pool, vocab)});
+  kinds.push_back({"decode-heavy", representative_iteration(T, decodes, T, bs, pool, vocab)});
+  kinds.push_back({"prefill", representative_iteration(T, 0, std::max(1, T / 2), bs, pool, vocab)});
 
   const std::vector<PipelineSchedule> candidates = candidate_schedules();
   const auto t0 = std::chrono::steady_clock::now();

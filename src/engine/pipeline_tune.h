@@ -25,6 +25,13 @@ struct TuneResult {
   nlohmann::json report;    // every timing, the choices, the budget's use
 };
 
+// An iteration of `decodes` single-token requests (contexts spread over 1025..1536) and prefill
+// chunks of `chunk` tokens filling the rest of `tokens`, each request on consecutive blocks of
+// a pool of `pool_blocks` (their contents do not matter for timing), one sampled row (the LM
+// head and the logits' copy back are the same for every schedule). Token ids below `vocab`.
+ScheduledBatch representative_iteration(int tokens, int decodes, int chunk, int block_size,
+                                        int64_t pool_blocks, int vocab);
+
 // Leaves `backend` with the chosen schedules set.
 TuneResult tune_pipeline(Backend& backend, const TuneOptions& options);
 
