@@ -79,6 +79,19 @@ void PipelineSchedule::validate() const {
   }
   if (!(std::isfinite(min_decode_share) && min_decode_share >= 0 && min_decode_share <= 1))
     fail("pipeline schedule \"{}\": min_decode_share {} is not in [0, 1]", name, min_decode_share);
+  if (stream_sms.size() > 8)
+    fail("pipeline schedule \"{}\": stream_sms has {} entries (at most 8 streams)", name,
+         stream_sms.size());
+  bool rest_taken = false;
+  for (size_t i = 0; i < stream_sms.size(); ++i) {
+    const int n = stream_sms[i];
+    if (n < -1 || (i == 0 && n != 0) || (rest_taken && n != 0))
+      fail(
+          "pipeline schedule \"{}\": stream_sms[{}] = {} (stream 0 is 0; then SM counts, or -1 "
+          "once for all that is left, last)",
+          name, i, n);
+    rest_taken = rest_taken || n == -1;
+  }
   if (ops.empty()) return;
   std::array<std::vector<int>, kNumStages> seen;
   for (int s = 0; s < kNumStages; ++s) seen[s].assign(shares[s].size(), 0);
@@ -120,6 +133,7 @@ PipelineConfig one_stream(PipelineConfig c) {
   for (PipelineSchedule& s : c.schedules) {
     s.ops = s.issue_order();
     for (NanoOp& op : s.ops) op.stream = op.sm_target = 0;
+    s.stream_sms.clear();
     s.name += " (one stream)";
   }
   return c;
@@ -132,6 +146,7 @@ nlohmann::json to_json(const PipelineSchedule& s) {
   j["groups"] = s.groups;
   j["group_cuts"] = s.group_cuts;
   for (int st = 0; st < kNumStages; ++st) j["shares"][kStageNames[st]] = s.shares[st];
+  if (!s.stream_sms.empty()) j["stream_sms"] = s.stream_sms;
   j["ops"] = nlohmann::json::array();
   for (const NanoOp& op : s.issue_order())
     j["ops"].push_back({{"stage", stage_name(op.stage)},
@@ -150,6 +165,7 @@ PipelineSchedule schedule_from_json(const nlohmann::json& j) {
     s.min_decode_share = j.value("min_decode_share", 0.0);
     s.groups = j.value("groups", 1);
     s.group_cuts = j.value("group_cuts", false);
+    s.stream_sms = j.value("stream_sms", std::vector<int>{});
     if (j.contains("shares")) {
       for (const auto& [k, v] : j.at("shares").items())
         s.shares[static_cast<int>(stage_from_name(k))] = v.get<std::vector<double>>();
@@ -340,6 +356,7 @@ PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& sche
       if (q.stage == Stage::kQkv && q.ahead == 0 && overlap(op, q)) op.ahead = 0;
   }
   for (const NanoOp& op : pending) plan.any_ahead = plan.any_ahead || op.ahead != 0;
+  plan.stream_sms = schedule.stream_sms;
   // What an operation needs: the stage before, same layer, sharing rows; for qkv, the layer
   // before's ffn sharing rows.
   auto same_layer_dep = [&](const NanoOp& later, const NanoOp& earlier) {

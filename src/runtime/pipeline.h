@@ -68,6 +68,12 @@ struct PipelineSchedule {
   // The nano-operations of one layer in issue order; empty: stage by stage, nano-batch by
   // nano-batch, stream 0, all SMs.
   std::vector<NanoOp> ops;
+  // CUDA: hard SM partitions (green contexts) per stream, index = stream. 0 (or no entry): an
+  // ordinary stream on the whole GPU (stream 0 always is); n > 0: a partition of n SMs (the
+  // driver rounds up to its granularity) carved from what the streams before left; -1: all SMs
+  // the streams before left. E.g. [0, 32, -1]: stream 1 on 32 SMs, stream 2 on the other 100,
+  // each GEMM there tuned for its partition's SM count. Backends without partitions ignore it.
+  std::vector<int> stream_sms;
 
   // One nano-batch everywhere, one stream, no SM targets: overlap off.
   bool is_serial() const;
@@ -116,6 +122,7 @@ struct PipelinePlan {
   std::array<std::vector<Range>, kNumStages> nano;
   std::vector<Op> ops;  // issue order within a period (a layer when nothing is ahead)
   bool any_ahead = false;
+  std::vector<int> stream_sms;  // the schedule's (PipelineSchedule::stream_sms)
   const Range& range(const NanoOp& op) const {
     return nano[static_cast<int>(op.stage)][static_cast<size_t>(op.nano)];
   }

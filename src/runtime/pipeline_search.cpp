@@ -166,6 +166,24 @@ PipelineSchedule cross_layer_schedule(int groups, bool attention_stream) {
   return s;
 }
 
+PipelineSchedule with_attention_partition(PipelineSchedule s, int attention_sms,
+                                          bool gemm_partition) {
+  NF_CHECK(attention_sms > 0, "with_attention_partition: {} SMs", attention_sms);
+  for (NanoOp& op : s.ops) {
+    if (op.stream != (op.stage == Stage::kAttention ? 1 : 0))
+      fail(
+          "with_attention_partition: schedule \"{}\" does not keep attention on stream 1 and the "
+          "rest on stream 0",
+          s.name);
+    if (gemm_partition && op.stage != Stage::kAttention) op.stream = 2;
+  }
+  s.stream_sms = {0, attention_sms};
+  if (gemm_partition) s.stream_sms.push_back(-1);
+  s.name += "-attention-sms" + std::to_string(attention_sms) + (gemm_partition ? "-gemm-rest" : "");
+  s.validate();
+  return s;
+}
+
 std::vector<PipelineSchedule> candidate_schedules() {
   std::vector<PipelineSchedule> out{PipelineSchedule{}};
   for (int groups : {1, 2})
@@ -183,6 +201,16 @@ std::vector<PipelineSchedule> candidate_schedules() {
   for (int groups : {2, 3, 4})
     for (bool attention_stream : {false, true})
       out.push_back(cross_layer_schedule(groups, attention_stream));
+  // Attention in a hard SM partition (green context), the GEMMs on the whole GPU or on the
+  // SMs left (H200-NOTES: a well-fed memory-bound kernel needs about a third of the SMs).
+  std::vector<PipelineSchedule> bases;
+  for (int groups : {2, 3, 4}) bases.push_back(cross_layer_schedule(groups, true));
+  bases.push_back(candidate(1, 2, 1, true, Streams::kAttentionApart));
+  bases.push_back(candidate(2, 4, 2, true, Streams::kAttentionApart));
+  for (const PipelineSchedule& base : bases)
+    for (int sms : {16, 32, 48})
+      for (bool gemm_partition : {false, true})
+        out.push_back(with_attention_partition(base, sms, gemm_partition));
   return out;
 }
 

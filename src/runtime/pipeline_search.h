@@ -62,6 +62,11 @@ SearchResult search_schedule(const ScheduledBatch& b, const CostModel& cost);
 // stream 1 with attention_stream), so that one group's attention runs beside the next group's
 // GEMMs.
 PipelineSchedule cross_layer_schedule(int groups, bool attention_stream);
+// `s` (attention on stream 1, everything else on stream 0) with its attention in a hard
+// partition of `attention_sms` SMs (PipelineSchedule::stream_sms) and, with gemm_partition, its
+// other operations on stream 2 in the SMs left; named with a suffix.
+PipelineSchedule with_attention_partition(PipelineSchedule s, int attention_sms,
+                                          bool gemm_partition);
 
 // The candidates search_schedule() tries, the serial schedule first (for `nanoflow tune`, which
 // times them on the GPU instead of simulating them).

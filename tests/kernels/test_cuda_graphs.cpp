@@ -104,6 +104,14 @@ TEST(CudaPipeline, SplitSchedulesAgreeWithSerial) {
   const fs::path file =
       fs::temp_directory_path() / ("nf_cuda_pipeline_" + std::to_string(getpid()) + ".json");
   std::ofstream(file) << nf::to_json(pc).dump(1);
+  // The same in hard SM partitions (green contexts): attention on 32 SMs, GEMMs on the rest;
+  // the cross-layer one with its GEMMs on the whole GPU and attention on 48 SMs.
+  nf::PipelineConfig green;
+  green.schedules = {nf::with_attention_partition(four, 32, true),
+                     nf::with_attention_partition(cross, 48, false)};
+  const fs::path green_file =
+      fs::temp_directory_path() / ("nf_cuda_pipeline_green_" + std::to_string(getpid()) + ".json");
+  std::ofstream(green_file) << nf::to_json(green).dump(1);
   int ran = 0;
   for (const char* name : {"llama3-hd128", "qwen2-hd128"}) {
     const fs::path fixture = kSource / "tests/fixtures/golden" / (std::string(name) + ".json");
@@ -114,18 +122,22 @@ TEST(CudaPipeline, SplitSchedulesAgreeWithSerial) {
     c.device = "cuda";
     c.attention = "flashinfer";
     const auto serial = Engine::create(c)->generate(reqs);
-    c.pipeline_file = file.string();
-    const auto split = Engine::create(c)->generate(reqs);
-    const nf::testing::RunDiff d = nf::testing::compare_runs(serial, split);
-    for (const std::string& f : d.failures) ADD_FAILURE() << name << ": " << f;
-    std::printf(
-        "REPORT %s nano-batch schedules vs serial: %zu/%zu steps with the same token, "
-        "max |top-1 logprob diff| %.3e\n",
-        name, d.same, d.steps, d.max_diff);
-    EXPECT_LE(d.max_diff, 0.05) << name;
+    for (const fs::path& f : {file, green_file}) {
+      c.pipeline_file = f.string();
+      const auto split = Engine::create(c)->generate(reqs);
+      const nf::testing::RunDiff d = nf::testing::compare_runs(serial, split);
+      const std::string what = name + std::string(f == file ? "" : " in SM partitions");
+      for (const std::string& fail : d.failures) ADD_FAILURE() << what << ": " << fail;
+      std::printf(
+          "REPORT %s nano-batch schedules vs serial: %zu/%zu steps with the same token, "
+          "max |top-1 logprob diff| %.3e\n",
+          what.c_str(), d.same, d.steps, d.max_diff);
+      EXPECT_LE(d.max_diff, 0.05) << what;
+    }
     ++ran;
   }
   fs::remove(file);
+  fs::remove(green_file);
   if (ran == 0) GTEST_SKIP() << "no head_dim-128 fixture present";
 }
 

@@ -1,7 +1,6 @@
 // Timings of the kernels at Llama-3-8B serving shapes, for the GPU machine. Disabled by default
 // (they check nothing); run them with
 //   test_kernels --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
-#include <cuda.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include "backends/cuda/attention.h"
 #include "backends/cuda/device.h"
 #include "backends/cuda/gemm.h"
+#include "backends/cuda/green_context.h"
 #include "backends/cuda/norm.h"
 #include "backends/cuda/rope.h"
 #include "backends/cuda/sampling.h"
@@ -454,41 +454,11 @@ TEST_F(Bench, DISABLED_OverlapDecodeGemm) {
   NF_CUDA_CHECK(cudaStreamDestroy(s_attn));
   NF_CUDA_CHECK(cudaStreamDestroy(s_gemm));
 }
-// Green contexts (hard SM partitions, CUDA 12.4+ driver API): the decode attention on `k` SMs
-// and a gate/up GEMM on the rest, each in its own green context, alone and at once, against both
-// on the whole GPU back to back (H200-NOTES' Python probe, on our kernels). The driver entry
-// points are looked up at run time (cudaGetDriverEntryPointByVersion), so test_kernels does not
-// link libcuda. Prints one `GREEN {json}` line per partition, or why it could not run.
+// Green contexts (hard SM partitions, backends/cuda/green_context.h): the decode attention on
+// `k` SMs and a gate/up GEMM on the rest, each in its own green context, alone and at once,
+// against both on the whole GPU back to back (H200-NOTES' Python probe, on our kernels). Prints
+// one `GREEN {json}` line per partition, or why it could not run.
 TEST_F(Bench, DISABLED_GreenContextOverlap) {
-  using GetRes = CUresult (*)(CUdevice, CUdevResource*, CUdevResourceType);
-  using Split = CUresult (*)(CUdevResource*, unsigned*, const CUdevResource*, CUdevResource*,
-                             unsigned, unsigned);
-  using GenDesc = CUresult (*)(CUdevResourceDesc*, CUdevResource*, unsigned);
-  using Create = CUresult (*)(CUgreenCtx*, CUdevResourceDesc, CUdevice, unsigned);
-  using StreamCreate = CUresult (*)(CUstream*, CUgreenCtx, unsigned, int);
-  using Destroy = CUresult (*)(CUgreenCtx);
-  auto entry = [](const char* name) -> void* {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion(name, &fn, 12040, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess)
-      return nullptr;
-    return fn;
-  };
-  auto get_res = reinterpret_cast<GetRes>(entry("cuDeviceGetDevResource"));
-  auto split = reinterpret_cast<Split>(entry("cuDevSmResourceSplitByCount"));
-  auto gen_desc = reinterpret_cast<GenDesc>(entry("cuDevResourceGenerateDesc"));
-  auto create = reinterpret_cast<Create>(entry("cuGreenCtxCreate"));
-  auto stream_create = reinterpret_cast<StreamCreate>(entry("cuGreenCtxStreamCreate"));
-  auto destroy = reinterpret_cast<Destroy>(entry("cuGreenCtxDestroy"));
-  if (!get_res || !split || !gen_desc || !create || !stream_create || !destroy) {
-    std::printf("GREEN {\"error\":\"the driver has no green-context entry points\"}\n");
-    return;
-  }
-  NF_CUDA_CHECK(cudaFree(nullptr));  // the primary context exists
-  const CUdevice dev = 0;
-  CUdevResource all{};
-  ASSERT_EQ(get_res(dev, &all, CU_DEV_RESOURCE_TYPE_SM), CUDA_SUCCESS);
   constexpr int kPools = 8;
   FiBatch d = decode_batch(rng_, 560, 16, kPools);
   GemmCase g(rng_, 2048, 28672, 4096);
@@ -496,58 +466,43 @@ TEST_F(Bench, DISABLED_GreenContextOverlap) {
   int i = 0;
   const double attn_full = median_ms([&] { d.run(i++ % kPools, nullptr); }, 9, kPools)[0];
   const double gemm_full = median_ms([&] { gemm.run(g.args, nullptr); })[0];
-  for (const unsigned k : {16u, 32u, 48u, 64u}) {
-    CUdevResource attn_sms{}, rest{};
-    unsigned groups = 1;
-    if (split(&attn_sms, &groups, &all, &rest, 0, k) != CUDA_SUCCESS || groups != 1) {
-      std::printf("GREEN {\"attention_sms\":%u,\"error\":\"split failed\"}\n", k);
+  for (const int k : {16, 24, 32, 48, 64}) {
+    std::string why;
+    const auto parts = cuda::GreenPartitions::create(0, {k, -1}, &why);
+    if (parts == nullptr) {
+      std::printf("GREEN {\"attention_sms\":%d,\"error\":\"%s\"}\n", k, why.c_str());
       continue;
     }
-    CUdevResourceDesc da{}, dr{};
-    CUgreenCtx ga = nullptr, gr = nullptr;
-    CUstream sa = nullptr, sr = nullptr;
-    bool ok = gen_desc(&da, &attn_sms, 1) == CUDA_SUCCESS &&
-              gen_desc(&dr, &rest, 1) == CUDA_SUCCESS &&
-              create(&ga, da, dev, CU_GREEN_CTX_DEFAULT_STREAM) == CUDA_SUCCESS &&
-              create(&gr, dr, dev, CU_GREEN_CTX_DEFAULT_STREAM) == CUDA_SUCCESS &&
-              stream_create(&sa, ga, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS &&
-              stream_create(&sr, gr, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS;
-    if (!ok) {
-      std::printf("GREEN {\"attention_sms\":%u,\"error\":\"green context creation failed\"}\n", k);
-    } else {
-      // The runtime launches on the green contexts' streams; events order them.
-      const double attn_green = median_ms([&] { d.run(i++ % kPools, sa); }, 9, kPools)[0];
-      const double gemm_green = median_ms([&] { gemm.run(g.args, sr); })[0];
-      cudaEvent_t fork = nullptr, ja = nullptr, jr = nullptr;
-      for (cudaEvent_t* e : {&fork, &ja, &jr})
-        NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
-      const double both = median_ms(
-          [&] {
-            NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
-            NF_CUDA_CHECK(cudaStreamWaitEvent(sa, fork, 0));
-            NF_CUDA_CHECK(cudaStreamWaitEvent(sr, fork, 0));
-            d.run(i++ % kPools, sa);
-            gemm.run(g.args, sr);
-            NF_CUDA_CHECK(cudaEventRecord(ja, sa));
-            NF_CUDA_CHECK(cudaEventRecord(jr, sr));
-            NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, ja, 0));
-            NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, jr, 0));
-          },
-          9, kPools)[0];
-      for (cudaEvent_t e : {fork, ja, jr}) NF_CUDA_CHECK(cudaEventDestroy(e));
-      std::printf(
-          "GREEN {\"attention_sms\":%u,\"gemm_sms\":%u,\"attn_full_ms\":%.4f,"
-          "\"gemm_full_ms\":%.4f,\"attn_green_ms\":%.4f,\"attn_green_TBps\":%.3f,"
-          "\"gemm_green_ms\":%.4f,\"both_green_ms\":%.4f,\"both_over_serial_full\":%.3f}\n",
-          k, rest.sm.smCount, attn_full, gemm_full, attn_green, d.kv_bytes() / attn_green / 1e9,
-          gemm_green, both, both / (attn_full + gemm_full));
-      std::fflush(stdout);
-    }
+    const cudaStream_t sa = parts->stream(0), sr = parts->stream(1);
+    gemm.set_sm_count_target(parts->sm_count(1));
+    const double attn_green = median_ms([&] { d.run(i++ % kPools, sa); }, 9, kPools)[0];
+    const double gemm_green = median_ms([&] { gemm.run(g.args, sr); })[0];
+    cudaEvent_t fork = nullptr, ja = nullptr, jr = nullptr;
+    for (cudaEvent_t* e : {&fork, &ja, &jr})
+      NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+    const double both = median_ms(
+        [&] {
+          NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
+          NF_CUDA_CHECK(cudaStreamWaitEvent(sa, fork, 0));
+          NF_CUDA_CHECK(cudaStreamWaitEvent(sr, fork, 0));
+          d.run(i++ % kPools, sa);
+          gemm.run(g.args, sr);
+          NF_CUDA_CHECK(cudaEventRecord(ja, sa));
+          NF_CUDA_CHECK(cudaEventRecord(jr, sr));
+          NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, ja, 0));
+          NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, jr, 0));
+        },
+        9, kPools)[0];
+    gemm.set_sm_count_target(0);
+    for (cudaEvent_t e : {fork, ja, jr}) NF_CUDA_CHECK(cudaEventDestroy(e));
+    std::printf(
+        "GREEN {\"attention_sms\":%d,\"gemm_sms\":%d,\"attn_full_ms\":%.4f,"
+        "\"gemm_full_ms\":%.4f,\"attn_green_ms\":%.4f,\"attn_green_TBps\":%.3f,"
+        "\"gemm_green_ms\":%.4f,\"both_green_ms\":%.4f,\"both_over_serial_full\":%.3f}\n",
+        parts->sm_count(0), parts->sm_count(1), attn_full, gemm_full, attn_green,
+        d.kv_bytes() / attn_green / 1e9, gemm_green, both, both / (attn_full + gemm_full));
+    std::fflush(stdout);
     NF_CUDA_CHECK(cudaDeviceSynchronize());
-    if (sa != nullptr) cudaStreamDestroy(sa);
-    if (sr != nullptr) cudaStreamDestroy(sr);
-    if (ga != nullptr) destroy(ga);
-    if (gr != nullptr) destroy(gr);
   }
 }
 #endif  // NANOFLOW_HAVE_FLASHINFER

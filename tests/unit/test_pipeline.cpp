@@ -267,7 +267,10 @@ TEST(Pipeline, ScheduleFileRoundTripsAndRejectsBadSchedules) {
   prefill.name = "prefill-heavy";
   prefill.shares[3] = {2, 1};
   c.schedules.push_back(prefill);
+  c.schedules[0].stream_sms = {0, 32, -1};
   const PipelineConfig back = nf::pipeline_from_json(nf::to_json(c));
+  EXPECT_EQ(back.schedules[0].stream_sms, (std::vector<int>{0, 32, -1}));
+  EXPECT_TRUE(back.schedules[1].stream_sms.empty());
   ASSERT_EQ(back.schedules.size(), 2u);
   EXPECT_EQ(nf::to_json(back), nf::to_json(c));
   EXPECT_EQ(back.select(0.5).name, "4-4-2-2");
@@ -286,6 +289,7 @@ TEST(Pipeline, ScheduleFileRoundTripsAndRejectsBadSchedules) {
     EXPECT_EQ(flat.schedules[0].ops[i].sm_target, 0);
   }
   EXPECT_EQ(flat.schedules[1].ops.size(), 5u);  // the default order, made explicit
+  EXPECT_TRUE(flat.schedules[0].stream_sms.empty());  // no partitions without streams
 
   auto rejects = [](const std::string& text, const std::string& what) {
     try {
@@ -306,6 +310,9 @@ TEST(Pipeline, ScheduleFileRoundTripsAndRejectsBadSchedules) {
           "issued 0 times");
   rejects(R"({"ops": [{"stage": "qkv", "nano": 3}]})", "names no nano-batch");
   rejects(R"({"min_decode_share": 2})", "min_decode_share");
+  rejects(R"({"stream_sms": [32, 0]})", "stream_sms[0] = 32");
+  rejects(R"({"stream_sms": [0, -1, 16]})", "stream_sms[2] = 16");
+  rejects(R"({"stream_sms": [0, -2]})", "stream_sms[1] = -2");
 
   const fs::path f =
       fs::temp_directory_path() / ("nf_pipeline_" + std::to_string(getpid()) + ".json");
@@ -389,6 +396,35 @@ TEST(Pipeline, CpuBackendRunsTheNanoOperations) {
   cross.forward(batch, e);
   EXPECT_EQ(a, e);
   EXPECT_EQ(cross.nano_operations(), 8 * L);
+  // SM partitions (a CUDA matter) change nothing on the CPU.
+  cfg.pipeline.schedules = {nf::with_attention_partition(cross_layer(), 32, true)};
+  nf::CpuBackend green(m.config, *m.weights, cfg);
+  std::vector<float> g(5 * V);
+  green.forward(batch, g);
+  EXPECT_EQ(a, g);
+  EXPECT_EQ(green.nano_operations(), 8 * L);
+}
+
+// Attention in an SM partition: attention on stream 1 in a partition, the rest on the whole GPU
+// or, with the GEMM partition, on stream 2 in the SMs left; a schedule that does not keep
+// attention apart is refused.
+TEST(PipelineSearch, AttentionPartitionMovesTheGemmsToTheSmsLeft) {
+  const PipelineSchedule base = cross_layer();
+  const PipelineSchedule a = nf::with_attention_partition(base, 48, false);
+  EXPECT_EQ(a.stream_sms, (std::vector<int>{0, 48}));
+  EXPECT_EQ(a.name, base.name + "-attention-sms48");
+  const PipelineSchedule b = nf::with_attention_partition(base, 32, true);
+  EXPECT_EQ(b.stream_sms, (std::vector<int>{0, 32, -1}));
+  ASSERT_EQ(b.ops.size(), base.ops.size());
+  for (size_t i = 0; i < b.ops.size(); ++i) {
+    EXPECT_EQ(a.ops[i].stream, base.ops[i].stream);
+    EXPECT_EQ(b.ops[i].stream, b.ops[i].stage == Stage::kAttention ? 1 : 2);
+  }
+  EXPECT_THROW(nf::with_attention_partition(nf::cross_layer_schedule(2, false), 32, true),
+               nf::Error);
+  int partitioned = 0;
+  for (const PipelineSchedule& s : nf::candidate_schedules()) partitioned += !s.stream_sms.empty();
+  EXPECT_EQ(partitioned, 30);
 }
 
 // Tuning by timing (engine/pipeline_tune.h) on the CPU backend, which runs every schedule: the

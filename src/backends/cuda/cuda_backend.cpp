@@ -177,6 +177,8 @@ CudaBackend::~CudaBackend() {
     cudaStreamDestroy(nano_streams_[s].stream);
     cudaEventDestroy(nano_streams_[s].done);
   }
+  for (auto& [sms, gs] : green_sets_)
+    for (NanoStream& ns : gs.streams) cudaEventDestroy(ns.done);  // streams: gs.parts
   for (cudaEvent_t e : nano_events_) cudaEventDestroy(e);
   if (nano_fork_ != nullptr) cudaEventDestroy(nano_fork_);
   if (stream_ != nullptr) {

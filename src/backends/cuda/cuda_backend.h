@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "backends/cuda/gemm.h"
+#include "backends/cuda/green_context.h"
 #include "backends/cuda/sampling.h"
 #include "backends/cuda/tensor.h"
 #include "model/model_config.h"
@@ -212,6 +213,14 @@ class CudaBackend final : public Backend {
     cudaEvent_t done = nullptr;
   };
   std::vector<NanoStream> nano_streams_;
+  // Streams in hard SM partitions, per PipelineSchedule::stream_sms (created on first use; a
+  // failed creation is kept as `error`, warned about once, and the plan runs on nano_streams_).
+  struct GreenSet {
+    std::unique_ptr<cuda::GreenPartitions> parts;
+    std::vector<NanoStream> streams;  // one per partition, in stream_sms order
+    std::string error;
+  };
+  std::map<std::vector<int>, GreenSet> green_sets_;
   std::vector<cudaEvent_t> nano_events_;
   cudaEvent_t nano_fork_ = nullptr;
   struct AttnRun {

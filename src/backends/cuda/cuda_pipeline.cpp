@@ -11,6 +11,7 @@
 #include "backends/cuda/flashinfer/fi_attention.h"
 #include "backends/cuda/norm.h"
 #include "backends/cuda/rope.h"
+#include "common/log.h"
 #include "common/status.h"
 
 namespace nf {
@@ -47,7 +48,9 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
   const int64_t T = b.num_tokens(), H = c.hidden_size, V = c.vocab_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  // Streams 1.. and their GEMM handles, created on first need; stream 0 is stream_.
+  // Streams 1.. and their GEMM handles, created on first need; stream 0 is stream_. A stream
+  // with an SM partition (plan.stream_sms) is its green context's; its GEMMs are tuned for the
+  // partition's SM count unless the operation names a target.
   int streams = 1;
   for (const PipelinePlan::Op& op : plan.ops) streams = std::max(streams, op.op.stream + 1);
   if (nano_streams_.empty()) {
@@ -61,6 +64,42 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
     NF_CUDA_CHECK(cudaEventCreateWithFlags(&ns.done, cudaEventDisableTiming));
     ns.gemm = std::make_unique<cuda::Gemm>();
     nano_streams_.push_back(std::move(ns));
+  }
+  std::vector<NanoStream*> lanes(static_cast<size_t>(streams));
+  std::vector<int> lane_sms(static_cast<size_t>(streams), 0);
+  for (int s = 0; s < streams; ++s)
+    lanes[static_cast<size_t>(s)] = &nano_streams_[static_cast<size_t>(s)];
+  if (!plan.stream_sms.empty()) {
+    auto [it, fresh] = green_sets_.try_emplace(plan.stream_sms);
+    GreenSet& gs = it->second;
+    if (fresh) {
+      std::vector<int> counts;
+      for (int n : plan.stream_sms)
+        if (n != 0) counts.push_back(n);
+      gs.parts = cuda::GreenPartitions::create(opts_.device, counts, &gs.error);
+      if (gs.parts != nullptr) {
+        for (size_t i = 0; i < gs.parts->size(); ++i) {
+          NanoStream ns;
+          ns.stream = gs.parts->stream(i);
+          NF_CUDA_CHECK(cudaEventCreateWithFlags(&ns.done, cudaEventDisableTiming));
+          ns.gemm = std::make_unique<cuda::Gemm>();
+          gs.streams.push_back(std::move(ns));
+        }
+      } else {
+        log_warn("pipeline: no SM partitions ({}); their streams run on the whole GPU", gs.error);
+      }
+    }
+    if (gs.parts != nullptr) {
+      size_t part = 0;
+      for (size_t s = 0; s < plan.stream_sms.size(); ++s) {
+        if (plan.stream_sms[s] == 0) continue;
+        if (s < lanes.size()) {
+          lanes[s] = &gs.streams[part];
+          lane_sms[s] = gs.parts->sm_count(part);
+        }
+        ++part;
+      }
+    }
   }
   // Two events per nano-operation, by layer parity: a layer's instance is waited for by its own
   // layer and the next, and re-recorded two layers later.
@@ -119,26 +158,27 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
                          error_.view(DType::kI32, {1}), stream_);
   NF_CUDA_CHECK(cudaEventRecord(nano_fork_, stream_));
   for (int s = 1; s < streams; ++s)
-    NF_CUDA_CHECK(cudaStreamWaitEvent(nano_streams_[static_cast<size_t>(s)].stream, nano_fork_, 0));
+    NF_CUDA_CHECK(cudaStreamWaitEvent(lanes[static_cast<size_t>(s)]->stream, nano_fork_, 0));
 
   // Period by period (runtime/pipeline.h): each nano-operation waits for the instances it
   // needs, of its layer and, for qkv, of the layer before.
   for_each_nano_op(plan, static_cast<int>(layers_.size()), [&](size_t i, int layer) {
     const PipelinePlan::Op& pop = plan.ops[i];
-    NanoStream& ns = nano_streams_[static_cast<size_t>(pop.op.stream)];
-    cuda::Gemm& gemm = pop.op.stream == 0 ? *gemm_ : *ns.gemm;
+    const size_t lane = static_cast<size_t>(pop.op.stream);
+    NanoStream& ns = *lanes[lane];
+    cuda::Gemm& gemm = lane == 0 ? *gemm_ : *ns.gemm;
     for (int d : pop.deps)
       NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, event(static_cast<size_t>(d), layer), 0));
     if (layer > 0)
       for (int d : pop.prev_deps)
         NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, event(static_cast<size_t>(d), layer - 1), 0));
-    gemm.set_sm_count_target(pop.op.sm_target);
+    gemm.set_sm_count_target(pop.op.sm_target > 0 ? pop.op.sm_target : lane_sms[lane]);
     run_nano_op(b, plan, pop.op, static_cast<size_t>(layer), ns.stream, gemm);
     NF_CUDA_CHECK(cudaEventRecord(event(i, layer), ns.stream));
   });
   gemm_->set_sm_count_target(0);
   for (int s = 1; s < streams; ++s) {
-    NanoStream& ns = nano_streams_[static_cast<size_t>(s)];
+    NanoStream& ns = *lanes[static_cast<size_t>(s)];
     NF_CUDA_CHECK(cudaEventRecord(ns.done, ns.stream));
     NF_CUDA_CHECK(cudaStreamWaitEvent(stream_, ns.done, 0));
   }
