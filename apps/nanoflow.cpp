@@ -437,6 +437,9 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)->capture_default_str();
   tu->add_option("--repeats", tune.repeats, "Timed forwards per candidate")
       ->check(CLI::PositiveNumber)->capture_default_str();
+  tu->add_option("--min-gain", tune.min_gain,
+                 "Fraction by which a split schedule must beat serial to be chosen")
+      ->check(CLI::Range(0.0, 0.99))->capture_default_str();
   tu->add_option("--output", tune_output, "Schedule file to write (with every timing)")->required();
   CLI::App* sv = app.add_subcommand("serve", "OpenAI-compatible HTTP server");
   serve_eo.add_to(sv);

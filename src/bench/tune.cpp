@@ -27,7 +27,7 @@ nlohmann::json run_tune(const TuneConfig& tc) {
   bc.attention = "flashinfer";
   const std::vector<float> inv_freq = rope_inv_freq(model.config.rope, model.config.head_dim);
   CudaBackend backend(model.config, *model.weights, inv_freq, bc);
-  TuneResult r = tune_pipeline(backend, {tc.max_batch_tokens, tc.budget_s, tc.repeats});
+  TuneResult r = tune_pipeline(backend, {tc.max_batch_tokens, tc.budget_s, tc.repeats, tc.min_gain});
   r.report["model"] = tc.model;
   return r.report;
 #endif

@@ -15,6 +15,7 @@ struct TuneConfig {
   int device = 0;
   double budget_s = 120;  // wall time for the timings
   int repeats = 3;        // timed forwards per candidate (after two warm-ups)
+  double min_gain = 0.02;  // a split must beat serial by this fraction
 };
 
 // Returns {"schedules": [...], "measurements": [...], ...}: the schedule file (its "schedules"

@@ -44,8 +44,8 @@ ScheduledBatch representative_iteration(int tokens, int decodes, int chunk, int 
 }
 
 TuneResult tune_pipeline(Backend& backend, const TuneOptions& o) {
-  NF_CHECK(o.max_batch_tokens > 0 && o.repeats > 0, "tune: {} tokens, {} repeats",
-           o.max_batch_tokens, o.repeats);
+  NF_CHECK(o.max_batch_tokens > 0 && o.repeats > 0 && o.min_gain >= 0 && o.min_gain < 1,
+           "tune: {} tokens, {} repeats, min gain {}", o.max_batch_tokens, o.repeats, o.min_gain);
   const int T = o.max_batch_tokens, bs = backend.block_size();
   const int vocab = static_cast<int>(backend.config().vocab_size);
   const int64_t pool = backend.num_kv_blocks();
@@ -69,6 +69,7 @@ TuneResult tune_pipeline(Backend& backend, const TuneOptions& o) {
   nlohmann::json& rep = res.report;
   rep["max_batch_tokens"] = T;
   rep["budget_s"] = o.budget_s;
+  rep["min_gain"] = o.min_gain;
   rep["measurements"] = nlohmann::json::array();
   std::vector<float> logits(static_cast<size_t>(vocab));
   int skipped = 0;
@@ -76,7 +77,7 @@ TuneResult tune_pipeline(Backend& backend, const TuneOptions& o) {
     const ScheduledBatch& b = kinds[kind].batch;
     const int d = b.num_decodes();
     const double share = static_cast<double>(d) / b.num_tokens();
-    double best_ms = 0;
+    double best_ms = 0, serial_ms = 0;
     PipelineSchedule best;
     for (size_t i = 0; i < candidates.size(); ++i) {
       // The serial baseline always; the others while the budget lasts (half of it per kind).
@@ -101,7 +102,8 @@ TuneResult tune_pipeline(Backend& backend, const TuneOptions& o) {
                                      {"decode_rows", d},
                                      {"schedule", s.name},
                                      {"ms", med}});
-      if (i == 0 || med < best_ms) {
+      if (i == 0) serial_ms = med;
+      if (i == 0 || (med < best_ms && med < serial_ms * (1 - o.min_gain))) {
         best_ms = med;
         best = s;
       }

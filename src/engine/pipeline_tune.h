@@ -3,7 +3,8 @@
 // dense batch size, a decode-heavy one (the 1024/512 steady state: a third of the rows decodes
 // of 1,025-1,536 context, the rest one prefill chunk) and a prefill-only one (chunks of half the
 // batch), each forwarded with every candidate of runtime/pipeline_search.h (serial first) until
-// the time budget is spent; the fastest per kind makes the schedule file.
+// the time budget is spent; the fastest per kind makes the schedule file, when it beats serial
+// by TuneOptions::min_gain.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -17,6 +18,10 @@ struct TuneOptions {
   int max_batch_tokens = 2048;
   double budget_s = 120;  // wall time for the timings; candidates beyond it are skipped
   int repeats = 3;        // timed forwards per candidate (after two warm-ups)
+  // A split replaces serial only when it is faster by at least this fraction: on the H200 the
+  // same schedule's timings differ by up to ~5% between runs (power and clock), and a split that
+  // is no faster only adds launches.
+  double min_gain = 0.02;
 };
 
 struct TuneResult {

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -71,74 +72,111 @@ TEST(CudaGraphs, ReplayIsBitwiseEagerAndAgreesWithGraphsOff) {
   EXPECT_LE(d.max_diff, 0.05);
 }
 
-// Nano-batch schedules on the GPU (runtime/pipeline.h, CudaBackend::run_pipelined): requests in
-// two groups, qkv and attention in four nano-batches, o and ffn in two, attention on a second
-// stream, GEMMs with an SM-count target; two whole nano-batches on a stream each; and
-// cross-layer periods over two groups (decode-only iterations). Other GEMM
-// shapes round differently, so they must agree with the serial run by the graphs' rule, on
-// head_dim-128 fixtures with and without QKV bias.
+// The split schedule files of the tests below, removed with this object. `plain`: two groups
+// with qkv and attention in four nano-batches and o and ffn in two, attention on a second stream,
+// GEMMs with an SM-count target (mixed iterations); two whole nano-batches on a stream each
+// (decode share >= 0.5); cross-layer periods over two groups (>= 0.9). `green`: the same in hard
+// SM partitions (green contexts), attention on 32 SMs and the GEMMs on the rest; the cross-layer
+// one with attention on 48 SMs and its GEMMs on the whole GPU.
+struct SplitFiles {
+  SplitFiles() {
+    using nf::Stage;
+    nf::PipelineSchedule four;
+    four.name = "g2-4-4-2-2";
+    four.groups = 2;
+    four.shares = {{{1, 1, 1, 1}, {1, 1, 1, 1}, {1, 1}, {1, 1}}};
+    four.ops = {
+        {Stage::kQkv, 0, 0, 0},       {Stage::kQkv, 1, 0, 0},       {Stage::kAttention, 0, 1, 0},
+        {Stage::kQkv, 2, 0, 0},       {Stage::kAttention, 1, 1, 0}, {Stage::kQkv, 3, 0, 0},
+        {Stage::kAttention, 2, 1, 0}, {Stage::kO, 0, 0, 100},       {Stage::kAttention, 3, 1, 0},
+        {Stage::kFfn, 0, 0, 100},     {Stage::kO, 1, 0, 0},         {Stage::kFfn, 1, 0, 0}};
+    nf::PipelineSchedule halves;
+    halves.name = "g2-two-streams";
+    halves.groups = 2;
+    halves.min_decode_share = 0.5;
+    halves.shares = {{{1, 1}, {1, 1}, {1, 1}, {1, 1}}};
+    for (int i = 0; i < 2; ++i)
+      for (int s = 0; s < nf::kNumStages; ++s)
+        halves.ops.push_back({static_cast<Stage>(s), i, i, 0});
+    nf::PipelineSchedule cross = nf::cross_layer_schedule(2, true);
+    cross.min_decode_share = 0.9;
+    nf::PipelineConfig pc;
+    pc.schedules = {four, halves, cross};
+    std::ofstream(plain) << nf::to_json(pc).dump(1);
+    nf::PipelineConfig green;
+    green.schedules = {nf::with_attention_partition(four, 32, true),
+                       nf::with_attention_partition(cross, 48, false)};
+    std::ofstream(partitioned) << nf::to_json(green).dump(1);
+  }
+  ~SplitFiles() {
+    fs::remove(plain);
+    fs::remove(partitioned);
+  }
+  const std::string tag = std::to_string(getpid());
+  const fs::path plain = fs::temp_directory_path() / ("nf_cuda_pipeline_" + tag + ".json");
+  const fs::path partitioned =
+      fs::temp_directory_path() / ("nf_cuda_pipeline_green_" + tag + ".json");
+};
+
+// Runs `reqs` on the CUDA engine `c` serially and with each split file; the split runs must agree
+// with the serial one by the top-5 rule (other GEMM shapes may round differently).
+void expect_splits_agree(nanoflow::EngineConfig c,
+                         const std::vector<nanoflow::GenerateRequest>& reqs,
+                         const std::string& name) {
+  const SplitFiles files;
+  c.device = "cuda";
+  c.attention = "flashinfer";
+  const auto serial = Engine::create(c)->generate(reqs);
+  for (const fs::path& f : {files.plain, files.partitioned}) {
+    c.pipeline_file = f.string();
+    const auto split = Engine::create(c)->generate(reqs);
+    const nf::testing::RunDiff d = nf::testing::compare_runs(serial, split);
+    const std::string what = name + (f == files.plain ? "" : " in SM partitions");
+    for (const std::string& fail : d.failures) ADD_FAILURE() << what << ": " << fail;
+    std::printf(
+        "REPORT %s nano-batch schedules vs serial: %zu/%zu steps with the same token, "
+        "max |top-1 logprob diff| %.3e\n",
+        what.c_str(), d.same, d.steps, d.max_diff);
+    EXPECT_LE(d.max_diff, 0.05) << what;
+  }
+}
+
+// The split schedules on the head_dim-128 golden fixtures, with and without QKV bias.
 TEST(CudaPipeline, SplitSchedulesAgreeWithSerial) {
   if (nf::cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
-  using nf::NanoOp;
-  using nf::Stage;
-  nf::PipelineSchedule four;
-  four.name = "g2-4-4-2-2";
-  four.groups = 2;
-  four.shares = {{{1, 1, 1, 1}, {1, 1, 1, 1}, {1, 1}, {1, 1}}};
-  four.ops = {
-      {Stage::kQkv, 0, 0, 0},       {Stage::kQkv, 1, 0, 0},       {Stage::kAttention, 0, 1, 0},
-      {Stage::kQkv, 2, 0, 0},       {Stage::kAttention, 1, 1, 0}, {Stage::kQkv, 3, 0, 0},
-      {Stage::kAttention, 2, 1, 0}, {Stage::kO, 0, 0, 100},       {Stage::kAttention, 3, 1, 0},
-      {Stage::kFfn, 0, 0, 100},     {Stage::kO, 1, 0, 0},         {Stage::kFfn, 1, 0, 0}};
-  nf::PipelineSchedule halves;
-  halves.name = "g2-two-streams";
-  halves.groups = 2;
-  halves.min_decode_share = 0.5;
-  halves.shares = {{{1, 1}, {1, 1}, {1, 1}, {1, 1}}};
-  for (int i = 0; i < 2; ++i)
-    for (int s = 0; s < nf::kNumStages; ++s) halves.ops.push_back({static_cast<Stage>(s), i, i, 0});
-  nf::PipelineSchedule cross = nf::cross_layer_schedule(2, true);
-  cross.min_decode_share = 0.9;
-  nf::PipelineConfig pc;
-  pc.schedules = {four, halves, cross};
-  const fs::path file =
-      fs::temp_directory_path() / ("nf_cuda_pipeline_" + std::to_string(getpid()) + ".json");
-  std::ofstream(file) << nf::to_json(pc).dump(1);
-  // The same in hard SM partitions (green contexts): attention on 32 SMs, GEMMs on the rest;
-  // the cross-layer one with its GEMMs on the whole GPU and attention on 48 SMs.
-  nf::PipelineConfig green;
-  green.schedules = {nf::with_attention_partition(four, 32, true),
-                     nf::with_attention_partition(cross, 48, false)};
-  const fs::path green_file =
-      fs::temp_directory_path() / ("nf_cuda_pipeline_green_" + std::to_string(getpid()) + ".json");
-  std::ofstream(green_file) << nf::to_json(green).dump(1);
   int ran = 0;
   for (const char* name : {"llama3-hd128", "qwen2-hd128"}) {
     const fs::path fixture = kSource / "tests/fixtures/golden" / (std::string(name) + ".json");
     if (!fs::exists(fixture)) continue;
     const nf::testing::Golden g = nf::testing::load_golden(kSource, fixture);
-    const auto reqs = nf::testing::golden_requests(g);
-    nanoflow::EngineConfig c = nf::testing::golden_engine_config(g.model);
-    c.device = "cuda";
-    c.attention = "flashinfer";
-    const auto serial = Engine::create(c)->generate(reqs);
-    for (const fs::path& f : {file, green_file}) {
-      c.pipeline_file = f.string();
-      const auto split = Engine::create(c)->generate(reqs);
-      const nf::testing::RunDiff d = nf::testing::compare_runs(serial, split);
-      const std::string what = name + std::string(f == file ? "" : " in SM partitions");
-      for (const std::string& fail : d.failures) ADD_FAILURE() << what << ": " << fail;
-      std::printf(
-          "REPORT %s nano-batch schedules vs serial: %zu/%zu steps with the same token, "
-          "max |top-1 logprob diff| %.3e\n",
-          what.c_str(), d.same, d.steps, d.max_diff);
-      EXPECT_LE(d.max_diff, 0.05) << what;
-    }
+    expect_splits_agree(nf::testing::golden_engine_config(g.model), nf::testing::golden_requests(g),
+                        name);
     ++ran;
   }
-  fs::remove(file);
-  fs::remove(green_file);
   if (ran == 0) GTEST_SKIP() << "no head_dim-128 fixture present";
+}
+
+// Issue 6's mixed batch: 200 greedy requests (prompts of 1-400 tokens, 4-24 new tokens) through
+// 512-token iterations, so that iterations mix decodes and prefill chunks at every decode share.
+TEST(CudaPipeline, MixedBatchOf200AgreesWithSerial) {
+  if (nf::cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
+  const fs::path fixture = kSource / "tests/fixtures/golden/llama3-hd128.json";
+  if (!fs::exists(fixture)) GTEST_SKIP() << "no llama3-hd128 fixture";
+  const nf::testing::Golden g = nf::testing::load_golden(kSource, fixture);
+  nanoflow::EngineConfig c = nf::testing::golden_engine_config(g.model);
+  c.num_kv_blocks = 8192;
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> len(1, 400), out(4, 24), tok(3, 200);
+  std::vector<nanoflow::GenerateRequest> reqs(200);
+  for (auto& r : reqs) {
+    const int n = len(rng);
+    for (int i = 0; i < n; ++i) r.prompt.push_back(tok(rng));
+    r.params.temperature = 0;
+    r.params.max_tokens = out(rng);
+    r.params.ignore_eos = true;
+    r.params.logprobs = 5;
+  }
+  expect_splits_agree(c, reqs, "200 mixed requests");
 }
 
 }  // namespace

@@ -33,18 +33,20 @@ using cuda::DType;
 using cuda::TensorView;
 
 // Median, min and max over `reps` samples of the mean milliseconds of `inner` back-to-back
-// launches, after 3 warm-up launches (the same method as scripts/probe_cudnn_attention.py).
+// launches, after 3 warm-up launches (the same method as scripts/probe_cudnn_attention.py),
+// timed with events on `stream` (the one fn launches on).
 template <typename Fn>
-std::array<double, 3> median_ms(Fn&& fn, int reps = 9, int inner = 10) {
+std::array<double, 3> median_ms(Fn&& fn, int reps = 9, int inner = 10,
+                                cudaStream_t stream = nullptr) {
   for (int i = 0; i < 3; ++i) fn();
   cudaEvent_t a, b;
   NF_CUDA_CHECK(cudaEventCreate(&a));
   NF_CUDA_CHECK(cudaEventCreate(&b));
   std::vector<double> samples;
   for (int r = 0; r < reps; ++r) {
-    NF_CUDA_CHECK(cudaEventRecord(a));
+    NF_CUDA_CHECK(cudaEventRecord(a, stream));
     for (int i = 0; i < inner; ++i) fn();
-    NF_CUDA_CHECK(cudaEventRecord(b));
+    NF_CUDA_CHECK(cudaEventRecord(b, stream));
     NF_CUDA_CHECK(cudaEventSynchronize(b));
     float ms = 0;
     NF_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
@@ -475,8 +477,8 @@ TEST_F(Bench, DISABLED_GreenContextOverlap) {
     }
     const cudaStream_t sa = parts->stream(0), sr = parts->stream(1);
     gemm.set_sm_count_target(parts->sm_count(1));
-    const double attn_green = median_ms([&] { d.run(i++ % kPools, sa); }, 9, kPools)[0];
-    const double gemm_green = median_ms([&] { gemm.run(g.args, sr); })[0];
+    const double attn_green = median_ms([&] { d.run(i++ % kPools, sa); }, 9, kPools, sa)[0];
+    const double gemm_green = median_ms([&] { gemm.run(g.args, sr); }, 9, 10, sr)[0];
     cudaEvent_t fork = nullptr, ja = nullptr, jr = nullptr;
     for (cudaEvent_t* e : {&fork, &ja, &jr})
       NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));

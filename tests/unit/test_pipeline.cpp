@@ -458,6 +458,10 @@ TEST(Pipeline, TuneTimesCandidatesAndSetsTheChoice) {
   EXPECT_EQ(r.report["candidates"].get<size_t>(), nf::candidate_schedules().size());
   EXPECT_EQ(ms.size() + r.report["skipped_over_budget"].get<size_t>(),
             2 * nf::candidate_schedules().size());
+  // A split must beat serial by min_gain: none is 99% faster.
+  const nf::TuneResult keep = nf::tune_pipeline(backend, {48, 0.3, 1, 0.99});
+  EXPECT_EQ(keep.report["best"]["decode-heavy"]["schedule"], "serial");
+  EXPECT_EQ(keep.report["best"]["prefill"]["schedule"], "serial");
 }
 
 // Writes `config` where an engine can load it; removed at the end of the test.
