@@ -119,6 +119,18 @@ struct EngineOptions {
                     "(peak), or while its prompt's blocks are free (greedy)")
         ->check(CLI::IsMember({"peak", "greedy"}))
         ->capture_default_str();
+    app->add_option(
+           "--kv-host-gb", engine.kv_host_gb,
+           "KV offload: host memory for the full KV blocks of finished requests, loaded "
+           "back when a later prompt has the same prefix (0: none; CPU engine only for now)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app->add_option("--kv-disk-dir", engine.kv_disk_dir,
+                    "KV offload: a directory for the blocks the host tier evicts (files written "
+                    "and read with io_uring, checksummed, reused after a restart)");
+    app->add_option("--kv-disk-gb", engine.kv_disk_gb, "KV offload: capacity of --kv-disk-dir")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
   }
 };
 
@@ -337,6 +349,21 @@ int cmd_bench_offline(BenchArgs& a, const std::string& command) {
                 "burst optimum", j["optimum_burst_tokens_per_s"].get<double>(),
                 o["gemm_tflops"].get<double>(), j["pct_of_burst_optimum"].get<double>());
   }
+  if (j.contains("turns"))
+    std::printf("%-22s %s conversations x %s turns, TTFT p50 %.3f s, p90 %.3f s\n", "multi-turn",
+                num("conversations").c_str(), num("turns").c_str(),
+                j["ttft_s"]["p50"].get<double>(), j["ttft_s"]["p90"].get<double>());
+  {
+    const auto& o = j["kv_offload"]["prefix_hit_tokens"];
+    std::printf(
+        "%-22s %lld of %lld prompt tokens (device cache %lld, host tier %lld, disk tier %lld)\n",
+        "prefill saved",
+        static_cast<long long>(j["kv_offload"]["prefill_tokens_saved"].get<int64_t>()),
+        static_cast<long long>(j["prompt_tokens"].get<int64_t>()),
+        static_cast<long long>(o["device"].get<int64_t>()),
+        static_cast<long long>(o["host"].get<int64_t>()),
+        static_cast<long long>(o["disk"].get<int64_t>()));
+  }
   std::fputs(nf::format_op_profile(j).c_str(), stdout);
   if (!a.result_json.empty()) {
     std::ofstream f(a.result_json);
@@ -410,6 +437,13 @@ int main(int argc, char** argv) {
   bo->add_option("--dataset", bench.cfg.dataset,
                  "Trace of request lengths instead of constant ones: Azure LLM inference CSV, "
                  "ShareGPT length CSV or Mooncake JSONL (the first --num-requests requests)");
+  bo->add_option("--turns", bench.cfg.turns,
+                 "Multi-turn conversations: --num-requests conversations of this many turns, "
+                 "each turn's prompt = the conversation so far + new text of the input length; "
+                 "turns run in waves, streamed (reports TTFT and where cached prompt tokens came "
+                 "from: the KV offload's workload)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   bo->add_option("--optimum-seconds", bench.cfg.optimum_sustain_s,
                  "CUDA: seconds of back-to-back layer GEMMs for the sustained optimum, the "
                  "yardstick (0: the burst optimum of a cool GPU instead)")

@@ -46,6 +46,12 @@ struct EngineConfig {
   // requests, each grown to its expected output, fits the pool) or "greedy" (while the prompt's
   // blocks are free; outgrowing requests preempt the newest).
   std::string kv_admission = "peak";
+  // KV offload tiers below the prefix cache (prefix caching must be on): host memory, then
+  // SSD files (io_uring); a finished request's full blocks are saved there and a later prompt
+  // with the same prefix loads them instead of recomputing. 0 / empty: no such tier.
+  double kv_host_gb = 0;
+  std::string kv_disk_dir;
+  double kv_disk_gb = 0;
 };
 
 struct GenerateRequest {
@@ -65,6 +71,11 @@ struct EngineStats {
   // CUDA: device time of the forwards (first to last GPU op of each) and the device's idle time
   // between consecutive forwards, from CUDA events; 0 on the CPU.
   double device_busy_ms = 0, device_idle_ms = 0;
+  // KV offload: prompt tokens loaded from each tier instead of computed (also counted in
+  // cached_prompt_tokens), blocks saved, and what each tier holds now.
+  int64_t kv_host_hit_tokens = 0, kv_disk_hit_tokens = 0, kv_saved_blocks = 0;
+  int64_t kv_host_blocks = 0, kv_disk_blocks = 0;
+  bool kv_disk_enabled = false;
 };
 
 class Engine {

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <numeric>
 #include <random>
+#include <unordered_map>
 
 #include "bench/datasets.h"
 #include "common/status.h"
@@ -29,11 +31,12 @@ Workload make_workload(const OfflineBenchConfig& cfg, const ModelConfig& mc) {
   std::mt19937_64 rng(cfg.seed);
   const PromptVocab vocab = prompt_vocab(static_cast<int>(mc.vocab_size));
   std::vector<TraceRequest> trace;
+  const int rows = cfg.num_requests * std::max(1, cfg.turns);
   if (!cfg.dataset.empty()) {
-    trace = load_trace(cfg.dataset, cfg.num_requests);
+    trace = load_trace(cfg.dataset, rows);
     if (trace.empty()) fail("--dataset {}: no requests", cfg.dataset);
   } else {
-    trace.resize(static_cast<size_t>(cfg.num_requests));
+    trace.resize(static_cast<size_t>(rows));
     for (TraceRequest& r : trace) {
       r.input_len = cfg.input_len;
       r.output_len = cfg.output_len;
@@ -55,6 +58,89 @@ Workload make_workload(const OfflineBenchConfig& cfg, const ModelConfig& mc) {
     w.requests.push_back(std::move(g));
   }
   return w;
+}
+
+// Multi-turn conversations in waves: conversation c's turn t takes the new text and output
+// length of w.requests[c * turns + t]; its prompt is everything before plus that text. A
+// conversation that would outgrow the context ends early.
+struct MultiTurnResult {
+  double secs = 0;
+  int64_t prompt_tokens = 0, output_tokens = 0, requests = 0;
+  std::vector<double> ttft_s;  // per request, in submission order
+  std::vector<nlohmann::json> per_turn;
+};
+
+double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
+}
+
+MultiTurnResult run_multi_turn(nanoflow::Engine& engine, const Workload& w, int conversations,
+                               int turns, int context) {
+  using Clock = std::chrono::steady_clock;
+  MultiTurnResult res;
+  std::vector<std::vector<int32_t>> history(static_cast<size_t>(conversations));
+  std::vector<bool> open(static_cast<size_t>(conversations), true);
+  engine.start();
+  const auto t0 = Clock::now();
+  for (int t = 0; t < turns; ++t) {
+    std::unordered_map<nanoflow::RequestId, size_t> conv_of;
+    std::unordered_map<nanoflow::RequestId, Clock::time_point> submitted;
+    std::vector<double> ttft;
+    int64_t wave_prompt = 0;
+    const auto wave0 = Clock::now();
+    for (int c = 0; c < conversations; ++c) {
+      const auto& r = w.requests[static_cast<size_t>(c) * turns + t];
+      auto& h = history[static_cast<size_t>(c)];
+      if (!open[c] ||
+          static_cast<int>(h.size() + r.prompt.size()) + r.params.max_tokens > context) {
+        open[c] = false;
+        continue;
+      }
+      h.insert(h.end(), r.prompt.begin(), r.prompt.end());
+      const nanoflow::RequestId id = engine.add_request(h, r.params);
+      conv_of[id] = static_cast<size_t>(c);
+      submitted[id] = Clock::now();
+      wave_prompt += static_cast<int64_t>(h.size());
+    }
+    size_t left = conv_of.size();
+    std::unordered_map<nanoflow::RequestId, bool> seen;
+    std::vector<nanoflow::RequestOutput> deltas;
+    int64_t wave_out = 0;
+    while (left > 0) {
+      deltas.clear();
+      engine.poll_outputs(deltas, std::chrono::milliseconds(100));
+      const auto now = Clock::now();
+      for (const auto& d : deltas) {
+        auto it = conv_of.find(d.id);
+        if (it == conv_of.end()) continue;
+        if (!d.token_ids.empty() && !seen[d.id]) {
+          seen[d.id] = true;
+          ttft.push_back(std::chrono::duration<double>(now - submitted[d.id]).count());
+        }
+        auto& h = history[it->second];
+        h.insert(h.end(), d.token_ids.begin(), d.token_ids.end());
+        wave_out += static_cast<int64_t>(d.token_ids.size());
+        if (d.finished()) --left;
+      }
+    }
+    const double wave_s = std::chrono::duration<double>(Clock::now() - wave0).count();
+    res.per_turn.push_back({{"turn", t},
+                            {"requests", conv_of.size()},
+                            {"prompt_tokens", wave_prompt},
+                            {"output_tokens", wave_out},
+                            {"seconds", wave_s},
+                            {"ttft_p50_s", percentile(ttft, 0.5)},
+                            {"ttft_p90_s", percentile(ttft, 0.9)}});
+    res.prompt_tokens += wave_prompt;
+    res.output_tokens += wave_out;
+    res.requests += static_cast<int64_t>(conv_of.size());
+    res.ttft_s.insert(res.ttft_s.end(), ttft.begin(), ttft.end());
+  }
+  res.secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  engine.stop();
+  return res;
 }
 
 }  // namespace
@@ -119,21 +205,45 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
   }
   const nanoflow::EngineStats before = engine->stats();
   const auto t0 = std::chrono::steady_clock::now();
-  const auto outs = engine->generate(w.requests);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  int64_t out_tokens = 0;
-  for (const auto& o : outs) out_tokens += static_cast<int64_t>(o.token_ids.size());
+  double secs = 0;
+  int64_t out_tokens = 0, prompt_tokens = w.prompt_tokens, num_requests = 0;
+  if (cfg.turns > 1) {
+    const MultiTurnResult mt = run_multi_turn(*engine, w, cfg.num_requests, cfg.turns,
+                                              static_cast<int>(mc.max_position_embeddings));
+    secs = mt.secs;
+    out_tokens = mt.output_tokens;
+    prompt_tokens = mt.prompt_tokens;
+    num_requests = mt.requests;
+    j["turns"] = cfg.turns;
+    j["conversations"] = cfg.num_requests;
+    j["per_turn"] = mt.per_turn;
+    j["ttft_s"] = {
+        {"mean", mt.ttft_s.empty() ? 0.0
+                                   : std::accumulate(mt.ttft_s.begin(), mt.ttft_s.end(), 0.0) /
+                                         static_cast<double>(mt.ttft_s.size())},
+        {"p50", percentile(mt.ttft_s, 0.5)},
+        {"p90", percentile(mt.ttft_s, 0.9)}};
+  } else {
+    const auto outs = engine->generate(w.requests);
+    secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (const auto& o : outs) out_tokens += static_cast<int64_t>(o.token_ids.size());
+    num_requests = static_cast<int64_t>(w.requests.size());
+  }
   const nanoflow::EngineStats after = engine->stats();
   const int64_t steps = std::max<int64_t>(1, after.steps - before.steps);
 
   j["model"] = ec.model;
   j["device"] = ec.device;
   j["dataset"] = cfg.dataset.empty() ? nlohmann::json(nullptr) : nlohmann::json(cfg.dataset);
-  j["num_requests"] = static_cast<int64_t>(w.requests.size());
-  j["input_len"] = cfg.dataset.empty() ? nlohmann::json(cfg.input_len)
-                                       : nlohmann::json(static_cast<double>(w.prompt_tokens) / w.requests.size());
-  j["output_len"] = cfg.dataset.empty() ? nlohmann::json(cfg.output_len)
-                                        : nlohmann::json(static_cast<double>(w.output_tokens) / w.requests.size());
+  j["num_requests"] = num_requests;
+  j["input_len"] =
+      cfg.dataset.empty() && cfg.turns <= 1
+          ? nlohmann::json(cfg.input_len)
+          : nlohmann::json(static_cast<double>(prompt_tokens) / std::max<int64_t>(1, num_requests));
+  j["output_len"] =
+      cfg.dataset.empty() && cfg.turns <= 1
+          ? nlohmann::json(cfg.output_len)
+          : nlohmann::json(static_cast<double>(out_tokens) / std::max<int64_t>(1, num_requests));
   j["max_batch_tokens"] = ec.max_batch_tokens;
   j["max_running_requests"] = ec.max_running_requests;
   j["cuda_graphs"] = ec.cuda_graphs;
@@ -150,11 +260,11 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
         if (op.stream != 0) j["overlap"] = true;
   }
   j["elapsed_s"] = secs;
-  j["prompt_tokens"] = w.prompt_tokens;
+  j["prompt_tokens"] = prompt_tokens;
   j["output_tokens"] = out_tokens;
-  j["total_tokens_per_s"] = static_cast<double>(w.prompt_tokens + out_tokens) / secs;
+  j["total_tokens_per_s"] = static_cast<double>(prompt_tokens + out_tokens) / secs;
   j["output_tokens_per_s"] = static_cast<double>(out_tokens) / secs;
-  j["requests_per_s"] = static_cast<double>(w.requests.size()) / secs;
+  j["requests_per_s"] = static_cast<double>(num_requests) / secs;
   if (!j["optimum_tokens_per_s"].is_null()) {
     j["pct_of_optimum"] = 100.0 * j["total_tokens_per_s"].get<double>() /
                           j["optimum_tokens_per_s"].get<double>();
@@ -177,6 +287,25 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
   }
   j["preemptions"] = after.preemptions - before.preemptions;
   j["cached_prompt_tokens"] = after.cached_prompt_tokens - before.cached_prompt_tokens;
+  // Where the cached prompt tokens came from: the device's prefix cache or an offload tier.
+  {
+    const int64_t host = after.kv_host_hit_tokens - before.kv_host_hit_tokens;
+    const int64_t disk = after.kv_disk_hit_tokens - before.kv_disk_hit_tokens;
+    const int64_t dev = j["cached_prompt_tokens"].get<int64_t>() - host - disk;
+    const double pt = static_cast<double>(std::max<int64_t>(1, prompt_tokens));
+    j["kv_offload"] = {
+        {"host_gb", ec.kv_host_gb},
+        {"disk_dir", ec.kv_disk_dir},
+        {"disk_gb", ec.kv_disk_gb},
+        {"prefix_hit_tokens", {{"device", dev}, {"host", host}, {"disk", disk}}},
+        {"prefix_hit_rate", {{"device", dev / pt}, {"host", host / pt}, {"disk", disk / pt}}},
+        {"prefill_tokens_saved", dev + host + disk},
+        {"prefill_tokens_computed", prompt_tokens - (dev + host + disk)},
+        {"blocks_saved", after.kv_saved_blocks - before.kv_saved_blocks},
+        {"host_blocks", after.kv_host_blocks},
+        {"disk_blocks", after.kv_disk_blocks},
+        {"disk_enabled", after.kv_disk_enabled}};
+  }
 
   const std::string prof = engine->op_profile_json();
   if (!prof.empty()) {

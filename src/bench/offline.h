@@ -24,6 +24,11 @@ struct OfflineBenchConfig {
   // CUDA: seconds of back-to-back layer GEMMs for the sustained optimum (the yardstick; see
   // backends/cuda/optimum.h); 0: the burst optimum is the yardstick.
   double optimum_sustain_s = 4.0;
+  // Multi-turn conversations (KV offload's workload): num_requests conversations of this many
+  // turns; turn t's prompt is the conversation so far (earlier prompts and outputs) plus new
+  // text of the trace's (or constant) input length. Turns run in waves (every conversation's
+  // turn t at once, streamed, with the time to first token). 1: independent requests.
+  int turns = 1;
 };
 
 // Profiles the optimum (CUDA), creates the engine, runs the benchmark and returns the result

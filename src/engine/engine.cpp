@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <filesystem>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -16,6 +17,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "engine/kv_cache_manager.h"
+#include "engine/kv_offload.h"
 #include "engine/pipeline_tune.h"
 #include "engine/scheduler.h"
 #include "model/model_loader.h"
@@ -28,6 +30,53 @@ namespace nanoflow {
 using nf::Request;
 using nf::RequestState;
 
+namespace {
+
+// What names a model's weights for the KV offload tiers: the model argument, and for files
+// their canonical paths, sizes and modification times (a changed checkpoint gets new blocks).
+std::string model_identity(const std::string& model) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(model, ec)) return model;  // dummy:<preset>
+  std::string id = fs::weakly_canonical(model, ec).string();
+  auto add = [&](const fs::path& f) {
+    const auto size = fs::file_size(f, ec);
+    const auto t = fs::last_write_time(f, ec).time_since_epoch().count();
+    id += fmt::format(";{}:{}:{}", f.filename().string(), static_cast<uint64_t>(size),
+                      static_cast<int64_t>(t));
+  };
+  if (fs::is_directory(model, ec)) {
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(model, ec))
+      if (e.is_regular_file()) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) add(f);
+  } else {
+    add(model);
+  }
+  return id;
+}
+
+std::unique_ptr<nf::KvOffload> make_offload(const EngineConfig& c, const nf::Backend& backend) {
+  const nf::KvOffloadConfig oc{c.kv_host_gb, c.kv_disk_dir, c.kv_disk_gb};
+  if (!oc.enabled()) {
+    if (!c.kv_disk_dir.empty()) nf::log_warn("--kv-disk-dir without --kv-disk-gb: no disk tier");
+    return nullptr;
+  }
+  if (!c.enable_prefix_caching)
+    nf::fail(
+        "--kv-host-gb / --kv-disk-dir: the offload tiers extend the prefix cache, which is off");
+  if (backend.kv_block_bytes() == 0)
+    nf::fail("--kv-host-gb / --kv-disk-dir: the {} backend cannot copy KV blocks out yet",
+             c.device);
+  const std::string identity =
+      fmt::format("nanoflow-kv;{};{}", model_identity(c.model), backend.kv_layout());
+  return std::make_unique<nf::KvOffload>(oc, identity, backend.kv_block_bytes(),
+                                         backend.block_size());
+}
+
+}  // namespace
+
 // Design: one thread at a time owns the scheduler, the KV manager and the requests (the
 // background loop after start(), else the caller of step()). Other threads reach it only
 // through the input queue (new requests, aborts) and the output queue (deltas). Each step
@@ -39,6 +88,7 @@ struct Engine::Impl {
   std::vector<int32_t> eos_ids;
   std::shared_ptr<const nf::Tokenizer> tokenizer;
   int64_t max_len;
+  std::unique_ptr<nf::KvOffload> offload;  // before kv and executor: outlives both
   nf::KvCacheManager kv;
   nf::Scheduler scheduler;
   std::unique_ptr<nf::Executor> executor;
@@ -70,6 +120,7 @@ struct Engine::Impl {
         eos_ids(std::move(eos)),
         tokenizer(std::move(tok)),
         max_len(backend->config().max_position_embeddings),
+        offload(make_offload(c, *backend)),
         kv(backend->num_kv_blocks(), backend->block_size(), c.enable_prefix_caching),
         scheduler({c.max_batch_tokens, c.max_running_requests, static_cast<int>(max_len),
                    c.kv_admission == "peak"},
@@ -77,6 +128,17 @@ struct Engine::Impl {
         executor(std::make_unique<nf::Executor>(*backend, eos_ids, c.async_schedule)) {
     if (c.kv_admission != "peak" && c.kv_admission != "greedy")
       nf::fail("--kv-admission {}: peak or greedy", c.kv_admission);
+    kv.set_offload(offload.get());
+  }
+
+  // The offload copies queued by the KV manager, for the executor to run before a forward.
+  void take_kv_io(nf::StepInput& in) {
+    in.kv_saves = kv.take_saves();
+    in.kv_loads = kv.take_loads();
+    if (offload)
+      in.kv_sink = [o = offload.get()](const nf::KvSave& s, std::span<const std::byte> p) {
+        o->save(s.hash, s.tokens, p);
+      };
   }
 
   void emit(std::vector<RequestOutput>& deltas) {
@@ -167,6 +229,7 @@ struct Engine::Impl {
         r.stop_pending = true;
     }
     in.finished.swap(finished_for_executor);
+    take_kv_io(in);
     st.schedule_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     executor->submit(std::move(in));
     ++st.steps;
@@ -212,6 +275,12 @@ struct Engine::Impl {
       process(executor->wait(), deltas);
       if (!submitted) break;
     }
+    // Idle with saves queued (the last requests finished): run them here, nothing is in flight.
+    if (!submitted && executor->in_flight() == 0 && kv.has_pending_io()) {
+      nf::StepInput io;
+      take_kv_io(io);
+      executor->kv_io_now(std::move(io));
+    }
     emit(deltas);
     publish_stats();
 #ifdef NANOFLOW_DEBUG
@@ -226,6 +295,15 @@ struct Engine::Impl {
     st.kv_blocks_used = kv.num_used_blocks();
     st.kv_blocks_total = kv.num_blocks();
     st.cached_prompt_tokens = kv.stats().prefix_hits;
+    st.kv_host_hit_tokens = kv.stats().host_hit_tokens;
+    st.kv_disk_hit_tokens = kv.stats().disk_hit_tokens;
+    st.kv_saved_blocks = kv.stats().saved_blocks;
+    if (offload) {
+      const nf::KvTierStats ts = offload->stats();
+      st.kv_host_blocks = ts.host_blocks;
+      st.kv_disk_blocks = ts.disk_blocks;
+      st.kv_disk_enabled = ts.disk_enabled;
+    }
     st.preemptions = scheduler.num_preemptions();
     std::lock_guard<std::mutex> lock(stats_mu);
     published = st;

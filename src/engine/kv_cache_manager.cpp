@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/status.h"
+#include "engine/kv_offload.h"
 
 namespace nf {
 
@@ -46,6 +47,31 @@ int64_t KvCacheManager::match_prefix(std::span<const int32_t> tokens, std::vecto
     hashes.push_back(h);
     parent = h;
   }
+  // Below the device cache: each block found in an offload tier gets a fresh device block,
+  // registered now, filled by the queued load before the next forward.
+  if (offload_ != nullptr) {
+    for (int64_t i = static_cast<int64_t>(table.size()); i < max_blocks; ++i) {
+      const auto blk = tokens.subspan(i * block_size_, block_size_);
+      const uint64_t h = chain_hash(parent, blk);
+      if (cached_.count(h) != 0 || num_free_blocks() == 0 || !offload_->contains(h)) break;
+      std::vector<std::byte> payload(offload_->block_bytes());
+      const KvOffload::Tier tier = offload_->load(h, blk, payload);
+      if (tier == KvOffload::Tier::kNone) break;
+      const int32_t id = take_block();
+      Block& b = blocks_[id];
+      b.registered = true;
+      b.saved = true;
+      b.hash = h;
+      b.tokens.assign(blk.begin(), blk.end());
+      cached_.emplace(h, id);
+      pending_loads_.push_back({{id, std::move(payload)}, b.generation});
+      (tier == KvOffload::Tier::kHost ? stats_.host_hit_tokens : stats_.disk_hit_tokens) +=
+          block_size_;
+      table.push_back(id);
+      hashes.push_back(h);
+      parent = h;
+    }
+  }
   const int64_t hit = static_cast<int64_t>(table.size()) * block_size_;
   stats_.prefix_hits += hit;
   return hit;
@@ -57,6 +83,7 @@ void KvCacheManager::unregister(int32_t id) {
   auto it = cached_.find(b.hash);
   if (it != cached_.end() && it->second == id) cached_.erase(it);
   b.registered = false;
+  b.saved = false;
   b.tokens.clear();
 }
 
@@ -73,6 +100,7 @@ int32_t KvCacheManager::take_block() {
   }
   Block& b = blocks_[id];
   b.ref = 1;
+  ++b.generation;
   return id;
 }
 
@@ -108,6 +136,11 @@ void KvCacheManager::release(std::vector<int32_t>& table) {
     Block& b = blocks_[*it];
     NF_CHECK(b.ref > 0, "releasing block {} with no reference", *it);
     if (--b.ref > 0) continue;
+    if (b.registered && offload_ != nullptr && !b.saved) {
+      pending_saves_.push_back({*it, b.hash, b.tokens});
+      b.saved = true;
+      ++stats_.saved_blocks;
+    }
     if (b.registered) {
       lru_.push_back(*it);
       b.lru = std::prev(lru_.end());
@@ -116,6 +149,20 @@ void KvCacheManager::release(std::vector<int32_t>& table) {
     }
   }
   table.clear();
+}
+
+std::vector<KvSave> KvCacheManager::take_saves() {
+  std::vector<KvSave> out;
+  out.swap(pending_saves_);
+  return out;
+}
+
+std::vector<KvLoad> KvCacheManager::take_loads() {
+  std::vector<KvLoad> out;
+  for (PendingLoad& p : pending_loads_)
+    if (blocks_[p.load.block].generation == p.generation) out.push_back(std::move(p.load));
+  pending_loads_.clear();
+  return out;
 }
 
 void KvCacheManager::check_integrity(const std::vector<const std::vector<int32_t>*>& tables) const {

@@ -7,8 +7,15 @@
 // A full block's hash chains its parent's hash with its tokens, so equal hashes mean equal
 // prefixes; a hit is still verified against the block's stored tokens. New blocks come from the
 // free list first, then by evicting the least recently used evictable block.
+//
+// With offload tiers (engine/kv_offload.h): a registered block that loses its last user is
+// queued for saving (take_saves; the executor copies it out before the next forward, which may
+// already reuse it), and a prefix lookup goes on below the device cache: each hit there takes a
+// fresh block, registered at once, whose KV is queued for loading (take_loads; copied in before
+// the next forward, so before anything reads it).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <list>
 #include <span>
@@ -17,9 +24,25 @@
 
 namespace nf {
 
+class KvOffload;
+
 struct KvCacheStats {
   int64_t prefix_queries = 0;  // prompt tokens looked up
-  int64_t prefix_hits = 0;     // of those, tokens served from the cache
+  int64_t prefix_hits = 0;     // of those, tokens served from the cache (any tier)
+  int64_t host_hit_tokens = 0, disk_hit_tokens = 0;  // of those, loaded from the offload tiers
+  int64_t saved_blocks = 0;                          // blocks queued for saving
+};
+
+// A block to copy out of the device pool (its KV is final) and hand to the offload tiers.
+struct KvSave {
+  int32_t block = 0;
+  uint64_t hash = 0;
+  std::vector<int32_t> tokens;
+};
+// KV bytes to copy into a device block (a hit in an offload tier).
+struct KvLoad {
+  int32_t block = 0;
+  std::vector<std::byte> payload;
 };
 
 class KvCacheManager {
@@ -50,6 +73,15 @@ class KvCacheManager {
                           const std::vector<int32_t>& table, std::vector<uint64_t>& hashes);
   // Drops one reference on every block of `table` and clears it.
   void release(std::vector<int32_t>& table);
+  // Offload tiers (null: none). Not owned; must outlive the manager.
+  void set_offload(KvOffload* offload) { offload_ = offload; }
+  KvOffload* offload() const { return offload_; }
+  // The saves and loads queued since the last call, in order (loads of blocks taken again since
+  // are dropped). The caller runs them before the next forward: saves first.
+  std::vector<KvSave> take_saves();
+  std::vector<KvLoad> take_loads();
+  bool has_pending_io() const { return !pending_saves_.empty() || !pending_loads_.empty(); }
+
   // Aborts when the states above are inconsistent with the given tables (a leak, a double
   // owner, a wrong reference count).
   void check_integrity(const std::vector<const std::vector<int32_t>*>& tables) const;
@@ -63,6 +95,8 @@ class KvCacheManager {
     uint64_t hash = 0;
     std::vector<int32_t> tokens;       // the block's tokens, to verify a hit
     std::list<int32_t>::iterator lru;  // valid while evictable
+    bool saved = false;                // in the offload tiers (or queued for them)
+    uint32_t generation = 0;           // bumped each time the block is taken
   };
   int32_t take_block();
   void unregister(int32_t b);
@@ -75,6 +109,13 @@ class KvCacheManager {
   std::list<int32_t> lru_;                       // evictable blocks, least recently used first
   std::unordered_map<uint64_t, int32_t> cached_; // prefix hash -> block
   KvCacheStats stats_;
+  KvOffload* offload_ = nullptr;
+  std::vector<KvSave> pending_saves_;
+  struct PendingLoad {
+    KvLoad load;
+    uint32_t generation;
+  };
+  std::vector<PendingLoad> pending_loads_;
 };
 
 }  // namespace nf

@@ -2,6 +2,7 @@
 // ScheduledBatch. One implementation per device family (backends/cpu, backends/cuda).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -82,6 +83,16 @@ class Backend {
     int64_t steps = 0;
   };
   virtual DeviceTime device_time() const { return {}; }
+  // KV offload (engine/kv_offload.h): the bytes of one block's KV over all layers (0: this
+  // backend cannot copy blocks), a string naming their layout and dtype (part of the offload
+  // tiers' identity), and copies of one block out of and into the pool. The layout is
+  // [layers, 2 (K, V), kv_heads, block_size, head_dim] whatever the backend's own split, so
+  // that a tensor-parallel engine shares the tiers with an unsplit one. Called on the executor's
+  // thread between forwards.
+  virtual size_t kv_block_bytes() const { return 0; }
+  virtual std::string kv_layout() const { return {}; }
+  virtual void read_kv_block(int32_t block, std::span<std::byte> out);
+  virtual void write_kv_block(int32_t block, std::span<const std::byte> in);
   // Replaces the nano-batch schedules the forwards use (runtime/pipeline.h), e.g. while tuning.
   // By default a backend runs serial schedules only and throws nf::Error for a split one.
   virtual void set_pipeline(const PipelineConfig& pipeline);

@@ -69,7 +69,24 @@ void Executor::worker_loop() {
   }
 }
 
+void Executor::run_kv_io(StepInput& in) {
+  if (!in.kv_saves.empty()) {
+    kv_buf_.resize(backend_.kv_block_bytes());
+    for (const KvSave& s : in.kv_saves) {
+      backend_.read_kv_block(s.block, kv_buf_);
+      if (in.kv_sink) in.kv_sink(s, kv_buf_);
+    }
+  }
+  for (const KvLoad& l : in.kv_loads) backend_.write_kv_block(l.block, l.payload);
+}
+
+void Executor::kv_io_now(StepInput in) {
+  NF_CHECK(in_flight() == 0, "kv_io_now with {} steps in flight", in_flight());
+  run_kv_io(in);
+}
+
 StepOutput Executor::run(StepInput& in) {
+  run_kv_io(in);
   const auto t0 = std::chrono::steady_clock::now();
   for (nanoflow::RequestId id : in.finished) states_.erase(id);
   for (ExecRequest& r : in.new_requests) {

@@ -8,17 +8,19 @@
 // finished request's KV blocks in a step planned while an earlier step still writes them.
 #pragma once
 
+#include <nanoflow/request_output.h>
+#include <nanoflow/sampling_params.h>
+
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
-#include <nanoflow/request_output.h>
-#include <nanoflow/sampling_params.h>
-
+#include "engine/kv_cache_manager.h"
 #include "engine/sampler.h"
 #include "runtime/backend.h"
 #include "runtime/batch.h"
@@ -37,6 +39,12 @@ struct ExecRequest {
 };
 
 struct StepInput {
+  // KV offload (engine/kv_offload.h), before anything else, in this order: copy these blocks
+  // out (every earlier step has written them; none of this step's reuses has) and hand each to
+  // kv_sink, then copy the loaded payloads into their blocks.
+  std::vector<KvSave> kv_saves;
+  std::vector<KvLoad> kv_loads;
+  std::function<void(const KvSave&, std::span<const std::byte>)> kv_sink;
   ScheduledBatch batch;
   std::vector<ExecRequest> new_requests;      // first scheduled in this step
   std::vector<nanoflow::RequestId> finished;  // forget these before running
@@ -61,6 +69,9 @@ class Executor {
   // Results of the oldest submitted step not yet returned; blocks until it has run.
   StepOutput wait();
   int in_flight() const;
+  // Runs in.kv_saves and in.kv_loads on this thread now (nothing else in it); only with no step
+  // in flight (the engine flushes its offload saves so when idle).
+  void kv_io_now(StepInput in);
 
  private:
   struct State {
@@ -73,6 +84,8 @@ class Executor {
     TokenCounts prompt_counts, output_counts;
   };
   StepOutput run(StepInput& in);
+  void run_kv_io(StepInput& in);
+  std::vector<std::byte> kv_buf_;
   void worker_loop();
 
   Backend& backend_;

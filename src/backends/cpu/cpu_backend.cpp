@@ -204,6 +204,44 @@ void CpuBackend::load_rank_weights(const WeightSource& w) {
   }
 }
 
+size_t CpuBackend::kv_block_bytes() const {
+  return static_cast<size_t>(config_.num_layers) * 2 * config_.num_kv_heads * opts_.block_size *
+         config_.head_dim * sizeof(float);
+}
+
+std::string CpuBackend::kv_layout() const {
+  return fmt::format("f32 [layers {}, 2, kv_heads {}, block {}, head_dim {}]", config_.num_layers,
+                     config_.num_kv_heads, opts_.block_size, config_.head_dim);
+}
+
+// One block, layer by layer: K then V, each the ranks' kv-head slices in rank order.
+void CpuBackend::read_kv_block(int32_t block, std::span<std::byte> out) {
+  NF_CHECK(out.size() == kv_block_bytes() && block >= 0 && block < num_blocks_,
+           "read_kv_block: block {} into {} bytes", block, out.size());
+  const int64_t row = static_cast<int64_t>(opts_.block_size) * config_.head_dim;
+  auto* dst = reinterpret_cast<float*>(out.data());
+  for (int64_t l = 0; l < config_.num_layers; ++l)
+    for (int64_t kv = 0; kv < 2; ++kv)
+      for (const auto& rank : ranks_) {
+        const float* src = rank->layers[l].kv.data() + ((block * 2 + kv) * rank->kv_heads) * row;
+        dst = std::copy(src, src + rank->kv_heads * row, dst);
+      }
+}
+
+void CpuBackend::write_kv_block(int32_t block, std::span<const std::byte> in) {
+  NF_CHECK(in.size() == kv_block_bytes() && block >= 0 && block < num_blocks_,
+           "write_kv_block: block {} from {} bytes", block, in.size());
+  const int64_t row = static_cast<int64_t>(opts_.block_size) * config_.head_dim;
+  const auto* src = reinterpret_cast<const float*>(in.data());
+  for (int64_t l = 0; l < config_.num_layers; ++l)
+    for (int64_t kv = 0; kv < 2; ++kv)
+      for (auto& rank : ranks_) {
+        float* dst = rank->layers[l].kv.data() + ((block * 2 + kv) * rank->kv_heads) * row;
+        std::copy(src, src + rank->kv_heads * row, dst);
+        src += rank->kv_heads * row;
+      }
+}
+
 void CpuBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
   const int64_t T = b.num_tokens(), S = static_cast<int64_t>(b.sample_rows.size());
   const int64_t V = config_.vocab_size;

@@ -55,6 +55,10 @@ class CpuBackend final : public Backend {
   int64_t num_kv_blocks() const override { return num_blocks_; }
   void forward(const ScheduledBatch& batch, std::span<float> logits) override;
   void set_pipeline(const PipelineConfig& pipeline) override { opts_.pipeline = pipeline; }
+  size_t kv_block_bytes() const override;
+  std::string kv_layout() const override;
+  void read_kv_block(int32_t block, std::span<std::byte> out) override;
+  void write_kv_block(int32_t block, std::span<const std::byte> in) override;
   // Nano-operations run so far (all layers, rank 0): 4 per layer and forward when serial.
   int64_t nano_operations() const { return nano_operations_; }
 

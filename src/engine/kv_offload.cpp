@@ -1,0 +1,601 @@
+#include "engine/kv_offload.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "common/log.h"
+#include "common/status.h"
+
+namespace nf {
+
+namespace {
+
+constexpr char kMagic[8] = {'N', 'F', 'K', 'V', 'B', 'L', 'K', '1'};
+constexpr uint32_t kVersion = 1;
+
+// The file header, then the block's tokens (int32), then its payload.
+struct FileHeader {
+  char magic[8];
+  uint32_t version;
+  uint32_t num_tokens;
+  uint64_t identity;
+  uint64_t block_hash;
+  uint64_t payload_bytes;
+  uint64_t checksum;  // xxh64 of tokens and payload, seeded with identity ^ block_hash
+  uint64_t reserved[2];
+};
+static_assert(sizeof(FileHeader) == 64);
+
+uint64_t checksum_of(const std::byte* body, size_t n, uint64_t identity, uint64_t hash) {
+  return XXH64(body, n, identity ^ hash);
+}
+
+std::string hex16(uint64_t v) {
+  return fmt::format("{:016x}", v);
+}
+
+io_uring* ring(void* p) {
+  return static_cast<io_uring*>(p);
+}
+
+// Whole-buffer reads and writes at offset 0, through io_uring (resubmitting short transfers) or
+// pread/pwrite. Returns 0 or -errno.
+int ring_io(io_uring* r, int fd, std::byte* buf, size_t n, bool write) {
+  size_t done = 0;
+  while (done < n) {
+    io_uring_sqe* sqe = io_uring_get_sqe(r);
+    if (sqe == nullptr) return -EBUSY;
+    const unsigned len = static_cast<unsigned>(std::min<size_t>(n - done, 1u << 30));
+    if (write) {
+      io_uring_prep_write(sqe, fd, buf + done, len, done);
+    } else {
+      io_uring_prep_read(sqe, fd, buf + done, len, done);
+    }
+    int rc = io_uring_submit(r);
+    if (rc < 0) return rc;
+    io_uring_cqe* cqe = nullptr;
+    rc = io_uring_wait_cqe(r, &cqe);
+    if (rc < 0) return rc;
+    const int res = cqe->res;
+    io_uring_cqe_seen(r, cqe);
+    if (res < 0) return res;
+    if (res == 0) return write ? -EIO : -ENODATA;  // end of file: truncated
+    done += static_cast<size_t>(res);
+  }
+  return 0;
+}
+
+int posix_io(int fd, std::byte* buf, size_t n, bool write) {
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t r = write ? ::pwrite(fd, buf + done, n - done, static_cast<off_t>(done))
+                            : ::pread(fd, buf + done, n - done, static_cast<off_t>(done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (r == 0) return write ? -EIO : -ENODATA;
+    done += static_cast<size_t>(r);
+  }
+  return 0;
+}
+
+}  // namespace
+
+// ---- host tier ----------------------------------------------------------------------------
+
+HostKvTier::HostKvTier(int64_t capacity_bytes, size_t block_bytes)
+    : block_bytes_(block_bytes),
+      capacity_blocks_(block_bytes == 0 ? 0
+                                        : std::max<int64_t>(0, capacity_bytes) /
+                                              static_cast<int64_t>(block_bytes)) {}
+
+bool HostKvTier::put(uint64_t hash, std::span<const int32_t> tokens,
+                     std::span<const std::byte> payload, const Evicted& evicted) {
+  NF_CHECK(payload.size() == block_bytes_, "host KV tier: block of {} bytes, expected {}",
+           payload.size(), block_bytes_);
+  if (capacity_blocks_ == 0) return false;
+  auto it = map_.find(hash);
+  if (it != map_.end()) {
+    lru_.splice(lru_.end(), lru_, it->second.lru);
+    return true;
+  }
+  std::unique_ptr<std::byte[]> data;
+  while (size() >= capacity_blocks_) {
+    const uint64_t victim = lru_.front();
+    lru_.pop_front();
+    auto v = map_.find(victim);
+    if (evicted) evicted(victim, v->second.tokens, {v->second.data.get(), block_bytes_});
+    data = std::move(v->second.data);  // reused below
+    map_.erase(v);
+    ++evictions_;
+  }
+  if (!data) data.reset(new std::byte[block_bytes_]);
+  std::copy(payload.begin(), payload.end(), data.get());
+  Entry& e = map_[hash];
+  e.tokens.assign(tokens.begin(), tokens.end());
+  e.data = std::move(data);
+  e.lru = lru_.insert(lru_.end(), hash);
+  return true;
+}
+
+bool HostKvTier::get(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out) {
+  auto it = map_.find(hash);
+  if (it == map_.end()) return false;
+  Entry& e = it->second;
+  if (!std::equal(tokens.begin(), tokens.end(), e.tokens.begin(), e.tokens.end())) return false;
+  NF_CHECK(out.size() == block_bytes_, "host KV tier: reading {} bytes, block is {}", out.size(),
+           block_bytes_);
+  std::copy(e.data.get(), e.data.get() + block_bytes_, out.begin());
+  lru_.splice(lru_.end(), lru_, e.lru);
+  return true;
+}
+
+// ---- disk tier ----------------------------------------------------------------------------
+
+DiskKvTier::DiskKvTier(const std::string& dir, int64_t capacity_bytes, const std::string& identity,
+                       size_t block_bytes, int block_size, bool posix_io)
+    : dir_(dir),
+      identity_(XXH64(identity.data(), identity.size(), 0)),
+      block_bytes_(block_bytes),
+      file_bytes_(sizeof(FileHeader) + static_cast<size_t>(block_size) * 4 + block_bytes),
+      block_size_(block_size),
+      posix_io_(posix_io) {
+  capacity_blocks_ = std::max<int64_t>(0, capacity_bytes) / static_cast<int64_t>(file_bytes_);
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec || !std::filesystem::is_directory(dir_)) {
+    log_warn("KV disk tier off: cannot create directory {}: {}", dir_,
+             ec ? ec.message() : "not a directory");
+    return;
+  }
+  // Writable? A probe file, created and removed.
+  const std::string probe = dir_ + "/.nf_probe_" + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  if (fd < 0) {
+    log_warn("KV disk tier off: directory {} is not writable: {}", dir_, std::strerror(errno));
+    return;
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
+  if (capacity_blocks_ == 0) {
+    log_warn("KV disk tier off: {} bytes hold no block of {} bytes", capacity_bytes, file_bytes_);
+    return;
+  }
+  if (!posix_io_) {
+    auto* rr = new io_uring;
+    auto* wr = new io_uring;
+    const int a = io_uring_queue_init(8, rr, 0);
+    const int b = a == 0 ? io_uring_queue_init(8, wr, 0) : a;
+    if (a == 0 && b == 0) {
+      read_ring_ = rr;
+      write_ring_ = wr;
+      ring_ok_ = true;
+    } else {
+      if (a == 0) io_uring_queue_exit(rr);
+      delete rr;
+      delete wr;
+      log_warn("KV disk tier: io_uring unavailable ({}); using pread/pwrite", std::strerror(-b));
+    }
+  }
+  enabled_ = true;
+  scan();
+  thread_ = std::thread([this] { worker(); });
+}
+
+DiskKvTier::~DiskKvTier() {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (read_ring_ != nullptr) {
+    io_uring_queue_exit(ring(read_ring_));
+    delete ring(read_ring_);
+  }
+  if (write_ring_ != nullptr) {
+    io_uring_queue_exit(ring(write_ring_));
+    delete ring(write_ring_);
+  }
+}
+
+std::string DiskKvTier::path_of(uint64_t hash) const {
+  return dir_ + "/" + hex16(identity_) + "-" + hex16(hash) + ".nfkv";
+}
+
+bool DiskKvTier::enabled() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return enabled_;
+}
+
+bool DiskKvTier::contains(uint64_t hash) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return enabled_ && map_.count(hash) != 0;
+}
+
+int64_t DiskKvTier::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(map_.size());
+}
+int64_t DiskKvTier::used_bytes() const {
+  return size() * static_cast<int64_t>(file_bytes_);
+}
+int64_t DiskKvTier::evictions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return evictions_;
+}
+int64_t DiskKvTier::writes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return writes_;
+}
+int64_t DiskKvTier::bad_files() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return bad_files_;
+}
+
+// Indexes the valid files of this identity, oldest first; removes leftovers of interrupted
+// writes and bad files. Files of other identities (other models) are left alone.
+void DiskKvTier::scan() {
+  struct Found {
+    uint64_t hash;
+    int64_t mtime;
+  };
+  std::vector<Found> found;
+  const std::string prefix = hex16(identity_) + "-";
+  DIR* d = ::opendir(dir_.c_str());
+  if (d == nullptr) return;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    const std::string path = dir_ + "/" + name;
+    if (name.rfind(prefix, 0) != 0) continue;
+    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
+      ::unlink(path.c_str());  // an interrupted write
+      continue;
+    }
+    if (name.size() != prefix.size() + 16 + 5 || name.compare(name.size() - 5, 5, ".nfkv") != 0)
+      continue;
+    const uint64_t hash = std::strtoull(name.substr(prefix.size(), 16).c_str(), nullptr, 16);
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) continue;
+    FileHeader h{};
+    bool ok = static_cast<size_t>(st.st_size) == file_bytes_;
+    if (ok) {
+      const int fd = ::open(path.c_str(), O_RDONLY);
+      ok = fd >= 0 && ::pread(fd, &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h);
+      if (fd >= 0) ::close(fd);
+      ok = ok && std::memcmp(h.magic, kMagic, 8) == 0 && h.version == kVersion &&
+           h.identity == identity_ && h.block_hash == hash &&
+           h.num_tokens == static_cast<uint32_t>(block_size_) && h.payload_bytes == block_bytes_;
+    }
+    if (!ok) {
+      log_warn("KV disk tier: removing bad block file {}", path);
+      ::unlink(path.c_str());
+      ++bad_files_;
+      continue;
+    }
+    found.push_back(
+        {hash, static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec});
+  }
+  ::closedir(d);
+  std::sort(found.begin(), found.end(),
+            [](const Found& a, const Found& b) { return a.mtime < b.mtime; });
+  for (const Found& f : found) {
+    Entry& e = map_[f.hash];
+    e.lru = lru_.insert(lru_.end(), f.hash);
+  }
+  while (static_cast<int64_t>(map_.size()) > capacity_blocks_) evict_one();
+  if (!map_.empty()) log_info("KV disk tier: {} blocks found in {}", map_.size(), dir_);
+}
+
+void DiskKvTier::disable(const std::string& why) {
+  if (!enabled_) return;
+  enabled_ = false;
+  log_warn("KV disk tier off: {} (the engine goes on without it)", why);
+  for (auto& j : queue_) j->cancelled = true;
+}
+
+void DiskKvTier::evict_one() {
+  const uint64_t victim = lru_.front();
+  lru_.pop_front();
+  auto it = map_.find(victim);
+  if (it->second.job) it->second.job->cancelled = true;  // not written yet: never written
+  map_.erase(it);
+  ++evictions_;
+  auto j = std::make_shared<Job>();
+  j->hash = victim;  // no file: unlink
+  queue_.push_back(j);
+  cv_.notify_one();
+}
+
+void DiskKvTier::put(uint64_t hash, std::span<const int32_t> tokens,
+                     std::span<const std::byte> payload) {
+  NF_CHECK(payload.size() == block_bytes_ && tokens.size() == static_cast<size_t>(block_size_),
+           "KV disk tier: block of {} bytes and {} tokens, expected {} and {}", payload.size(),
+           tokens.size(), block_bytes_, block_size_);
+  auto file = std::make_shared<std::vector<std::byte>>(file_bytes_);
+  FileHeader h{};
+  std::memcpy(h.magic, kMagic, 8);
+  h.version = kVersion;
+  h.num_tokens = static_cast<uint32_t>(tokens.size());
+  h.identity = identity_;
+  h.block_hash = hash;
+  h.payload_bytes = payload.size();
+  std::byte* body = file->data() + sizeof h;
+  std::memcpy(body, tokens.data(), tokens.size() * 4);
+  std::memcpy(body + tokens.size() * 4, payload.data(), payload.size());
+  h.checksum = checksum_of(body, file_bytes_ - sizeof h, identity_, hash);
+  std::memcpy(file->data(), &h, sizeof h);
+
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!enabled_) return;
+  auto it = map_.find(hash);
+  if (it != map_.end()) {
+    lru_.splice(lru_.end(), lru_, it->second.lru);
+    return;
+  }
+  while (static_cast<int64_t>(map_.size()) >= capacity_blocks_) evict_one();
+  auto j = std::make_shared<Job>();
+  j->hash = hash;
+  j->file = file;
+  Entry& e = map_[hash];
+  e.pending = file;
+  e.job = j;
+  e.lru = lru_.insert(lru_.end(), hash);
+  queue_.push_back(j);
+  cv_.notify_one();
+}
+
+bool DiskKvTier::write_file(const std::string& path, const std::vector<std::byte>& bytes,
+                            std::string* err) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  if (fd < 0) {
+    *err = fmt::format("cannot create {}: {}", tmp, std::strerror(errno));
+    return false;
+  }
+  auto* buf = const_cast<std::byte*>(bytes.data());
+  const int rc = ring_ok_ ? ring_io(ring(write_ring_), fd, buf, bytes.size(), true)
+                          : posix_io(fd, buf, bytes.size(), true);
+  ::close(fd);
+  if (rc < 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    *err = fmt::format("cannot write {}: {}", path, std::strerror(rc < 0 ? -rc : errno));
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  return true;
+}
+
+void DiskKvTier::worker() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) {
+      if (stop_) return;
+      continue;
+    }
+    std::shared_ptr<Job> j = queue_.front();
+    queue_.pop_front();
+    if (j->cancelled) {
+      if (queue_.empty()) idle_cv_.notify_all();
+      continue;
+    }
+    ++busy_;
+    const std::string path = path_of(j->hash);
+    lock.unlock();
+    std::string err;
+    bool ok = true;
+    if (j->file) {
+      ok = write_file(path, *j->file, &err);
+    } else {
+      ::unlink(path.c_str());
+    }
+    lock.lock();
+    --busy_;
+    if (j->file) {
+      auto it = map_.find(j->hash);
+      if (!ok) {
+        if (it != map_.end() && it->second.job == j) {
+          lru_.erase(it->second.lru);
+          map_.erase(it);
+        }
+        disable(err);
+      } else {
+        ++writes_;
+        if (it != map_.end() && it->second.job == j) {
+          it->second.pending.reset();
+          it->second.job.reset();
+        } else {
+          ::unlink(path.c_str());  // evicted while being written
+        }
+      }
+    }
+    if (queue_.empty() && busy_ == 0) idle_cv_.notify_all();
+  }
+}
+
+void DiskKvTier::flush() {
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_cv_.wait(lock, [&] { return (queue_.empty() && busy_ == 0) || !thread_.joinable(); });
+}
+
+bool DiskKvTier::read_file(const std::string& path, std::vector<std::byte>& bytes,
+                           std::string* err) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) {
+    *err = fmt::format("cannot open: {}", std::strerror(errno));
+    return false;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != file_bytes_) {
+    *err = fmt::format("{} bytes, expected {} (truncated or foreign)",
+                       static_cast<int64_t>(st.st_size), file_bytes_);
+    ::close(fd);
+    return false;
+  }
+  bytes.resize(file_bytes_);
+  const int rc = ring_ok_ ? ring_io(ring(read_ring_), fd, bytes.data(), bytes.size(), false)
+                          : posix_io(fd, bytes.data(), bytes.size(), false);
+  ::close(fd);
+  if (rc < 0) {
+    *err = fmt::format("read: {}", std::strerror(-rc));
+    return false;
+  }
+  return true;
+}
+
+bool DiskKvTier::verify(uint64_t hash, std::span<const int32_t> tokens,
+                        const std::vector<std::byte>& file, std::string* why) const {
+  FileHeader h{};
+  std::memcpy(&h, file.data(), sizeof h);
+  if (std::memcmp(h.magic, kMagic, 8) != 0 || h.version != kVersion) {
+    *why = "not a block file of this version";
+    return false;
+  }
+  if (h.identity != identity_) {
+    *why = "another model or KV layout";
+    return false;
+  }
+  if (h.block_hash != hash || h.num_tokens != static_cast<uint32_t>(block_size_) ||
+      h.payload_bytes != block_bytes_) {
+    *why = "header does not match the block";
+    return false;
+  }
+  const std::byte* body = file.data() + sizeof h;
+  if (checksum_of(body, file_bytes_ - sizeof h, identity_, hash) != h.checksum) {
+    *why = "checksum mismatch";
+    return false;
+  }
+  if (std::memcmp(body, tokens.data(), tokens.size() * 4) != 0) {
+    *why = "different tokens (hash collision)";
+    return false;
+  }
+  return true;
+}
+
+void DiskKvTier::drop_bad(uint64_t hash, const std::string& why) {
+  const std::string path = path_of(hash);
+  log_warn("KV disk tier: {}: {}; treated as a miss and removed", path, why);
+  ++bad_files_;
+  auto it = map_.find(hash);
+  if (it != map_.end()) {
+    lru_.erase(it->second.lru);
+    map_.erase(it);
+  }
+  ::unlink(path.c_str());
+}
+
+bool DiskKvTier::get(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out) {
+  NF_CHECK(out.size() == block_bytes_, "KV disk tier: reading {} bytes, block is {}", out.size(),
+           block_bytes_);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!enabled_) return false;
+  auto it = map_.find(hash);
+  if (it == map_.end()) return false;
+  std::vector<std::byte> file;
+  std::string why;
+  if (it->second.pending) {
+    file = *it->second.pending;  // still being written: from memory
+  } else if (!read_file(path_of(hash), file, &why)) {
+    drop_bad(hash, why);
+    return false;
+  }
+  if (!verify(hash, tokens, file, &why)) {
+    if (why.rfind("different tokens", 0) == 0) return false;  // a valid block of other tokens
+    drop_bad(hash, why);
+    return false;
+  }
+  std::memcpy(out.data(), file.data() + sizeof(FileHeader) + tokens.size() * 4, block_bytes_);
+  lru_.splice(lru_.end(), lru_, it->second.lru);
+  return true;
+}
+
+// ---- both tiers ---------------------------------------------------------------------------
+
+KvOffload::KvOffload(const KvOffloadConfig& c, const std::string& identity, size_t block_bytes,
+                     int block_size)
+    : block_bytes_(block_bytes) {
+  NF_CHECK(block_bytes > 0 && block_size > 0, "KV offload: blocks of {} bytes, {} tokens",
+           block_bytes, block_size);
+  if (c.host_gb < 0 || c.disk_gb < 0) fail("--kv-host-gb and --kv-disk-gb must not be negative");
+  if (c.host_gb > 0)
+    host_ = std::make_unique<HostKvTier>(static_cast<int64_t>(c.host_gb * 1e9), block_bytes);
+  if (!c.disk_dir.empty() && c.disk_gb > 0)
+    disk_ = std::make_unique<DiskKvTier>(c.disk_dir, static_cast<int64_t>(c.disk_gb * 1e9),
+                                         identity, block_bytes, block_size, c.posix_io);
+  if (!c.disk_dir.empty() && c.disk_gb <= 0)
+    log_warn("--kv-disk-dir {} without --kv-disk-gb: no disk tier", c.disk_dir);
+}
+
+KvOffload::~KvOffload() = default;
+
+bool KvOffload::contains(uint64_t hash) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return (host_ && host_->contains(hash)) || (disk_ && disk_->contains(hash));
+}
+
+void KvOffload::save(uint64_t hash, std::span<const int32_t> tokens,
+                     std::span<const std::byte> payload) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++st_.saves;
+  auto demote = [&](uint64_t h, std::span<const int32_t> t, std::span<const std::byte> p) {
+    if (disk_) disk_->put(h, t, p);
+  };
+  if (host_ && host_->put(hash, tokens, payload, demote)) return;
+  if (disk_) disk_->put(hash, tokens, payload);
+}
+
+KvOffload::Tier KvOffload::load(uint64_t hash, std::span<const int32_t> tokens,
+                                std::span<std::byte> out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (host_ && host_->get(hash, tokens, out)) {
+    ++st_.host_hits;
+    return Tier::kHost;
+  }
+  if (disk_ && disk_->get(hash, tokens, out)) {
+    ++st_.disk_hits;
+    // Promote: it is likely to be used again soon (the next turn of the conversation).
+    if (host_)
+      host_->put(hash, tokens, out,
+                 [&](uint64_t h, std::span<const int32_t> t, std::span<const std::byte> p) {
+                   disk_->put(h, t, p);
+                 });
+    return Tier::kDisk;
+  }
+  ++st_.misses;
+  return Tier::kNone;
+}
+
+KvTierStats KvOffload::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  KvTierStats s = st_;
+  if (host_) {
+    s.host_blocks = host_->size();
+    s.host_bytes = host_->used_bytes();
+    s.host_evictions = host_->evictions();
+  }
+  if (disk_) {
+    s.disk_blocks = disk_->size();
+    s.disk_bytes = disk_->used_bytes();
+    s.disk_evictions = disk_->evictions();
+    s.disk_writes = disk_->writes();
+    s.disk_bad_files = disk_->bad_files();
+    s.disk_enabled = disk_->enabled();
+  }
+  return s;
+}
+
+void KvOffload::flush() {
+  if (disk_) disk_->flush();
+}
+
+}  // namespace nf

@@ -1,0 +1,184 @@
+// KV-cache offload tiers below the device's prefix cache (issue 7): host memory, then SSD files
+// written and read with io_uring. Blocks are addressed by the prefix cache's chained hash
+// (KvCacheManager::chain_hash) and carry their tokens, so a hit is verified like a device one.
+//
+// Flow (engine/kv_cache_manager.h, runtime/executor.h):
+//   - save: when a registered device block loses its last user (its request finished or was
+//     preempted), the executor copies it out before the next forward (every earlier writer has
+//     run, no later one has) and hands it to KvOffload::save: into the host tier, whose least
+//     recently used blocks move down to the disk tier (or straight to disk without a host tier).
+//     Disk writes run on the disk tier's own thread: saving never waits for the disk.
+//   - load: a new request's prefix lookup continues below the device cache block by block; a hit
+//     (host first, then disk, promoted to host) is copied into a fresh device block by the
+//     executor before the forward that first reads it, and the request computes only the rest.
+//
+// Each tier is LRU with exact capacity accounting: the host tier in payload bytes, the disk
+// tier in file bytes (header, tokens and payload). A disk file holds a header with a magic, the
+// format version, a hash of the model and layout identity, the block's hash, its tokens and an
+// xxh64 checksum over tokens and payload: a corrupt, truncated or foreign file is a miss (logged,
+// and the file removed). A directory that cannot be created or written, or a full disk, disables
+// the disk tier with one warning; the engine keeps serving. A restart with the same directory
+// indexes the valid files of the same identity (oldest first in the LRU).
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace nf {
+
+struct KvOffloadConfig {
+  double host_gb = 0;     // --kv-host-gb: host tier capacity (0: none)
+  std::string disk_dir;   // --kv-disk-dir: disk tier directory (empty: none)
+  double disk_gb = 0;     // --kv-disk-gb: disk tier capacity
+  bool posix_io = false;  // the disk tier uses pread/pwrite instead of io_uring (tests)
+  bool enabled() const { return host_gb > 0 || (!disk_dir.empty() && disk_gb > 0); }
+};
+
+struct KvTierStats {
+  int64_t saves = 0;                                 // blocks handed to save()
+  int64_t host_hits = 0, disk_hits = 0, misses = 0;  // load() results, in blocks
+  int64_t host_blocks = 0, disk_blocks = 0;          // resident now
+  int64_t host_bytes = 0, disk_bytes = 0;            // their accounted bytes
+  int64_t host_evictions = 0, disk_evictions = 0;
+  int64_t disk_writes = 0;     // files written
+  int64_t disk_bad_files = 0;  // corrupt, truncated or foreign files met (each a miss)
+  bool disk_enabled = false;
+};
+
+// Host memory: blocks of `block_bytes` in an LRU of capacity floor(capacity / block_bytes).
+class HostKvTier {
+ public:
+  HostKvTier(int64_t capacity_bytes, size_t block_bytes);
+  int64_t capacity_blocks() const { return capacity_blocks_; }
+  int64_t size() const { return static_cast<int64_t>(map_.size()); }
+  int64_t used_bytes() const { return size() * static_cast<int64_t>(block_bytes_); }
+  bool contains(uint64_t hash) const { return map_.count(hash) != 0; }
+  using Evicted = std::function<void(uint64_t hash, std::span<const int32_t> tokens,
+                                     std::span<const std::byte> payload)>;
+  // Inserts the block (or marks it recently used when present), first evicting least recently
+  // used blocks to `evicted` while full. Returns false when the tier holds nothing (capacity 0).
+  bool put(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> payload,
+           const Evicted& evicted);
+  // Copies the block to `out` and marks it recently used; false when absent or its tokens differ.
+  bool get(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out);
+  int64_t evictions() const { return evictions_; }
+
+ private:
+  struct Entry {
+    std::vector<int32_t> tokens;
+    std::unique_ptr<std::byte[]> data;
+    std::list<uint64_t>::iterator lru;
+  };
+  size_t block_bytes_;
+  int64_t capacity_blocks_;
+  std::unordered_map<uint64_t, Entry> map_;
+  std::list<uint64_t> lru_;  // least recently used first
+  int64_t evictions_ = 0;
+};
+
+// SSD files in a directory, one per block, written by a background thread through io_uring.
+class DiskKvTier {
+ public:
+  DiskKvTier(const std::string& dir, int64_t capacity_bytes, const std::string& identity,
+             size_t block_bytes, int block_size, bool posix_io = false);
+  ~DiskKvTier();  // finishes the queued writes
+  DiskKvTier(const DiskKvTier&) = delete;
+  DiskKvTier& operator=(const DiskKvTier&) = delete;
+
+  bool enabled() const;
+  size_t file_bytes() const { return file_bytes_; }
+  int64_t capacity_blocks() const { return capacity_blocks_; }
+  bool contains(uint64_t hash) const;
+  // Queues the block for writing and returns at once (the payload is copied); evicts least
+  // recently used files to stay within capacity. No-op when present or disabled.
+  void put(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> payload);
+  // Reads and verifies the block into `out`; a bad file is a miss (logged, removed).
+  bool get(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out);
+  void flush();  // waits until the queued writes are on disk
+  int64_t size() const;
+  int64_t used_bytes() const;
+  int64_t evictions() const;
+  int64_t writes() const;
+  int64_t bad_files() const;
+  std::string path_of(uint64_t hash) const;  // the block's file name (tests)
+  bool uses_io_uring() const { return ring_ok_; }
+
+ private:
+  struct Job {
+    uint64_t hash = 0;
+    std::shared_ptr<std::vector<std::byte>> file;  // the whole file's bytes; null: unlink
+    bool cancelled = false;
+  };
+  struct Entry {
+    std::shared_ptr<std::vector<std::byte>> pending;  // set until the write finished
+    std::shared_ptr<Job> job;
+    std::list<uint64_t>::iterator lru;
+  };
+  void worker();
+  void disable(const std::string& why);  // under mu_
+  void evict_one();                      // under mu_
+  void scan();
+  bool write_file(const std::string& path, const std::vector<std::byte>& bytes, std::string* err);
+  bool read_file(const std::string& path, std::vector<std::byte>& bytes, std::string* err);
+  bool verify(uint64_t hash, std::span<const int32_t> tokens, const std::vector<std::byte>& file,
+              std::string* why) const;
+  void drop_bad(uint64_t hash, const std::string& why);  // under mu_
+
+  std::string dir_;
+  uint64_t identity_;
+  size_t block_bytes_, file_bytes_;
+  int block_size_;
+  int64_t capacity_blocks_ = 0;
+  bool posix_io_;
+  bool ring_ok_ = false;
+  void* read_ring_ = nullptr;   // io_uring*, engine thread (under mu_)
+  void* write_ring_ = nullptr;  // io_uring*, worker thread
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_, idle_cv_;
+  bool enabled_ = false, stop_ = false;
+  int busy_ = 0;
+  std::unordered_map<uint64_t, Entry> map_;
+  std::list<uint64_t> lru_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  int64_t evictions_ = 0, writes_ = 0, bad_files_ = 0;
+  std::thread thread_;
+};
+
+// Both tiers behind one lock, with the statistics. Thread-safe.
+class KvOffload {
+ public:
+  // identity: the model and KV layout (blocks of another identity are foreign); block_bytes:
+  // one block's KV over all layers; block_size: its tokens.
+  KvOffload(const KvOffloadConfig& config, const std::string& identity, size_t block_bytes,
+            int block_size);
+  ~KvOffload();
+  size_t block_bytes() const { return block_bytes_; }
+  bool contains(uint64_t hash) const;
+  void save(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> payload);
+  enum class Tier { kNone, kHost, kDisk };
+  Tier load(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out);
+  KvTierStats stats() const;
+  void flush();  // the disk tier's queued writes
+  DiskKvTier* disk() { return disk_.get(); }
+
+ private:
+  size_t block_bytes_;
+  mutable std::mutex mu_;
+  std::unique_ptr<HostKvTier> host_;
+  std::unique_ptr<DiskKvTier> disk_;
+  KvTierStats st_;
+};
+
+}  // namespace nf
