@@ -3,6 +3,7 @@
 #include <random>
 
 #include "engine/kv_cache_manager.h"
+#include "engine/kv_offload.h"
 
 namespace nf {
 namespace {
@@ -114,6 +115,61 @@ TEST(KvCacheManager, PrefixCachingOffNeverHits) {
   kv.commit_full_blocks(p, 10, a, ha);
   kv.release(a);
   EXPECT_EQ(kv.match_prefix(p, b, hb), 0);
+  kv.check_integrity({});
+}
+
+// With offload tiers: a registered block that loses its last user is queued for saving once;
+// a prefix found below the device cache takes fresh blocks, registered at once, whose loads
+// are queued (and dropped when the block is taken again before they ran).
+TEST(KvCacheManager, QueuesSavesAndLoadsForTheOffloadTiers) {
+  constexpr int kBs = 4;
+  KvOffloadConfig oc;
+  oc.host_gb = 1e-3;
+  KvOffload off(oc, "test", 8, kBs);
+  KvCacheManager kv(3, kBs);
+  kv.set_offload(&off);
+  const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9};  // two full blocks + 1
+  std::vector<int32_t> t;
+  std::vector<uint64_t> h;
+  EXPECT_EQ(kv.match_prefix(prompt, t, h), 0);
+  ASSERT_TRUE(kv.reserve(t, 9));
+  kv.commit_full_blocks(prompt, 9, t, h);
+  kv.release(t);
+  h.clear();
+  auto saves = kv.take_saves();
+  ASSERT_EQ(saves.size(), 2u);  // the two full blocks, not the partial one
+  for (const KvSave& s : saves) {
+    std::vector<std::byte> bytes(8, static_cast<std::byte>(s.block + 1));
+    off.save(s.hash, s.tokens, bytes);
+  }
+  EXPECT_TRUE(kv.take_saves().empty());
+  // Evict them from the device: another request takes every block.
+  std::vector<int32_t> other;
+  ASSERT_TRUE(kv.reserve(other, 12));
+  kv.release(other);
+  EXPECT_TRUE(kv.take_saves().empty());  // never registered: nothing to save
+  // The prompt again: both blocks come back from the host tier.
+  EXPECT_EQ(kv.match_prefix(prompt, t, h), 8);
+  EXPECT_EQ(kv.stats().host_hit_tokens, 8);
+  auto loads = kv.take_loads();
+  ASSERT_EQ(loads.size(), 2u);
+  EXPECT_EQ(loads[0].block, t[0]);
+  // Released tail first: saves[1] holds the first block.
+  EXPECT_EQ(saves[1].tokens, std::vector<int32_t>(prompt.begin(), prompt.begin() + kBs));
+  EXPECT_EQ(loads[0].payload,
+            std::vector<std::byte>(8, static_cast<std::byte>(saves[1].block + 1)));
+  kv.release(t);
+  h.clear();
+  EXPECT_TRUE(kv.take_saves().empty());  // already in the tiers
+  // Evicted again, then looked up again, and its blocks taken before the loads ran: dropped.
+  ASSERT_TRUE(kv.reserve(other, 12));
+  kv.release(other);
+  EXPECT_EQ(kv.match_prefix(prompt, t, h), 8);
+  kv.release(t);
+  h.clear();
+  ASSERT_TRUE(kv.reserve(other, 12));
+  EXPECT_TRUE(kv.take_loads().empty());
+  kv.release(other);
   kv.check_integrity({});
 }
 
