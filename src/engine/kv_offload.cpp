@@ -443,8 +443,13 @@ bool DiskKvTier::read_file(const std::string& path, std::vector<std::byte>& byte
     return false;
   }
   bytes.resize(file_bytes_);
-  const int rc = ring_ok_ ? ring_io(ring(read_ring_), fd, bytes.data(), bytes.size(), false)
-                          : posix_io(fd, bytes.data(), bytes.size(), false);
+  int rc = 0;
+  if (ring_ok_) {
+    std::lock_guard<std::mutex> lock(read_mu_);
+    rc = ring_io(ring(read_ring_), fd, bytes.data(), bytes.size(), false);
+  } else {
+    rc = posix_io(fd, bytes.data(), bytes.size(), false);
+  }
   ::close(fd);
   if (rc < 0) {
     *err = fmt::format("read: {}", std::strerror(-rc));
@@ -497,25 +502,28 @@ void DiskKvTier::drop_bad(uint64_t hash, const std::string& why) {
 bool DiskKvTier::get(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out) {
   NF_CHECK(out.size() == block_bytes_, "KV disk tier: reading {} bytes, block is {}", out.size(),
            block_bytes_);
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!enabled_) return false;
-  auto it = map_.find(hash);
-  if (it == map_.end()) return false;
   std::vector<std::byte> file;
-  std::string why;
-  if (it->second.pending) {
-    file = *it->second.pending;  // still being written: from memory
-  } else if (!read_file(path_of(hash), file, &why)) {
-    drop_bad(hash, why);
-    return false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!enabled_) return false;
+    auto it = map_.find(hash);
+    if (it == map_.end()) return false;
+    if (it->second.pending) file = *it->second.pending;  // still being written: from memory
   }
-  if (!verify(hash, tokens, file, &why)) {
-    if (why.rfind("different tokens", 0) == 0) return false;  // a valid block of other tokens
+  // The read runs without the lock, so that saves and the writer thread go on meanwhile.
+  std::string why;
+  bool ok = !file.empty() || read_file(path_of(hash), file, &why);
+  ok = ok && verify(hash, tokens, file, &why);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = map_.find(hash);
+  if (!ok) {
+    // Evicted (and removed) while being read, or a valid block of other tokens: a plain miss.
+    if (it == map_.end() || why.rfind("different tokens", 0) == 0) return false;
     drop_bad(hash, why);
     return false;
   }
   std::memcpy(out.data(), file.data() + sizeof(FileHeader) + tokens.size() * 4, block_bytes_);
-  lru_.splice(lru_.end(), lru_, it->second.lru);
+  if (it != map_.end()) lru_.splice(lru_.end(), lru_, it->second.lru);
   return true;
 }
 
@@ -556,12 +564,17 @@ void KvOffload::save(uint64_t hash, std::span<const int32_t> tokens,
 
 KvOffload::Tier KvOffload::load(uint64_t hash, std::span<const int32_t> tokens,
                                 std::span<std::byte> out) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (host_ && host_->get(hash, tokens, out)) {
-    ++st_.host_hits;
-    return Tier::kHost;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (host_ && host_->get(hash, tokens, out)) {
+      ++st_.host_hits;
+      return Tier::kHost;
+    }
   }
-  if (disk_ && disk_->get(hash, tokens, out)) {
+  // The disk read without this lock: saves from the executor go on meanwhile.
+  const bool on_disk = disk_ && disk_->get(hash, tokens, out);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (on_disk) {
     ++st_.disk_hits;
     // Promote: it is likely to be used again soon (the next turn of the conversation).
     if (host_)

@@ -142,10 +142,11 @@ class DiskKvTier {
   int64_t capacity_blocks_ = 0;
   bool posix_io_;
   bool ring_ok_ = false;
-  void* read_ring_ = nullptr;   // io_uring*, engine thread (under mu_)
+  void* read_ring_ = nullptr;   // io_uring*, under read_mu_ (reads run outside mu_)
   void* write_ring_ = nullptr;  // io_uring*, worker thread
 
   mutable std::mutex mu_;
+  std::mutex read_mu_;
   std::condition_variable cv_, idle_cv_;
   bool enabled_ = false, stop_ = false;
   int busy_ = 0;
