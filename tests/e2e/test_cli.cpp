@@ -76,6 +76,46 @@ TEST(Cli, HelpForEverySubcommand) {
   EXPECT_NE(run("generate --help").out.find("--logprobs"), std::string::npos);
 }
 
+// bench offline's multi-turn mode with the KV offload tiers, on a tiny model and a pool too
+// small for the conversations: the result JSON counts the prompt tokens of every turn and says
+// which tier served the cached ones; offload off computes them all but the device hits.
+TEST(Cli, BenchOfflineMultiTurnReportsTheOffloadTiers) {
+  const fs::path dir = fs::temp_directory_path() / ("nf_cli_kv_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  auto bench = [&](const std::string& extra, const std::string& name) {
+    const fs::path out = dir / (name + ".json");
+    fs::create_directories(dir);
+    const CliRun r = run("bench offline --model " + (kTiny / "llama3-tiny").string() +
+                         " --num-requests 6 --turns 3 --input-len 40 --output-len 8"
+                         " --kv-cache-gb 0.00018311 --max-batch-tokens 128 --threads 2 " +
+                         extra + " --result-json " + out.string());
+    EXPECT_EQ(r.code, 0) << r.err;
+    std::ifstream f(out);
+    return nlohmann::json::parse(f);
+  };
+  const nlohmann::json off = bench("", "off");
+  const nlohmann::json on = bench(
+      "--kv-host-gb 0.0001 --kv-disk-dir " + (dir / "kv").string() + " --kv-disk-gb 0.01", "on");
+  for (const auto* j : {&off, &on}) {
+    EXPECT_EQ((*j)["turns"], 3);
+    EXPECT_EQ((*j)["conversations"], 6);
+    EXPECT_EQ((*j)["num_requests"], 18);
+    EXPECT_EQ((*j)["output_tokens"], 18 * 8);
+    EXPECT_EQ((*j)["per_turn"].size(), 3u);
+    EXPECT_GT((*j)["ttft_s"]["p50"].get<double>(), 0);
+  }
+  // Turn t's prompt is 40 (t + 1) + 8 t tokens: 6 * (40 + 88 + 136).
+  EXPECT_EQ(on["prompt_tokens"], 6 * (40 + 88 + 136));
+  EXPECT_EQ(off["prompt_tokens"], on["prompt_tokens"]);
+  const auto& hits = on["kv_offload"]["prefix_hit_tokens"];
+  EXPECT_GT(hits["host"].get<int64_t>() + hits["disk"].get<int64_t>(), 0);
+  EXPECT_GT(hits["disk"].get<int64_t>(), 0);  // the host tier holds few blocks
+  EXPECT_EQ(off["kv_offload"]["prefix_hit_tokens"]["host"], 0);
+  EXPECT_GT(on["kv_offload"]["prefill_tokens_saved"].get<int64_t>(),
+            off["kv_offload"]["prefill_tokens_saved"].get<int64_t>());
+  fs::remove_all(dir);
+}
+
 TEST(Cli, GenerateJsonMatchesGolden) {
   std::ifstream f(kSource / "tests/fixtures/golden/llama3-tiny.json");
   const auto g = nlohmann::json::parse(f);
