@@ -122,7 +122,7 @@ struct EngineOptions {
     app->add_option(
            "--kv-host-gb", engine.kv_host_gb,
            "KV offload: host memory for the full KV blocks of finished requests, loaded "
-           "back when a later prompt has the same prefix (0: none; CPU engine only for now)")
+           "back when a later prompt has the same prefix (0: none; on CUDA the copies are synchronous for now)")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     app->add_option("--kv-disk-dir", engine.kv_disk_dir,

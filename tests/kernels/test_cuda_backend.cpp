@@ -13,6 +13,7 @@
 // head_dim is not one the attention kernel takes (the <family>-tiny fixtures have 16).
 #include <gtest/gtest.h>
 #include <nanoflow/engine.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -335,6 +336,64 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaBackendRealSize, ::testing::Values("llama3-
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return s;
                          });
+
+// KV offload on the GPU engine: multi-turn conversations through a pool too small to keep them,
+// so earlier turns' blocks come back from the host and disk tiers (copied out of and into the
+// paged cache); outputs agree with offload off by the top-5 rule.
+TEST(CudaBackend, KvOffloadAgreesWithOffloadOff) {
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  const fs::path model = kSource / "tests/fixtures/models/llama3-hd128";
+  if (!fs::exists(model)) GTEST_SKIP() << "no llama3-hd128 fixture";
+  const fs::path dir = fs::temp_directory_path() / ("nf_cuda_kv_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  auto run = [&](bool offload, nanoflow::EngineStats* st) {
+    EngineConfig c = engine_config(model, "cuda");
+    c.num_kv_blocks = 32;
+    c.max_batch_tokens = 128;
+    if (offload) {
+      c.kv_host_gb = 8.0 * 2 * 2 * 1 * 16 * 128 * 2 / 1e9;  // 8 blocks (2 layers, 1 KV head)
+      c.kv_disk_dir = dir.string();
+      c.kv_disk_gb = 0.1;
+    }
+    auto e = Engine::create(c);
+    std::vector<std::vector<int32_t>> history(6);
+    std::vector<nanoflow::RequestOutput> all;
+    for (int turn = 0; turn < 3; ++turn) {
+      std::vector<GenerateRequest> reqs;
+      for (size_t k = 0; k < history.size(); ++k) {
+        std::mt19937 rng(static_cast<unsigned>(100 * turn + k));
+        for (int i = 0; i < 40; ++i) history[k].push_back(3 + static_cast<int32_t>(rng() % 400));
+        GenerateRequest r;
+        r.prompt = history[k];
+        r.params.temperature = 0;
+        r.params.max_tokens = 8;
+        r.params.ignore_eos = true;
+        r.params.logprobs = 5;
+        reqs.push_back(r);
+      }
+      const auto outs = e->generate(reqs);
+      for (size_t k = 0; k < history.size(); ++k) {
+        history[k].insert(history[k].end(), outs[k].token_ids.begin(), outs[k].token_ids.end());
+        all.push_back(outs[k]);
+      }
+    }
+    *st = e->stats();
+    return all;
+  };
+  nanoflow::EngineStats st_off, st_on;
+  const auto off = run(false, &st_off);
+  const auto on = run(true, &st_on);
+  fs::remove_all(dir);
+  const nf::testing::RunDiff d = nf::testing::compare_runs(off, on);
+  for (const std::string& f : d.failures) ADD_FAILURE() << f;
+  std::printf("REPORT CUDA KV offload vs off: %zu/%zu steps with the same token, max |top-1 "
+              "logprob diff| %.3e; prompt tokens from the host tier %lld, disk tier %lld\n",
+              d.same, d.steps, d.max_diff, static_cast<long long>(st_on.kv_host_hit_tokens),
+              static_cast<long long>(st_on.kv_disk_hit_tokens));
+  EXPECT_EQ(d.steps, 6u * 3 * 8);
+  EXPECT_GT(st_on.kv_host_hit_tokens + st_on.kv_disk_hit_tokens, 0);
+  EXPECT_GT(st_on.cached_prompt_tokens, st_off.cached_prompt_tokens);
+}
 
 // A model that cannot fit is a clear error, not a crash.
 TEST(CudaBackend, ModelThatDoesNotFitIsAClearError) {

@@ -171,6 +171,40 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
   NF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 }
 
+size_t CudaBackend::kv_block_bytes() const {
+  return static_cast<size_t>(config_.num_layers) * 2 * config_.num_kv_heads * opts_.block_size *
+         config_.head_dim * 2;
+}
+
+std::string CudaBackend::kv_layout() const {
+  return fmt::format("bf16 [layers {}, 2, kv_heads {}, block {}, head_dim {}]",
+                     config_.num_layers, config_.num_kv_heads, opts_.block_size, config_.head_dim);
+}
+
+void CudaBackend::read_kv_block(int32_t block, std::span<std::byte> out) {
+  NF_CHECK(out.size() == kv_block_bytes() && block >= 0 && block < num_blocks_,
+           "read_kv_block: block {} into {} bytes", block, out.size());
+  const size_t per_layer = out.size() / layers_.size();
+  for (size_t l = 0; l < layers_.size(); ++l)
+    NF_CUDA_CHECK(cudaMemcpyAsync(out.data() + l * per_layer,
+                                  static_cast<const std::byte*>(layers_[l].kv.data()) +
+                                      static_cast<size_t>(block) * per_layer,
+                                  per_layer, cudaMemcpyDeviceToHost, stream_));
+  NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::write_kv_block(int32_t block, std::span<const std::byte> in) {
+  NF_CHECK(in.size() == kv_block_bytes() && block >= 0 && block < num_blocks_,
+           "write_kv_block: block {} from {} bytes", block, in.size());
+  const size_t per_layer = in.size() / layers_.size();
+  for (size_t l = 0; l < layers_.size(); ++l)
+    NF_CUDA_CHECK(cudaMemcpyAsync(static_cast<std::byte*>(layers_[l].kv.data()) +
+                                      static_cast<size_t>(block) * per_layer,
+                                  in.data() + l * per_layer, per_layer, cudaMemcpyHostToDevice,
+                                  stream_));
+  NF_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host buffer may go right after
+}
+
 CudaBackend::~CudaBackend() {
   for (size_t s = 1; s < nano_streams_.size(); ++s) {
     cudaStreamSynchronize(nano_streams_[s].stream);

@@ -80,6 +80,13 @@ class CudaBackend final : public Backend {
   DeviceTime device_time() const override;
   // Replaces the nano-batch schedules (`nanoflow tune` times candidates one after another).
   void set_pipeline(const PipelineConfig& pipeline) override;
+  // KV offload: one block's [layers, 2, kv_heads, block_size, head_dim] bf16, copied layer by
+  // layer on stream_ (after every forward issued so far) and waited for. Synchronous and from
+  // pageable memory for now: correct, not yet overlapped with compute.
+  size_t kv_block_bytes() const override;
+  std::string kv_layout() const override;
+  void read_kv_block(int32_t block, std::span<std::byte> out) override;
+  void write_kv_block(int32_t block, std::span<const std::byte> in) override;
   // The attention kernel in use: "flashinfer" or "native".
   const char* attention_kernel() const { return fi_attn_ ? "flashinfer" : "native"; }
 
