@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -131,6 +132,38 @@ inline RunDiff compare_runs(const std::vector<nanoflow::RequestOutput>& a,
     }
   }
   return d;
+}
+
+// Multi-turn conversations in waves (the KV offload tests): turns [first, last) of
+// history.size() conversations on `e`, each turn's prompt being the conversation so far plus
+// `min_new`..`max_new` new ids in [3, max_id) that depend only on (turn, conversation); greedy,
+// 8 tokens with top-5 logprobs. The outputs join the histories; returns every turn's outputs.
+inline std::vector<nanoflow::RequestOutput> conversation_turns(
+    nanoflow::Engine& e, std::vector<std::vector<int32_t>>& history, int first, int last,
+    int min_new, int max_new, int32_t max_id) {
+  std::vector<nanoflow::RequestOutput> all;
+  for (int turn = first; turn < last; ++turn) {
+    std::vector<nanoflow::GenerateRequest> reqs;
+    for (size_t c = 0; c < history.size(); ++c) {
+      std::mt19937 rng(static_cast<unsigned>(1000 * turn + c));
+      const int added = min_new + static_cast<int>(rng() % static_cast<unsigned>(max_new - min_new + 1));
+      for (int k = 0; k < added; ++k)
+        history[c].push_back(3 + static_cast<int32_t>(rng() % static_cast<unsigned>(max_id - 3)));
+      nanoflow::GenerateRequest r;
+      r.prompt = history[c];
+      r.params.temperature = 0;
+      r.params.max_tokens = 8;
+      r.params.ignore_eos = true;
+      r.params.logprobs = 5;
+      reqs.push_back(r);
+    }
+    const auto outs = e.generate(reqs);
+    for (size_t c = 0; c < history.size(); ++c) {
+      history[c].insert(history[c].end(), outs[c].token_ids.begin(), outs[c].token_ids.end());
+      all.push_back(outs[c]);
+    }
+  }
+  return all;
 }
 
 }  // namespace nf::testing

@@ -18,7 +18,6 @@ namespace {
 namespace fs = std::filesystem;
 using nanoflow::Engine;
 using nanoflow::EngineConfig;
-using nanoflow::GenerateRequest;
 using nanoflow::RequestOutput;
 
 const std::string kModel = std::string(NANOFLOW_SOURCE_DIR) + "/tests/fixtures/models/llama3-tiny";
@@ -44,33 +43,10 @@ struct TempDir {
   static inline int counter = 0;
 };
 
-// Runs turns [first, last) of the conversations on `e`; `history` holds each conversation's
-// tokens so far (prompts and outputs) and grows. Returns every turn's outputs.
+// Turns [first, last) of the conversations: 20-70 new tokens a turn.
 std::vector<RequestOutput> run_turns(Engine& e, std::vector<std::vector<int32_t>>& history,
                                      int first, int last) {
-  std::vector<RequestOutput> all;
-  for (int turn = first; turn < last; ++turn) {
-    std::vector<GenerateRequest> reqs;
-    for (int c = 0; c < kConversations; ++c) {
-      std::mt19937 rng(1000 * turn + c);  // the new text depends only on (turn, conversation)
-      GenerateRequest r;
-      const int added = 20 + static_cast<int>(rng() % 50);
-      for (int k = 0; k < added; ++k) history[c].push_back(3 + static_cast<int32_t>(rng() % 500));
-      r.prompt = history[c];
-      r.params.temperature = 0;
-      r.params.max_tokens = 8;
-      r.params.ignore_eos = true;
-      r.params.logprobs = 5;
-      reqs.push_back(r);
-    }
-    const auto outs = e.generate(reqs);
-    for (int c = 0; c < kConversations; ++c) {
-      const auto& t = outs[c].token_ids;
-      history[c].insert(history[c].end(), t.begin(), t.end());
-      all.push_back(outs[c]);
-    }
-  }
-  return all;
+  return nf::testing::conversation_turns(e, history, first, last, 20, 70, 503);
 }
 
 std::vector<RequestOutput> run_all(const EngineConfig& c, nanoflow::EngineStats* stats = nullptr) {

@@ -357,26 +357,7 @@ TEST(CudaBackend, KvOffloadAgreesWithOffloadOff) {
     }
     auto e = Engine::create(c);
     std::vector<std::vector<int32_t>> history(6);
-    std::vector<nanoflow::RequestOutput> all;
-    for (int turn = 0; turn < 3; ++turn) {
-      std::vector<GenerateRequest> reqs;
-      for (size_t k = 0; k < history.size(); ++k) {
-        std::mt19937 rng(static_cast<unsigned>(100 * turn + k));
-        for (int i = 0; i < 40; ++i) history[k].push_back(3 + static_cast<int32_t>(rng() % 400));
-        GenerateRequest r;
-        r.prompt = history[k];
-        r.params.temperature = 0;
-        r.params.max_tokens = 8;
-        r.params.ignore_eos = true;
-        r.params.logprobs = 5;
-        reqs.push_back(r);
-      }
-      const auto outs = e->generate(reqs);
-      for (size_t k = 0; k < history.size(); ++k) {
-        history[k].insert(history[k].end(), outs[k].token_ids.begin(), outs[k].token_ids.end());
-        all.push_back(outs[k]);
-      }
-    }
+    const auto all = nf::testing::conversation_turns(*e, history, 0, 3, 40, 40, 403);
     *st = e->stats();
     return all;
   };
