@@ -151,6 +151,20 @@ void KvCacheManager::release(std::vector<int32_t>& table) {
   table.clear();
 }
 
+void KvCacheManager::prefetch_prefix(std::span<const int32_t> tokens) {
+  if (offload_ == nullptr || !prefix_caching_ || tokens.empty()) return;
+  const int64_t max_blocks = (static_cast<int64_t>(tokens.size()) - 1) / block_size_;
+  std::vector<KvOffload::BlockRef> refs;
+  uint64_t parent = 0;
+  for (int64_t i = 0; i < max_blocks; ++i) {
+    const auto blk = tokens.subspan(i * block_size_, block_size_);
+    parent = chain_hash(parent, blk);
+    if (refs.empty() && cached_.count(parent) != 0) continue;  // on the device
+    refs.push_back({parent, std::vector<int32_t>(blk.begin(), blk.end())});
+  }
+  offload_->prefetch(std::move(refs));
+}
+
 std::vector<KvSave> KvCacheManager::take_saves() {
   std::vector<KvSave> out;
   out.swap(pending_saves_);

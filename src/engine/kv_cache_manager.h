@@ -76,6 +76,9 @@ class KvCacheManager {
   // Offload tiers (null: none). Not owned; must outlive the manager.
   void set_offload(KvOffload* offload) { offload_ = offload; }
   KvOffload* offload() const { return offload_; }
+  // A new prompt: its prefix blocks past those the device holds are moved from the disk tier
+  // to the host tier in the background (KvOffload::prefetch), ahead of its admission.
+  void prefetch_prefix(std::span<const int32_t> tokens);
   // The saves and loads queued since the last call, in order (loads of blocks taken again since
   // are dropped). The caller runs them before the next forward: saves first.
   std::vector<KvSave> take_saves();

@@ -544,7 +544,61 @@ KvOffload::KvOffload(const KvOffloadConfig& c, const std::string& identity, size
     log_warn("--kv-disk-dir {} without --kv-disk-gb: no disk tier", c.disk_dir);
 }
 
-KvOffload::~KvOffload() = default;
+KvOffload::~KvOffload() {
+  {
+    std::lock_guard<std::mutex> lock(pf_mu_);
+    pf_stop_ = true;
+    pf_queue_.clear();
+  }
+  pf_cv_.notify_all();
+  if (pf_thread_.joinable()) pf_thread_.join();
+}
+
+void KvOffload::prefetch(std::vector<BlockRef> blocks) {
+  if (!host_ || !disk_ || blocks.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(pf_mu_);
+    if (pf_stop_) return;
+    pf_queue_.push_back(std::move(blocks));
+    if (!pf_thread_.joinable()) pf_thread_ = std::thread([this] { prefetch_loop(); });
+  }
+  pf_cv_.notify_one();
+}
+
+void KvOffload::wait_prefetch() {
+  std::unique_lock<std::mutex> lock(pf_mu_);
+  pf_idle_cv_.wait(lock, [&] { return pf_queue_.empty() && !pf_busy_; });
+}
+
+void KvOffload::prefetch_loop() {
+  std::vector<std::byte> buf(block_bytes_);
+  std::unique_lock<std::mutex> lock(pf_mu_);
+  for (;;) {
+    pf_cv_.wait(lock, [&] { return pf_stop_ || !pf_queue_.empty(); });
+    if (pf_stop_) return;
+    std::vector<BlockRef> job = std::move(pf_queue_.front());
+    pf_queue_.pop_front();
+    pf_busy_ = true;
+    lock.unlock();
+    for (const BlockRef& b : job) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (host_->contains(b.hash)) continue;
+      }
+      // The disk read without the tier lock (as in load); a miss ends the prefix.
+      if (!disk_->get(b.hash, b.tokens, buf)) break;
+      std::lock_guard<std::mutex> l(mu_);
+      host_->put(b.hash, b.tokens, buf,
+                 [&](uint64_t h, std::span<const int32_t> t, std::span<const std::byte> p) {
+                   disk_->put(h, t, p);
+                 });
+      ++st_.prefetched;
+    }
+    lock.lock();
+    pf_busy_ = false;
+    if (pf_queue_.empty()) pf_idle_cv_.notify_all();
+  }
+}
 
 bool KvOffload::contains(uint64_t hash) const {
   std::lock_guard<std::mutex> lock(mu_);

@@ -53,6 +53,7 @@ struct KvTierStats {
   int64_t host_evictions = 0, disk_evictions = 0;
   int64_t disk_writes = 0;     // files written
   int64_t disk_bad_files = 0;  // corrupt, truncated or foreign files met (each a miss)
+  int64_t prefetched = 0;      // blocks moved from disk to host ahead of their request
   bool disk_enabled = false;
 };
 
@@ -173,13 +174,30 @@ class KvOffload {
   KvTierStats stats() const;
   void flush();  // the disk tier's queued writes
   DiskKvTier* disk() { return disk_.get(); }
+  // Moves a prompt's prefix blocks (in chain order) from disk up to the host tier in the
+  // background, so that its admission finds them in memory; stops at the first block on
+  // neither tier. A no-op without both tiers. wait_prefetch() returns once all queued ran.
+  struct BlockRef {
+    uint64_t hash;
+    std::vector<int32_t> tokens;
+  };
+  void prefetch(std::vector<BlockRef> blocks);
+  void wait_prefetch();
 
  private:
+  void prefetch_loop();
+
   size_t block_bytes_;
   mutable std::mutex mu_;
   std::unique_ptr<HostKvTier> host_;
   std::unique_ptr<DiskKvTier> disk_;
   KvTierStats st_;
+  // The prefetch thread (started on first use) and its queue, under pf_mu_.
+  std::mutex pf_mu_;
+  std::condition_variable pf_cv_, pf_idle_cv_;
+  std::deque<std::vector<BlockRef>> pf_queue_;
+  bool pf_stop_ = false, pf_busy_ = false;
+  std::thread pf_thread_;
 };
 
 }  // namespace nf

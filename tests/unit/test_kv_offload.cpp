@@ -225,6 +225,16 @@ TEST(KvOffload, HostEvictionsMoveToDiskAndDiskHitsComeBack) {
   EXPECT_EQ(s.misses, 1);
   EXPECT_TRUE(s.disk_enabled);
   EXPECT_EQ(s.host_blocks, 2);
+  // Prefetch: blocks on disk move up in the background, up to the first on neither tier.
+  // Now the host holds 3 and 0, the disk 1 and 2.
+  off.prefetch({{b[1].hash, b[1].tokens}, {b[2].hash, b[2].tokens}, {make_block(9).hash,
+                make_block(9).tokens}, {b[3].hash, b[3].tokens}});
+  off.wait_prefetch();
+  EXPECT_EQ(off.stats().prefetched, 2);
+  EXPECT_EQ(off.load(b[2].hash, b[2].tokens, out), KvOffload::Tier::kHost);
+  EXPECT_EQ(out, b[2].payload);
+  EXPECT_EQ(off.load(b[1].hash, b[1].tokens, out), KvOffload::Tier::kHost);
+  EXPECT_EQ(out, b[1].payload);
 }
 
 }  // namespace
