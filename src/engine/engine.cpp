@@ -59,10 +59,9 @@ std::string model_identity(const std::string& model) {
 
 std::unique_ptr<nf::KvOffload> make_offload(const EngineConfig& c, const nf::Backend& backend) {
   const nf::KvOffloadConfig oc{c.kv_host_gb, c.kv_disk_dir, c.kv_disk_gb};
-  if (!oc.enabled()) {
-    if (!c.kv_disk_dir.empty()) nf::log_warn("--kv-disk-dir without --kv-disk-gb: no disk tier");
-    return nullptr;
-  }
+  if (!c.kv_disk_dir.empty() && c.kv_disk_gb <= 0)
+    nf::log_warn("--kv-disk-dir {} without --kv-disk-gb: no disk tier", c.kv_disk_dir);
+  if (!oc.enabled()) return nullptr;
   if (!c.enable_prefix_caching)
     nf::fail(
         "--kv-host-gb / --kv-disk-dir: the offload tiers extend the prefix cache, which is off");

@@ -273,9 +273,8 @@ void DiskKvTier::scan() {
       const int fd = ::open(path.c_str(), O_RDONLY);
       ok = fd >= 0 && ::pread(fd, &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h);
       if (fd >= 0) ::close(fd);
-      ok = ok && std::memcmp(h.magic, kMagic, 8) == 0 && h.version == kVersion &&
-           h.identity == identity_ && h.block_hash == hash &&
-           h.num_tokens == static_cast<uint32_t>(block_size_) && h.payload_bytes == block_bytes_;
+      std::string why;
+      ok = ok && header_ok(&h, hash, &why);
     }
     if (!ok) {
       log_warn("KV disk tier: removing bad block file {}", path);
@@ -348,7 +347,6 @@ void DiskKvTier::put(uint64_t hash, std::span<const int32_t> tokens,
   j->hash = hash;
   j->file = file;
   Entry& e = map_[hash];
-  e.pending = file;
   e.job = j;
   e.lru = lru_.insert(lru_.end(), hash);
   queue_.push_back(j);
@@ -412,7 +410,6 @@ void DiskKvTier::worker() {
       } else {
         ++writes_;
         if (it != map_.end() && it->second.job == j) {
-          it->second.pending.reset();
           it->second.job.reset();
         } else {
           ::unlink(path.c_str());  // evicted while being written
@@ -458,10 +455,9 @@ bool DiskKvTier::read_file(const std::string& path, std::vector<std::byte>& byte
   return true;
 }
 
-bool DiskKvTier::verify(uint64_t hash, std::span<const int32_t> tokens,
-                        const std::vector<std::byte>& file, std::string* why) const {
+bool DiskKvTier::header_ok(const void* header, uint64_t hash, std::string* why) const {
   FileHeader h{};
-  std::memcpy(&h, file.data(), sizeof h);
+  std::memcpy(&h, header, sizeof h);
   if (std::memcmp(h.magic, kMagic, 8) != 0 || h.version != kVersion) {
     *why = "not a block file of this version";
     return false;
@@ -475,16 +471,21 @@ bool DiskKvTier::verify(uint64_t hash, std::span<const int32_t> tokens,
     *why = "header does not match the block";
     return false;
   }
+  return true;
+}
+
+DiskKvTier::Check DiskKvTier::verify(uint64_t hash, std::span<const int32_t> tokens,
+                                     const std::vector<std::byte>& file, std::string* why) const {
+  if (!header_ok(file.data(), hash, why)) return Check::kBad;
+  FileHeader h{};
+  std::memcpy(&h, file.data(), sizeof h);
   const std::byte* body = file.data() + sizeof h;
   if (checksum_of(body, file_bytes_ - sizeof h, identity_, hash) != h.checksum) {
     *why = "checksum mismatch";
-    return false;
+    return Check::kBad;
   }
-  if (std::memcmp(body, tokens.data(), tokens.size() * 4) != 0) {
-    *why = "different tokens (hash collision)";
-    return false;
-  }
-  return true;
+  if (std::memcmp(body, tokens.data(), tokens.size() * 4) != 0) return Check::kOtherTokens;
+  return Check::kOk;
 }
 
 void DiskKvTier::drop_bad(uint64_t hash, const std::string& why) {
@@ -508,17 +509,18 @@ bool DiskKvTier::get(uint64_t hash, std::span<const int32_t> tokens, std::span<s
     if (!enabled_) return false;
     auto it = map_.find(hash);
     if (it == map_.end()) return false;
-    if (it->second.pending) file = *it->second.pending;  // still being written: from memory
+    if (it->second.job) file = *it->second.job->file;  // still being written: from memory
   }
   // The read runs without the lock, so that saves and the writer thread go on meanwhile.
   std::string why;
-  bool ok = !file.empty() || read_file(path_of(hash), file, &why);
-  ok = ok && verify(hash, tokens, file, &why);
+  const Check check = !file.empty() || read_file(path_of(hash), file, &why)
+                          ? verify(hash, tokens, file, &why)
+                          : Check::kBad;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = map_.find(hash);
-  if (!ok) {
+  if (check != Check::kOk) {
     // Evicted (and removed) while being read, or a valid block of other tokens: a plain miss.
-    if (it == map_.end() || why.rfind("different tokens", 0) == 0) return false;
+    if (it == map_.end() || check == Check::kOtherTokens) return false;
     drop_bad(hash, why);
     return false;
   }
@@ -540,8 +542,6 @@ KvOffload::KvOffload(const KvOffloadConfig& c, const std::string& identity, size
   if (!c.disk_dir.empty() && c.disk_gb > 0)
     disk_ = std::make_unique<DiskKvTier>(c.disk_dir, static_cast<int64_t>(c.disk_gb * 1e9),
                                          identity, block_bytes, block_size, c.posix_io);
-  if (!c.disk_dir.empty() && c.disk_gb <= 0)
-    log_warn("--kv-disk-dir {} without --kv-disk-gb: no disk tier", c.disk_dir);
 }
 
 KvOffload::~KvOffload() {
@@ -588,16 +588,22 @@ void KvOffload::prefetch_loop() {
       // The disk read without the tier lock (as in load); a miss ends the prefix.
       if (!disk_->get(b.hash, b.tokens, buf)) break;
       std::lock_guard<std::mutex> l(mu_);
-      host_->put(b.hash, b.tokens, buf,
-                 [&](uint64_t h, std::span<const int32_t> t, std::span<const std::byte> p) {
-                   disk_->put(h, t, p);
-                 });
+      put_host(b.hash, b.tokens, buf);
       ++st_.prefetched;
     }
     lock.lock();
     pf_busy_ = false;
     if (pf_queue_.empty()) pf_idle_cv_.notify_all();
   }
+}
+
+bool KvOffload::put_host(uint64_t hash, std::span<const int32_t> tokens,
+                         std::span<const std::byte> payload) {
+  return host_ && host_->put(hash, tokens, payload,
+                             [&](uint64_t h, std::span<const int32_t> t,
+                                 std::span<const std::byte> p) {
+                               if (disk_) disk_->put(h, t, p);
+                             });
 }
 
 bool KvOffload::contains(uint64_t hash) const {
@@ -609,11 +615,7 @@ void KvOffload::save(uint64_t hash, std::span<const int32_t> tokens,
                      std::span<const std::byte> payload) {
   std::lock_guard<std::mutex> lock(mu_);
   ++st_.saves;
-  auto demote = [&](uint64_t h, std::span<const int32_t> t, std::span<const std::byte> p) {
-    if (disk_) disk_->put(h, t, p);
-  };
-  if (host_ && host_->put(hash, tokens, payload, demote)) return;
-  if (disk_) disk_->put(hash, tokens, payload);
+  if (!put_host(hash, tokens, payload) && disk_) disk_->put(hash, tokens, payload);
 }
 
 KvOffload::Tier KvOffload::load(uint64_t hash, std::span<const int32_t> tokens,
@@ -631,11 +633,7 @@ KvOffload::Tier KvOffload::load(uint64_t hash, std::span<const int32_t> tokens,
   if (on_disk) {
     ++st_.disk_hits;
     // Promote: it is likely to be used again soon (the next turn of the conversation).
-    if (host_)
-      host_->put(hash, tokens, out,
-                 [&](uint64_t h, std::span<const int32_t> t, std::span<const std::byte> p) {
-                   disk_->put(h, t, p);
-                 });
+    put_host(hash, tokens, out);
     return Tier::kDisk;
   }
   ++st_.misses;

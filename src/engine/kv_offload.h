@@ -122,18 +122,22 @@ class DiskKvTier {
     bool cancelled = false;
   };
   struct Entry {
-    std::shared_ptr<std::vector<std::byte>> pending;  // set until the write finished
-    std::shared_ptr<Job> job;
+    std::shared_ptr<Job> job;  // set until its write finished (its file bytes serve reads)
     std::list<uint64_t>::iterator lru;
   };
+  // What a file holds, against the block it should: kOtherTokens is a valid block of another
+  // prefix under the same hash (a plain miss); kBad is corrupt, truncated or foreign.
+  enum class Check { kOk, kOtherTokens, kBad };
   void worker();
   void disable(const std::string& why);  // under mu_
   void evict_one();                      // under mu_
   void scan();
   bool write_file(const std::string& path, const std::vector<std::byte>& bytes, std::string* err);
   bool read_file(const std::string& path, std::vector<std::byte>& bytes, std::string* err);
-  bool verify(uint64_t hash, std::span<const int32_t> tokens, const std::vector<std::byte>& file,
-              std::string* why) const;
+  // The header alone (magic, version, identity, block hash and sizes), as the scan checks it.
+  bool header_ok(const void* header, uint64_t hash, std::string* why) const;
+  Check verify(uint64_t hash, std::span<const int32_t> tokens, const std::vector<std::byte>& file,
+               std::string* why) const;
   void drop_bad(uint64_t hash, const std::string& why);  // under mu_
 
   std::string dir_;
@@ -186,6 +190,9 @@ class KvOffload {
 
  private:
   void prefetch_loop();
+  // Into the host tier (under mu_), its least recently used blocks moving down to disk; false
+  // without a host tier that holds anything.
+  bool put_host(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> payload);
 
   size_t block_bytes_;
   mutable std::mutex mu_;
