@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "bench/datasets.h"
+#include "common/stats.h"
 #include "common/status.h"
 #include "model/model_config.h"
 #include "model/model_loader.h"
@@ -70,12 +71,6 @@ struct MultiTurnResult {
   std::vector<nlohmann::json> per_turn;
 };
 
-double percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
-}
-
 MultiTurnResult run_multi_turn(nanoflow::Engine& engine, const Workload& w, int conversations,
                                int turns, int context) {
   using Clock = std::chrono::steady_clock;
@@ -85,8 +80,12 @@ MultiTurnResult run_multi_turn(nanoflow::Engine& engine, const Workload& w, int 
   engine.start();
   const auto t0 = Clock::now();
   for (int t = 0; t < turns; ++t) {
-    std::unordered_map<nanoflow::RequestId, size_t> conv_of;
-    std::unordered_map<nanoflow::RequestId, Clock::time_point> submitted;
+    struct InFlight {
+      size_t conv;                  // its conversation
+      Clock::time_point submitted;
+      bool answered = false;        // its first token arrived
+    };
+    std::unordered_map<nanoflow::RequestId, InFlight> in_flight;
     std::vector<double> ttft;
     int64_t wave_prompt = 0;
     const auto wave0 = Clock::now();
@@ -100,12 +99,10 @@ MultiTurnResult run_multi_turn(nanoflow::Engine& engine, const Workload& w, int 
       }
       h.insert(h.end(), r.prompt.begin(), r.prompt.end());
       const nanoflow::RequestId id = engine.add_request(h, r.params);
-      conv_of[id] = static_cast<size_t>(c);
-      submitted[id] = Clock::now();
+      in_flight[id] = {static_cast<size_t>(c), Clock::now()};
       wave_prompt += static_cast<int64_t>(h.size());
     }
-    size_t left = conv_of.size();
-    std::unordered_map<nanoflow::RequestId, bool> seen;
+    size_t left = in_flight.size();
     std::vector<nanoflow::RequestOutput> deltas;
     int64_t wave_out = 0;
     while (left > 0) {
@@ -113,13 +110,14 @@ MultiTurnResult run_multi_turn(nanoflow::Engine& engine, const Workload& w, int 
       engine.poll_outputs(deltas, std::chrono::milliseconds(100));
       const auto now = Clock::now();
       for (const auto& d : deltas) {
-        auto it = conv_of.find(d.id);
-        if (it == conv_of.end()) continue;
-        if (!d.token_ids.empty() && !seen[d.id]) {
-          seen[d.id] = true;
-          ttft.push_back(std::chrono::duration<double>(now - submitted[d.id]).count());
+        auto it = in_flight.find(d.id);
+        if (it == in_flight.end()) continue;
+        InFlight& f = it->second;
+        if (!d.token_ids.empty() && !f.answered) {
+          f.answered = true;
+          ttft.push_back(std::chrono::duration<double>(now - f.submitted).count());
         }
-        auto& h = history[it->second];
+        auto& h = history[f.conv];
         h.insert(h.end(), d.token_ids.begin(), d.token_ids.end());
         wave_out += static_cast<int64_t>(d.token_ids.size());
         if (d.finished()) --left;
@@ -127,15 +125,15 @@ MultiTurnResult run_multi_turn(nanoflow::Engine& engine, const Workload& w, int 
     }
     const double wave_s = std::chrono::duration<double>(Clock::now() - wave0).count();
     res.per_turn.push_back({{"turn", t},
-                            {"requests", conv_of.size()},
+                            {"requests", in_flight.size()},
                             {"prompt_tokens", wave_prompt},
                             {"output_tokens", wave_out},
                             {"seconds", wave_s},
-                            {"ttft_p50_s", percentile(ttft, 0.5)},
-                            {"ttft_p90_s", percentile(ttft, 0.9)}});
+                            {"ttft_p50_s", percentile(ttft, 50)},
+                            {"ttft_p90_s", percentile(ttft, 90)}});
     res.prompt_tokens += wave_prompt;
     res.output_tokens += wave_out;
-    res.requests += static_cast<int64_t>(conv_of.size());
+    res.requests += static_cast<int64_t>(in_flight.size());
     res.ttft_s.insert(res.ttft_s.end(), ttft.begin(), ttft.end());
   }
   res.secs = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -221,8 +219,8 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
         {"mean", mt.ttft_s.empty() ? 0.0
                                    : std::accumulate(mt.ttft_s.begin(), mt.ttft_s.end(), 0.0) /
                                          static_cast<double>(mt.ttft_s.size())},
-        {"p50", percentile(mt.ttft_s, 0.5)},
-        {"p90", percentile(mt.ttft_s, 0.9)}};
+        {"p50", percentile(mt.ttft_s, 50)},
+        {"p90", percentile(mt.ttft_s, 90)}};
   } else {
     const auto outs = engine->generate(w.requests);
     secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -631,15 +631,6 @@ Slo parse_slo(const std::string& text) {
   return slo;
 }
 
-double percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const double rank = p / 100.0 * static_cast<double>(values.size() - 1);
-  const size_t lo = static_cast<size_t>(std::floor(rank));
-  const size_t hi = std::min(lo + 1, values.size() - 1);
-  return values[lo] + (values[hi] - values[lo]) * (rank - static_cast<double>(lo));
-}
-
 json compute_serve_metrics(const std::vector<RequestResult>& results, double duration_s,
                            const Slo& slo) {
   std::vector<double> ttfts, tpots, itls, e2els;

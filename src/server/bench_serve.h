@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "common/stats.h"
+
 namespace CLI {
 class App;
 }
@@ -65,8 +67,7 @@ struct RequestResult {
   std::string error;  // why it failed
 };
 
-// numpy.percentile(values, p) with linear interpolation; 0 for no values (as vLLM reports).
-double percentile(std::vector<double> values, double p);
+using nf::percentile;  // common/stats.h
 
 // The summary vLLM reports (completed, throughputs, goodput, {mean,median,std,p99}_{ttft,tpot,
 // itl,e2el}_ms) plus per-request lists, from the results and the run's wall time.
