@@ -462,16 +462,16 @@ int main(int argc, char** argv) {
       "tune", "Choose nano-batch schedules on this GPU by timing them (writes a --pipeline file)");
   tu->add_option("--model", tune.model, "Model (GGUF, Hugging Face directory, dummy:<preset>)")
       ->required();
-  tu->add_option("--max-batch-tokens", tune.max_batch_tokens, "Dense batch size")
+  tu->add_option("--max-batch-tokens", tune.options.max_batch_tokens, "Dense batch size")
       ->check(CLI::PositiveNumber)->capture_default_str();
   tu->add_option("--gpu-memory-utilization", tune.gpu_memory_utilization,
                  "Share of the GPU's memory for weights, activations and the KV cache")
       ->check(CLI::Range(0.01, 1.0))->capture_default_str();
-  tu->add_option("--budget-s", tune.budget_s, "Seconds for the timings (later candidates are skipped)")
+  tu->add_option("--budget-s", tune.options.budget_s, "Seconds for the timings (later candidates are skipped)")
       ->check(CLI::PositiveNumber)->capture_default_str();
-  tu->add_option("--repeats", tune.repeats, "Timed forwards per candidate")
+  tu->add_option("--repeats", tune.options.repeats, "Timed forwards per candidate")
       ->check(CLI::PositiveNumber)->capture_default_str();
-  tu->add_option("--min-gain", tune.min_gain,
+  tu->add_option("--min-gain", tune.options.min_gain,
                  "Fraction by which a split schedule must beat serial to be chosen")
       ->check(CLI::Range(0.0, 0.99))->capture_default_str();
   tu->add_option("--output", tune_output, "Schedule file to write (with every timing)")->required();

@@ -3,7 +3,6 @@
 #include <vector>
 
 #include "common/status.h"
-#include "engine/pipeline_tune.h"
 #include "model/model_config.h"
 #include "model/model_loader.h"
 #ifdef NANOFLOW_HAVE_CUDA
@@ -21,13 +20,13 @@ nlohmann::json run_tune(const TuneConfig& tc) {
 #else
   const LoadedModel model = load_model(tc.model).take();
   CudaBackendConfig bc;
-  bc.max_batch_tokens = tc.max_batch_tokens;
+  bc.max_batch_tokens = tc.options.max_batch_tokens;
   bc.gpu_memory_utilization = tc.gpu_memory_utilization;
   bc.device = tc.device;
   bc.attention = "flashinfer";
   const std::vector<float> inv_freq = rope_inv_freq(model.config.rope, model.config.head_dim);
   CudaBackend backend(model.config, *model.weights, inv_freq, bc);
-  TuneResult r = tune_pipeline(backend, {tc.max_batch_tokens, tc.budget_s, tc.repeats, tc.min_gain});
+  TuneResult r = tune_pipeline(backend, tc.options);
   r.report["model"] = tc.model;
   return r.report;
 #endif

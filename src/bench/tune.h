@@ -6,16 +6,15 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "engine/pipeline_tune.h"
+
 namespace nf {
 
 struct TuneConfig {
   std::string model;  // as --model: a GGUF, a Hugging Face directory, or dummy:<preset>
-  int max_batch_tokens = 2048;
   double gpu_memory_utilization = 0.90;
   int device = 0;
-  double budget_s = 120;  // wall time for the timings
-  int repeats = 3;        // timed forwards per candidate (after two warm-ups)
-  double min_gain = 0.02;  // a split must beat serial by this fraction
+  TuneOptions options;  // batch size, budget, repeats, min gain
 };
 
 // Returns {"schedules": [...], "measurements": [...], ...}: the schedule file (its "schedules"

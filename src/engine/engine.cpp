@@ -376,8 +376,10 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
   if (tune && config.device == "cuda") {
     // --pipeline auto: time the candidate schedules on this backend (the CPU backend has nothing
     // to overlap: serial).
-    const nf::TuneResult r =
-        nf::tune_pipeline(*backend, {config.max_batch_tokens, config.tune_budget_s, 3});
+    nf::TuneOptions to;
+    to.max_batch_tokens = config.max_batch_tokens;
+    to.budget_s = config.tune_budget_s;
+    const nf::TuneResult r = nf::tune_pipeline(*backend, to);
     for (const auto& [kind, best] : r.report["best"].items())
       nf::log_info("--pipeline auto: {} iterations: {} ({:.2f} ms)", kind,
                    best["schedule"].get<std::string>(), best["ms"].get<double>());
