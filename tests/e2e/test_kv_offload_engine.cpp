@@ -120,23 +120,28 @@ TEST(KvOffloadEngine, DiskTierAloneAndBelowASmallHostTier) {
 }
 
 // The first engine runs the first turn and goes away; a second one over the same directory
-// finds its blocks for the second turn (the device cache and host tier start empty).
+// finds its blocks for the second turn (the device cache and host tier start empty). The block
+// layout is the same for every tensor-parallel split, so the second engine may run at TP=2.
 TEST(KvOffloadEngine, RestartReusesTheDiskBlocks) {
-  TempDir dir;
-  EngineConfig c = base();
-  c.kv_disk_dir = dir.path.string();
-  c.kv_disk_gb = 0.1;
-  std::vector<std::vector<int32_t>> history(kConversations);
-  std::vector<RequestOutput> outs;
-  {
+  for (const int second_tp : {1, 2}) {
+    TempDir dir;
+    EngineConfig c = base();
+    c.kv_disk_dir = dir.path.string();
+    c.kv_disk_gb = 0.1;
+    std::vector<std::vector<int32_t>> history(kConversations);
+    std::vector<RequestOutput> outs;
+    {
+      auto e = Engine::create(c);
+      outs = run_turns(*e, history, 0, 1);
+    }
+    c.tensor_parallel_size = second_tp;
     auto e = Engine::create(c);
-    outs = run_turns(*e, history, 0, 1);
+    const auto later = run_turns(*e, history, 1, kTurns);
+    outs.insert(outs.end(), later.begin(), later.end());
+    const std::string what = "restart at TP=" + std::to_string(second_tp);
+    expect_agree(outs, what);
+    EXPECT_GT(e->stats().kv_disk_hit_tokens, 0) << what;
   }
-  auto e = Engine::create(c);
-  const auto later = run_turns(*e, history, 1, kTurns);
-  outs.insert(outs.end(), later.begin(), later.end());
-  expect_agree(outs, "restart");
-  EXPECT_GT(e->stats().kv_disk_hit_tokens, 0);
 }
 
 TEST(KvOffloadEngine, ClearErrors) {

@@ -214,32 +214,31 @@ std::string CpuBackend::kv_layout() const {
                      config_.num_kv_heads, opts_.block_size, config_.head_dim);
 }
 
-// One block, layer by layer: K then V, each the ranks' kv-head slices in rank order.
+template <typename Fn>
+void CpuBackend::for_each_kv_slice(int32_t block, Fn&& fn) {
+  const int64_t row = static_cast<int64_t>(opts_.block_size) * config_.head_dim;
+  for (int64_t l = 0; l < config_.num_layers; ++l)
+    for (int64_t kv = 0; kv < 2; ++kv)
+      for (auto& rank : ranks_)
+        fn(rank->layers[l].kv.data() + ((block * 2 + kv) * rank->kv_heads) * row,
+           rank->kv_heads * row);
+}
+
 void CpuBackend::read_kv_block(int32_t block, std::span<std::byte> out) {
   NF_CHECK(out.size() == kv_block_bytes() && block >= 0 && block < num_blocks_,
            "read_kv_block: block {} into {} bytes", block, out.size());
-  const int64_t row = static_cast<int64_t>(opts_.block_size) * config_.head_dim;
   auto* dst = reinterpret_cast<float*>(out.data());
-  for (int64_t l = 0; l < config_.num_layers; ++l)
-    for (int64_t kv = 0; kv < 2; ++kv)
-      for (const auto& rank : ranks_) {
-        const float* src = rank->layers[l].kv.data() + ((block * 2 + kv) * rank->kv_heads) * row;
-        dst = std::copy(src, src + rank->kv_heads * row, dst);
-      }
+  for_each_kv_slice(block, [&](const float* pool, int64_t n) { dst = std::copy_n(pool, n, dst); });
 }
 
 void CpuBackend::write_kv_block(int32_t block, std::span<const std::byte> in) {
   NF_CHECK(in.size() == kv_block_bytes() && block >= 0 && block < num_blocks_,
            "write_kv_block: block {} from {} bytes", block, in.size());
-  const int64_t row = static_cast<int64_t>(opts_.block_size) * config_.head_dim;
   const auto* src = reinterpret_cast<const float*>(in.data());
-  for (int64_t l = 0; l < config_.num_layers; ++l)
-    for (int64_t kv = 0; kv < 2; ++kv)
-      for (auto& rank : ranks_) {
-        float* dst = rank->layers[l].kv.data() + ((block * 2 + kv) * rank->kv_heads) * row;
-        std::copy(src, src + rank->kv_heads * row, dst);
-        src += rank->kv_heads * row;
-      }
+  for_each_kv_slice(block, [&](float* pool, int64_t n) {
+    std::copy_n(src, n, pool);
+    src += n;
+  });
 }
 
 void CpuBackend::forward(const ScheduledBatch& b, std::span<float> logits) {

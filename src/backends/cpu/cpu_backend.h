@@ -100,6 +100,11 @@ class CpuBackend final : public Backend {
     std::vector<float> gathered;  // [N, samples, vocab_rows] (N > 1)
   };
   void load_rank_weights(const WeightSource& w);
+  // Calls fn(pool slice, floats) for one block's KV slices in the offload layout's order (layer
+  // by layer, K then V, the ranks' kv-head slices in rank order): read_kv_block and
+  // write_kv_block copy along it.
+  template <typename Fn>
+  void for_each_kv_slice(int32_t block, Fn&& fn);
   void forward_rank(Rank& rank, Communicator& comm, const ScheduledBatch& batch,
                     const PipelinePlan& plan,
                     std::span<float> logits);

@@ -181,28 +181,27 @@ std::string CudaBackend::kv_layout() const {
                      config_.num_layers, config_.num_kv_heads, opts_.block_size, config_.head_dim);
 }
 
+void CudaBackend::copy_kv_block(int32_t block, std::byte* host, size_t bytes,
+                                cudaMemcpyKind kind) {
+  NF_CHECK(bytes == kv_block_bytes() && block >= 0 && block < num_blocks_,
+           "KV block copy: block {}, {} bytes", block, bytes);
+  const size_t per_layer = bytes / layers_.size();
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    std::byte* dev = static_cast<std::byte*>(layers_[l].kv.data()) + static_cast<size_t>(block) * per_layer;
+    std::byte* h = host + l * per_layer;
+    const bool to_host = kind == cudaMemcpyDeviceToHost;
+    NF_CUDA_CHECK(cudaMemcpyAsync(to_host ? h : dev, to_host ? dev : h, per_layer, kind, stream_));
+  }
+  NF_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host buffer may go right after
+}
+
 void CudaBackend::read_kv_block(int32_t block, std::span<std::byte> out) {
-  NF_CHECK(out.size() == kv_block_bytes() && block >= 0 && block < num_blocks_,
-           "read_kv_block: block {} into {} bytes", block, out.size());
-  const size_t per_layer = out.size() / layers_.size();
-  for (size_t l = 0; l < layers_.size(); ++l)
-    NF_CUDA_CHECK(cudaMemcpyAsync(out.data() + l * per_layer,
-                                  static_cast<const std::byte*>(layers_[l].kv.data()) +
-                                      static_cast<size_t>(block) * per_layer,
-                                  per_layer, cudaMemcpyDeviceToHost, stream_));
-  NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  copy_kv_block(block, out.data(), out.size(), cudaMemcpyDeviceToHost);
 }
 
 void CudaBackend::write_kv_block(int32_t block, std::span<const std::byte> in) {
-  NF_CHECK(in.size() == kv_block_bytes() && block >= 0 && block < num_blocks_,
-           "write_kv_block: block {} from {} bytes", block, in.size());
-  const size_t per_layer = in.size() / layers_.size();
-  for (size_t l = 0; l < layers_.size(); ++l)
-    NF_CUDA_CHECK(cudaMemcpyAsync(static_cast<std::byte*>(layers_[l].kv.data()) +
-                                      static_cast<size_t>(block) * per_layer,
-                                  in.data() + l * per_layer, per_layer, cudaMemcpyHostToDevice,
-                                  stream_));
-  NF_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host buffer may go right after
+  // Only read from: the host-to-device copy.
+  copy_kv_block(block, const_cast<std::byte*>(in.data()), in.size(), cudaMemcpyHostToDevice);
 }
 
 CudaBackend::~CudaBackend() {

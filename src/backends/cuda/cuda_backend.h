@@ -87,6 +87,8 @@ class CudaBackend final : public Backend {
   std::string kv_layout() const override;
   void read_kv_block(int32_t block, std::span<std::byte> out) override;
   void write_kv_block(int32_t block, std::span<const std::byte> in) override;
+  // Both: the block's slice of every layer's pool to or from `host`, then a wait.
+  void copy_kv_block(int32_t block, std::byte* host, size_t bytes, cudaMemcpyKind kind);
   // The attention kernel in use: "flashinfer" or "native".
   const char* attention_kernel() const { return fi_attn_ ? "flashinfer" : "native"; }
 
