@@ -156,9 +156,8 @@ nlohmann::json optimum_json(const cuda::OptimumProfile& opt) {
   o["sustained_tokens_per_s"] = opt.sustained_tokens_per_s;
   o["burst_tokens_per_s"] = opt.tokens_per_s;
   // The rate the op floors use: the yardstick's.
-  o["yardstick"] = opt.sustained_tokens_per_s > 0 ? "sustained" : "burst";
-  o["yardstick_gemm_tflops"] =
-      opt.sustained_tokens_per_s > 0 ? opt.sustained_gemm_tflops : opt.gemm_tflops;
+  o["yardstick"] = opt.sustained() ? "sustained" : "burst";
+  o["yardstick_gemm_tflops"] = opt.yardstick_gemm_tflops();
   for (const auto& g : opt.gemms)
     o["gemms"].push_back(
         {{"name", g.name}, {"m", g.m}, {"n", g.n}, {"k", g.k}, {"ms", g.ms}, {"tflops", g.tflops}});
@@ -183,8 +182,7 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
     // Before the engine takes the GPU's memory.
     const cuda::OptimumProfile opt =
         cuda::profile_optimum(mc, ec.max_batch_tokens, 0, cfg.optimum_sustain_s);
-    j["optimum_tokens_per_s"] =
-        opt.sustained_tokens_per_s > 0 ? opt.sustained_tokens_per_s : opt.tokens_per_s;
+    j["optimum_tokens_per_s"] = opt.yardstick_tokens_per_s();
     j["optimum_burst_tokens_per_s"] = opt.tokens_per_s;
     j["optimum"] = optimum_json(opt);
     // Profile iterations in the middle of the run (steady state) unless told otherwise.

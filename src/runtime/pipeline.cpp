@@ -79,9 +79,9 @@ void PipelineSchedule::validate() const {
   }
   if (!(std::isfinite(min_decode_share) && min_decode_share >= 0 && min_decode_share <= 1))
     fail("pipeline schedule \"{}\": min_decode_share {} is not in [0, 1]", name, min_decode_share);
-  if (stream_sms.size() > 8)
-    fail("pipeline schedule \"{}\": stream_sms has {} entries (at most 8 streams)", name,
-         stream_sms.size());
+  if (stream_sms.size() > static_cast<size_t>(kMaxStreams))
+    fail("pipeline schedule \"{}\": stream_sms has {} entries (at most {} streams)", name,
+         stream_sms.size(), kMaxStreams);
   bool rest_taken = false;
   for (size_t i = 0; i < stream_sms.size(); ++i) {
     const int n = stream_sms[i];
@@ -104,7 +104,7 @@ void PipelineSchedule::validate() const {
         !(op.ahead == 1 && (op.stage == Stage::kQkv || op.stage == Stage::kAttention)))
       fail("pipeline schedule \"{}\": op ({}, {}) has ahead {} (only qkv and attention may be 1)",
            name, kStageNames[s], op.nano, op.ahead);
-    if (!(op.stream >= 0 && op.stream < 8 && op.sm_target >= 0))
+    if (!(op.stream >= 0 && op.stream < kMaxStreams && op.sm_target >= 0))
       fail("pipeline schedule \"{}\": op ({}, {}) has stream {} and SM target {}", name,
            kStageNames[s], op.nano, op.stream, op.sm_target);
     ++seen[s][static_cast<size_t>(op.nano)];

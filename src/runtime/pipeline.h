@@ -30,6 +30,7 @@ namespace nf {
 enum class Stage : int { kQkv = 0, kAttention = 1, kO = 2, kFfn = 3 };
 inline constexpr int kNumStages = 4;
 inline constexpr int kMaxNanoBatches = 16;
+inline constexpr int kMaxStreams = 8;  // per schedule (NanoOp::stream, stream_sms)
 const char* stage_name(Stage s);
 
 struct NanoOp {

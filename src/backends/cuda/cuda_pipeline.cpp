@@ -58,12 +58,18 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
     NF_CUDA_CHECK(cudaEventCreateWithFlags(&nano_fork_, cudaEventDisableTiming));
   }
   nano_streams_[0].stream = stream_;
-  while (static_cast<int>(nano_streams_.size()) < streams) {
+  // A stream's join event and GEMM handle (with its own plans and workspace).
+  auto lane_on = [](cudaStream_t stream) {
     NanoStream ns;
-    NF_CUDA_CHECK(cudaStreamCreateWithFlags(&ns.stream, cudaStreamNonBlocking));
+    ns.stream = stream;
     NF_CUDA_CHECK(cudaEventCreateWithFlags(&ns.done, cudaEventDisableTiming));
     ns.gemm = std::make_unique<cuda::Gemm>();
-    nano_streams_.push_back(std::move(ns));
+    return ns;
+  };
+  while (static_cast<int>(nano_streams_.size()) < streams) {
+    cudaStream_t stream = nullptr;
+    NF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    nano_streams_.push_back(lane_on(stream));
   }
   std::vector<NanoStream*> lanes(static_cast<size_t>(streams));
   std::vector<int> lane_sms(static_cast<size_t>(streams), 0);
@@ -78,13 +84,8 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
         if (n != 0) counts.push_back(n);
       gs.parts = cuda::GreenPartitions::create(opts_.device, counts, &gs.error);
       if (gs.parts != nullptr) {
-        for (size_t i = 0; i < gs.parts->size(); ++i) {
-          NanoStream ns;
-          ns.stream = gs.parts->stream(i);
-          NF_CUDA_CHECK(cudaEventCreateWithFlags(&ns.done, cudaEventDisableTiming));
-          ns.gemm = std::make_unique<cuda::Gemm>();
-          gs.streams.push_back(std::move(ns));
-        }
+        for (size_t i = 0; i < gs.parts->size(); ++i)
+          gs.streams.push_back(lane_on(gs.parts->stream(i)));
       } else {
         log_warn("pipeline: no SM partitions ({}); their streams run on the whole GPU", gs.error);
       }

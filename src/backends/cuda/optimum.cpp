@@ -90,8 +90,13 @@ OptimumProfile profile_optimum(const ModelConfig& c, int batch_tokens, int devic
     out.layer_ms += t.ms;
     out.gemms.push_back(t);
   }
-  out.gemm_tflops = flops / (out.layer_ms * 1e-3) / 1e12;
-  out.tokens_per_s = m / (static_cast<double>(c.num_layers) * out.layer_ms * 1e-3);
+  // From one layer's GEMM time: their rate, and tokens per second over all layers.
+  auto tflops = [&](double layer_ms) { return flops / (layer_ms * 1e-3) / 1e12; };
+  auto tokens_per_s = [&](double layer_ms) {
+    return m / (static_cast<double>(c.num_layers) * layer_ms * 1e-3);
+  };
+  out.gemm_tflops = tflops(out.layer_ms);
+  out.tokens_per_s = tokens_per_s(out.layer_ms);
 
   if (sustain_seconds > 0) {
     // Chunks of 16 layers (~20 ms on an H200) back to back until sustain_seconds have passed;
@@ -124,9 +129,8 @@ OptimumProfile profile_optimum(const ModelConfig& c, int batch_tokens, int devic
     std::sort(late.begin(), late.end());
     out.sustain_seconds = elapsed;
     out.sustained_layer_ms = late[late.size() / 2];
-    out.sustained_gemm_tflops = flops / (out.sustained_layer_ms * 1e-3) / 1e12;
-    out.sustained_tokens_per_s =
-        m / (static_cast<double>(c.num_layers) * out.sustained_layer_ms * 1e-3);
+    out.sustained_gemm_tflops = tflops(out.sustained_layer_ms);
+    out.sustained_tokens_per_s = tokens_per_s(out.sustained_layer_ms);
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);

@@ -35,6 +35,10 @@ struct OptimumProfile {
   double sustained_layer_ms = 0;
   double sustained_gemm_tflops = 0;
   double sustained_tokens_per_s = 0;
+  // The yardstick: the sustained figures when measured, else the burst ones.
+  bool sustained() const { return sustained_tokens_per_s > 0; }
+  double yardstick_tokens_per_s() const { return sustained() ? sustained_tokens_per_s : tokens_per_s; }
+  double yardstick_gemm_tflops() const { return sustained() ? sustained_gemm_tflops : gemm_tflops; }
 };
 
 // Times one layer's GEMMs at m = batch_tokens on `device` (fresh buffers, freed on return; run
