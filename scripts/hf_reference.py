@@ -14,6 +14,7 @@ the transformers version and the GPU.
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -91,11 +92,15 @@ def main():
     if result is None:
         print(json.dumps({"errors": errors}, indent=1))
         sys.exit(1)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip() or None
-    except OSError:
-        commit = None
+    # As nanoflow records it (common/shell.cpp): NF_GIT_COMMIT first, for machines whose copy
+    # of the tree has no (or a stale) .git, then git.
+    commit = os.environ.get("NF_GIT_COMMIT") or None
+    if commit is None:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip() or None
+        except OSError:
+            commit = None
     dt = result["elapsed_s"]
     prompt_tokens = args.num_requests * args.input_len
     j = {
