@@ -78,6 +78,11 @@ struct EngineOptions {
     app->add_option("--kv-cache-gb", engine.kv_cache_gb, "KV cache size (CPU backend), GiB")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
+    app->add_option("--num-kv-blocks", engine.num_kv_blocks,
+                    "Exact KV pool size in blocks, instead of --kv-cache-gb or "
+                    "--gpu-memory-utilization (0: sized from memory)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
     app->add_option("--gpu-memory-utilization", engine.gpu_memory_utilization,
                     "Share of the GPU's memory for weights, activations and the KV cache (CUDA)")
         ->check(CLI::Range(0.01, 1.0))

@@ -71,7 +71,7 @@ std::unique_ptr<nf::KvOffload> make_offload(const EngineConfig& c, const nf::Bac
   const std::string identity =
       fmt::format("nanoflow-kv;{};{}", model_identity(c.model), backend.kv_layout());
   return std::make_unique<nf::KvOffload>(oc, identity, backend.kv_block_bytes(),
-                                         backend.block_size());
+                                         backend.block_size(), backend.host_allocator());
 }
 
 }  // namespace
@@ -134,10 +134,7 @@ struct Engine::Impl {
   void take_kv_io(nf::StepInput& in) {
     in.kv_saves = kv.take_saves();
     in.kv_loads = kv.take_loads();
-    if (offload)
-      in.kv_sink = [o = offload.get()](const nf::KvSave& s, std::span<const std::byte> p) {
-        o->save(s.hash, s.tokens, p);
-      };
+    in.kv_offload = offload.get();
   }
 
   void emit(std::vector<RequestOutput>& deltas) {
@@ -268,6 +265,7 @@ struct Engine::Impl {
 
   bool step() {
     std::vector<RequestOutput> deltas;
+    if (offload) kv.finish_saves(executor->take_saved_blocks());
     take_inputs(deltas);
     const bool submitted = schedule_and_submit();
     const int depth = config.async_schedule ? 2 : 1;
@@ -280,6 +278,11 @@ struct Engine::Impl {
       nf::StepInput io;
       take_kv_io(io);
       executor->kv_io_now(std::move(io));
+    }
+    // Idle with saves running: they hold blocks that a waiting request may need.
+    if (!submitted && executor->in_flight() == 0 && kv.num_saving() > 0) {
+      executor->wait_saves();
+      kv.finish_saves(executor->take_saved_blocks());
     }
     emit(deltas);
     publish_stats();

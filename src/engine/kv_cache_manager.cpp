@@ -42,7 +42,7 @@ int64_t KvCacheManager::match_prefix(std::span<const int32_t> tokens, std::vecto
     if (it == cached_.end()) break;
     Block& b = blocks_[it->second];
     if (!std::equal(blk.begin(), blk.end(), b.tokens.begin(), b.tokens.end())) break;  // collision
-    if (b.ref++ == 0) lru_.erase(b.lru);
+    if (b.ref++ == 0 && !b.saving) lru_.erase(b.lru);
     table.push_back(it->second);
     hashes.push_back(h);
     parent = h;
@@ -54,13 +54,13 @@ int64_t KvCacheManager::match_prefix(std::span<const int32_t> tokens, std::vecto
       const auto blk = tokens.subspan(i * block_size_, block_size_);
       const uint64_t h = chain_hash(parent, blk);
       if (cached_.count(h) != 0 || num_free_blocks() == 0 || !offload_->contains(h)) break;
-      std::vector<std::byte> payload(offload_->block_bytes());
-      const KvOffload::Tier tier = offload_->load(h, blk, payload);
+      auto [tier, payload] = offload_->load(h, blk);
       if (tier == KvOffload::Tier::kNone) break;
       const int32_t id = take_block();
       Block& b = blocks_[id];
       b.registered = true;
       b.saved = true;
+      b.loading = true;
       b.hash = h;
       b.tokens.assign(blk.begin(), blk.end());
       cached_.emplace(h, id);
@@ -100,6 +100,7 @@ int32_t KvCacheManager::take_block() {
   }
   Block& b = blocks_[id];
   b.ref = 1;
+  b.loading = false;
   ++b.generation;
   return id;
 }
@@ -139,8 +140,11 @@ void KvCacheManager::release(std::vector<int32_t>& table) {
     if (b.registered && offload_ != nullptr && !b.saved) {
       pending_saves_.push_back({*it, b.hash, b.tokens});
       b.saved = true;
+      b.saving = true;
+      ++num_saving_;
       ++stats_.saved_blocks;
     }
+    if (b.saving) continue;  // finish_saves makes it evictable
     if (b.registered) {
       lru_.push_back(*it);
       b.lru = std::prev(lru_.end());
@@ -173,10 +177,31 @@ std::vector<KvSave> KvCacheManager::take_saves() {
 
 std::vector<KvLoad> KvCacheManager::take_loads() {
   std::vector<KvLoad> out;
-  for (PendingLoad& p : pending_loads_)
-    if (blocks_[p.load.block].generation == p.generation) out.push_back(std::move(p.load));
+  for (PendingLoad& p : pending_loads_) {
+    Block& b = blocks_[p.load.block];
+    if (b.generation != p.generation) continue;
+    b.loading = false;
+    out.push_back(std::move(p.load));
+  }
   pending_loads_.clear();
   return out;
+}
+
+void KvCacheManager::finish_saves(std::span<const int32_t> ids) {
+  for (int32_t id : ids) {
+    NF_CHECK(id >= 0 && id < num_blocks_ && blocks_[id].saving,
+             "finish_saves: block {} is not saving", id);
+    Block& b = blocks_[id];
+    b.saving = false;
+    --num_saving_;
+    if (b.ref > 0) continue;
+    lru_.push_back(id);  // registered: only an eviction from the LRU unregisters
+    b.lru = std::prev(lru_.end());
+  }
+}
+
+bool KvCacheManager::loading_any(std::span<const int32_t> table) const {
+  return std::any_of(table.begin(), table.end(), [&](int32_t id) { return blocks_[id].loading; });
 }
 
 void KvCacheManager::check_integrity(const std::vector<const std::vector<int32_t>*>& tables) const {
@@ -196,9 +221,17 @@ void KvCacheManager::check_integrity(const std::vector<const std::vector<int32_t
     NF_CHECK(state[b] == 0, "block {} is both free and evictable", b);
     state[b] = 2;
     NF_CHECK(blocks_[b].registered, "evictable block {} is not registered", b);
+    NF_CHECK(!blocks_[b].saving, "evictable block {} is still being saved", b);
   }
+  int64_t saving = 0;
   for (int64_t b = 0; b < num_blocks_; ++b) {
-    if (state[b] != 0) {
+    if (blocks_[b].saving) {
+      ++saving;
+      NF_CHECK(state[b] == 0 && blocks_[b].registered,
+               "block {} is being saved but free or unregistered", b);
+      NF_CHECK(blocks_[b].ref == refs[b], "block {} has {} references but {} tables hold it", b,
+               blocks_[b].ref, refs[b]);
+    } else if (state[b] != 0) {
       NF_CHECK(refs[b] == 0 && blocks_[b].ref == 0, "block {} is free or evictable but owned {} times", b, refs[b]);
     } else {
       NF_CHECK(blocks_[b].ref > 0, "block {} leaked (neither free, evictable nor owned)", b);
@@ -206,6 +239,7 @@ void KvCacheManager::check_integrity(const std::vector<const std::vector<int32_t
                blocks_[b].ref, refs[b]);
     }
   }
+  NF_CHECK(saving == num_saving_, "{} blocks being saved, counted {}", saving, num_saving_);
   for (const auto& [h, b] : cached_) NF_CHECK(blocks_[b].registered && blocks_[b].hash == h, "stale cache entry");
 }
 

@@ -9,15 +9,19 @@
 // free list first, then by evicting the least recently used evictable block.
 //
 // With offload tiers (engine/kv_offload.h): a registered block that loses its last user is
-// queued for saving (take_saves; the executor copies it out before the next forward, which may
-// already reuse it), and a prefix lookup goes on below the device cache: each hit there takes a
-// fresh block, registered at once, whose KV is queued for loading (take_loads; copied in before
-// the next forward, so before anything reads it).
+// queued for saving (take_saves). Its copy runs on the device's copy engine beside the next
+// forwards, so until finish_saves() says it has finished the block is in a fourth state,
+// saving: it can be hit (shared) but is neither free nor evictable, and no forward overwrites
+// it. A prefix lookup goes on below the device cache: each hit there takes a fresh block,
+// registered at once, whose KV is queued for loading (take_loads). The load runs beside the
+// forward of the step that queued it, so no request whose table holds such a block may run in
+// that step (loading_any); from the next step on the block is resident.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -39,10 +43,11 @@ struct KvSave {
   uint64_t hash = 0;
   std::vector<int32_t> tokens;
 };
-// KV bytes to copy into a device block (a hit in an offload tier).
+// KV bytes to copy into a device block (a hit in an offload tier): a host-tier buffer, shared
+// (the tier may drop it meanwhile; the buffer lives until the copy is done).
 struct KvLoad {
   int32_t block = 0;
-  std::vector<std::byte> payload;
+  std::shared_ptr<const std::byte> payload;
 };
 
 class KvCacheManager {
@@ -51,7 +56,7 @@ class KvCacheManager {
 
   int block_size() const { return block_size_; }
   int64_t num_blocks() const { return num_blocks_; }
-  // Blocks that reserve() can hand out: free plus evictable.
+  // Blocks that reserve() can hand out: free plus evictable (not those being saved).
   int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size() + lru_.size()); }
   int64_t num_used_blocks() const { return num_blocks_ - num_free_blocks(); }
   int64_t blocks_for(int64_t num_tokens) const { return (num_tokens + block_size_ - 1) / block_size_; }
@@ -84,6 +89,13 @@ class KvCacheManager {
   std::vector<KvSave> take_saves();
   std::vector<KvLoad> take_loads();
   bool has_pending_io() const { return !pending_saves_.empty() || !pending_loads_.empty(); }
+  // The copies of these saved blocks (from take_saves) have finished: each becomes evictable
+  // again (or stays in use).
+  void finish_saves(std::span<const int32_t> blocks);
+  int64_t num_saving() const { return num_saving_; }
+  // Whether the table holds a block whose load is queued and not yet taken (take_loads): a
+  // request with such a block must not run in the step being planned.
+  bool loading_any(std::span<const int32_t> table) const;
 
   // Aborts when the states above are inconsistent with the given tables (a leak, a double
   // owner, a wrong reference count).
@@ -99,6 +111,8 @@ class KvCacheManager {
     std::vector<int32_t> tokens;       // the block's tokens, to verify a hit
     std::list<int32_t>::iterator lru;  // valid while evictable
     bool saved = false;                // in the offload tiers (or queued for them)
+    bool saving = false;               // its copy out is queued or running (finish_saves)
+    bool loading = false;              // its load is queued (take_loads)
     uint32_t generation = 0;           // bumped each time the block is taken
   };
   int32_t take_block();
@@ -114,6 +128,7 @@ class KvCacheManager {
   KvCacheStats stats_;
   KvOffload* offload_ = nullptr;
   std::vector<KvSave> pending_saves_;
+  int64_t num_saving_ = 0;
   struct PendingLoad {
     KvLoad load;
     uint32_t generation;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -93,51 +94,69 @@ int posix_io(int fd, std::byte* buf, size_t n, bool write) {
 
 // ---- host tier ----------------------------------------------------------------------------
 
-HostKvTier::HostKvTier(int64_t capacity_bytes, size_t block_bytes)
+HostKvTier::HostKvTier(int64_t capacity_bytes, size_t block_bytes,
+                       std::shared_ptr<HostBlockPool> pool)
     : block_bytes_(block_bytes),
+      pool_(pool ? std::move(pool)
+                 : (block_bytes ? std::make_shared<HostBlockPool>(block_bytes) : nullptr)),
       capacity_blocks_(block_bytes == 0 ? 0
                                         : std::max<int64_t>(0, capacity_bytes) /
-                                              static_cast<int64_t>(block_bytes)) {}
+                                              static_cast<int64_t>(block_bytes)) {
+  NF_CHECK(!pool_ || pool_->block_bytes() == block_bytes, "host KV tier: pool of {} byte blocks",
+           pool_ ? pool_->block_bytes() : 0);
+}
 
 bool HostKvTier::put(uint64_t hash, std::span<const int32_t> tokens,
                      std::span<const std::byte> payload, const Evicted& evicted) {
   NF_CHECK(payload.size() == block_bytes_, "host KV tier: block of {} bytes, expected {}",
            payload.size(), block_bytes_);
   if (capacity_blocks_ == 0) return false;
+  if (contains(hash)) return put(hash, tokens, Buffer(), evicted);  // marks it used
+  Buffer data = pool_->get();
+  std::copy(payload.begin(), payload.end(), data.get());
+  return put(hash, tokens, std::move(data), evicted);
+}
+
+bool HostKvTier::put(uint64_t hash, std::span<const int32_t> tokens, Buffer payload,
+                     const Evicted& evicted) {
+  if (capacity_blocks_ == 0) return false;
   auto it = map_.find(hash);
   if (it != map_.end()) {
     lru_.splice(lru_.end(), lru_, it->second.lru);
     return true;
   }
-  std::unique_ptr<std::byte[]> data;
+  NF_CHECK(payload != nullptr, "host KV tier: no payload for block {:016x}", hash);
   while (size() >= capacity_blocks_) {
     const uint64_t victim = lru_.front();
     lru_.pop_front();
     auto v = map_.find(victim);
     if (evicted) evicted(victim, v->second.tokens, {v->second.data.get(), block_bytes_});
-    data = std::move(v->second.data);  // reused below
-    map_.erase(v);
+    map_.erase(v);  // the buffer goes back to the pool once no load shares it
     ++evictions_;
   }
-  if (!data) data.reset(new std::byte[block_bytes_]);
-  std::copy(payload.begin(), payload.end(), data.get());
   Entry& e = map_[hash];
   e.tokens.assign(tokens.begin(), tokens.end());
-  e.data = std::move(data);
+  e.data = std::move(payload);
   e.lru = lru_.insert(lru_.end(), hash);
   return true;
 }
 
 bool HostKvTier::get(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out) {
-  auto it = map_.find(hash);
-  if (it == map_.end()) return false;
-  Entry& e = it->second;
-  if (!std::equal(tokens.begin(), tokens.end(), e.tokens.begin(), e.tokens.end())) return false;
   NF_CHECK(out.size() == block_bytes_, "host KV tier: reading {} bytes, block is {}", out.size(),
            block_bytes_);
-  std::copy(e.data.get(), e.data.get() + block_bytes_, out.begin());
-  lru_.splice(lru_.end(), lru_, e.lru);
+  const Buffer b = get(hash, tokens);
+  if (!b) return false;
+  std::copy(b.get(), b.get() + block_bytes_, out.begin());
   return true;
+}
+
+HostKvTier::Buffer HostKvTier::get(uint64_t hash, std::span<const int32_t> tokens) {
+  auto it = map_.find(hash);
+  if (it == map_.end()) return nullptr;
+  Entry& e = it->second;
+  if (!std::equal(tokens.begin(), tokens.end(), e.tokens.begin(), e.tokens.end())) return nullptr;
+  lru_.splice(lru_.end(), lru_, e.lru);
+  return e.data;
 }
 
 // ---- disk tier ----------------------------------------------------------------------------
@@ -532,13 +551,20 @@ bool DiskKvTier::get(uint64_t hash, std::span<const int32_t> tokens, std::span<s
 // ---- both tiers ---------------------------------------------------------------------------
 
 KvOffload::KvOffload(const KvOffloadConfig& c, const std::string& identity, size_t block_bytes,
-                     int block_size)
+                     int block_size, HostAllocator allocator)
     : block_bytes_(block_bytes) {
   NF_CHECK(block_bytes > 0 && block_size > 0, "KV offload: blocks of {} bytes, {} tokens",
            block_bytes, block_size);
   if (c.host_gb < 0 || c.disk_gb < 0) fail("--kv-host-gb and --kv-disk-gb must not be negative");
-  if (c.host_gb > 0)
-    host_ = std::make_unique<HostKvTier>(static_cast<int64_t>(c.host_gb * 1e9), block_bytes);
+  pool_ = std::make_shared<HostBlockPool>(block_bytes, std::move(allocator));
+  if (c.host_gb > 0) {
+    host_ = std::make_unique<HostKvTier>(static_cast<int64_t>(c.host_gb * 1e9), block_bytes, pool_);
+    const auto t0 = std::chrono::steady_clock::now();
+    pool_->reserve(host_->capacity_blocks());
+    log_info("KV host tier: {} blocks ({:.1f} GB) allocated in {:.1f} s", host_->capacity_blocks(),
+             static_cast<double>(host_->capacity_blocks()) * static_cast<double>(block_bytes) / 1e9,
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
   if (!c.disk_dir.empty() && c.disk_gb > 0)
     disk_ = std::make_unique<DiskKvTier>(c.disk_dir, static_cast<int64_t>(c.disk_gb * 1e9),
                                          identity, block_bytes, block_size, c.posix_io);
@@ -571,7 +597,6 @@ void KvOffload::wait_prefetch() {
 }
 
 void KvOffload::prefetch_loop() {
-  std::vector<std::byte> buf(block_bytes_);
   std::unique_lock<std::mutex> lock(pf_mu_);
   for (;;) {
     pf_cv_.wait(lock, [&] { return pf_stop_ || !pf_queue_.empty(); });
@@ -586,9 +611,10 @@ void KvOffload::prefetch_loop() {
         if (host_->contains(b.hash)) continue;
       }
       // The disk read without the tier lock (as in load); a miss ends the prefix.
-      if (!disk_->get(b.hash, b.tokens, buf)) break;
+      Buffer buf = pool_->get();
+      if (!disk_->get(b.hash, b.tokens, {buf.get(), block_bytes_})) break;
       std::lock_guard<std::mutex> l(mu_);
-      put_host(b.hash, b.tokens, buf);
+      put_host(b.hash, b.tokens, std::move(buf));
       ++st_.prefetched;
     }
     lock.lock();
@@ -597,13 +623,12 @@ void KvOffload::prefetch_loop() {
   }
 }
 
-bool KvOffload::put_host(uint64_t hash, std::span<const int32_t> tokens,
-                         std::span<const std::byte> payload) {
-  return host_ && host_->put(hash, tokens, payload,
-                             [&](uint64_t h, std::span<const int32_t> t,
-                                 std::span<const std::byte> p) {
-                               if (disk_) disk_->put(h, t, p);
-                             });
+bool KvOffload::put_host(uint64_t hash, std::span<const int32_t> tokens, Buffer payload) {
+  return host_ &&
+         host_->put(hash, tokens, std::move(payload),
+                    [&](uint64_t h, std::span<const int32_t> t, std::span<const std::byte> p) {
+                      if (disk_) disk_->put(h, t, p);
+                    });
 }
 
 bool KvOffload::contains(uint64_t hash) const {
@@ -613,31 +638,55 @@ bool KvOffload::contains(uint64_t hash) const {
 
 void KvOffload::save(uint64_t hash, std::span<const int32_t> tokens,
                      std::span<const std::byte> payload) {
+  NF_CHECK(payload.size() == block_bytes_, "KV offload: saving {} bytes, blocks are {}",
+           payload.size(), block_bytes_);
+  Buffer b = pool_->get();
+  std::copy(payload.begin(), payload.end(), b.get());
+  save(hash, tokens, std::move(b));
+}
+
+void KvOffload::save(uint64_t hash, std::span<const int32_t> tokens, Buffer payload) {
   std::lock_guard<std::mutex> lock(mu_);
   ++st_.saves;
-  if (!put_host(hash, tokens, payload) && disk_) disk_->put(hash, tokens, payload);
+  if (put_host(hash, tokens, payload)) return;
+  if (disk_) disk_->put(hash, tokens, {payload.get(), block_bytes_});
 }
 
 KvOffload::Tier KvOffload::load(uint64_t hash, std::span<const int32_t> tokens,
                                 std::span<std::byte> out) {
+  NF_CHECK(out.size() == block_bytes_, "KV offload: loading into {} bytes, blocks are {}",
+           out.size(), block_bytes_);
+  const auto [tier, b] = load(hash, tokens);
+  if (b) std::copy(b.get(), b.get() + block_bytes_, out.begin());
+  return tier;
+}
+
+std::pair<KvOffload::Tier, KvOffload::Buffer> KvOffload::load(uint64_t hash,
+                                                              std::span<const int32_t> tokens) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (host_ && host_->get(hash, tokens, out)) {
-      ++st_.host_hits;
-      return Tier::kHost;
+    if (host_) {
+      if (Buffer b = host_->get(hash, tokens)) {
+        ++st_.host_hits;
+        return {Tier::kHost, std::move(b)};
+      }
     }
   }
   // The disk read without this lock: saves from the executor go on meanwhile.
-  const bool on_disk = disk_ && disk_->get(hash, tokens, out);
+  Buffer b;
+  if (disk_) {
+    b = pool_->get();
+    if (!disk_->get(hash, tokens, {b.get(), block_bytes_})) b.reset();
+  }
   std::lock_guard<std::mutex> lock(mu_);
-  if (on_disk) {
+  if (b) {
     ++st_.disk_hits;
     // Promote: it is likely to be used again soon (the next turn of the conversation).
-    put_host(hash, tokens, out);
-    return Tier::kDisk;
+    put_host(hash, tokens, b);
+    return {Tier::kDisk, std::move(b)};
   }
   ++st_.misses;
-  return Tier::kNone;
+  return {Tier::kNone, nullptr};
 }
 
 KvTierStats KvOffload::stats() const {

@@ -33,7 +33,10 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
+
+#include "runtime/host_block_pool.h"
 
 namespace nf {
 
@@ -57,10 +60,13 @@ struct KvTierStats {
   bool disk_enabled = false;
 };
 
-// Host memory: blocks of `block_bytes` in an LRU of capacity floor(capacity / block_bytes).
+// Host memory: blocks of `block_bytes` in an LRU of capacity floor(capacity / block_bytes), in
+// buffers of `pool` (pinned memory on CUDA; a plain pool when null).
 class HostKvTier {
  public:
-  HostKvTier(int64_t capacity_bytes, size_t block_bytes);
+  using Buffer = HostBlockPool::Buffer;
+  HostKvTier(int64_t capacity_bytes, size_t block_bytes,
+             std::shared_ptr<HostBlockPool> pool = nullptr);
   int64_t capacity_blocks() const { return capacity_blocks_; }
   int64_t size() const { return static_cast<int64_t>(map_.size()); }
   int64_t used_bytes() const { return size() * static_cast<int64_t>(block_bytes_); }
@@ -71,17 +77,22 @@ class HostKvTier {
   // used blocks to `evicted` while full. Returns false when the tier holds nothing (capacity 0).
   bool put(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> payload,
            const Evicted& evicted);
+  // The same, adopting `payload` (a buffer of the pool, not written to again) without a copy.
+  bool put(uint64_t hash, std::span<const int32_t> tokens, Buffer payload, const Evicted& evicted);
   // Copies the block to `out` and marks it recently used; false when absent or its tokens differ.
   bool get(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out);
+  // The same without a copy: the block's buffer, shared (null when absent or other tokens).
+  Buffer get(uint64_t hash, std::span<const int32_t> tokens);
   int64_t evictions() const { return evictions_; }
 
  private:
   struct Entry {
     std::vector<int32_t> tokens;
-    std::unique_ptr<std::byte[]> data;
+    Buffer data;
     std::list<uint64_t>::iterator lru;
   };
   size_t block_bytes_;
+  std::shared_ptr<HostBlockPool> pool_;
   int64_t capacity_blocks_;
   std::unordered_map<uint64_t, Entry> map_;
   std::list<uint64_t> lru_;  // least recently used first
@@ -167,14 +178,26 @@ class KvOffload {
  public:
   // identity: the model and KV layout (blocks of another identity are foreign); block_bytes:
   // one block's KV over all layers; block_size: its tokens.
+  // block_size: its tokens; allocator: the host buffers' memory (pinned on CUDA, so that the
+  // device copies blocks straight to and from them). The host tier's whole capacity is
+  // allocated here.
   KvOffload(const KvOffloadConfig& config, const std::string& identity, size_t block_bytes,
-            int block_size);
+            int block_size, HostAllocator allocator = HostAllocator::plain());
   ~KvOffload();
+  using Buffer = HostBlockPool::Buffer;
   size_t block_bytes() const { return block_bytes_; }
+  // A buffer of the host pool, for a block to be saved (the executor copies into it).
+  Buffer new_buffer() { return pool_->get(); }
+  const HostBlockPool& pool() const { return *pool_; }
   bool contains(uint64_t hash) const;
   void save(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> payload);
+  // The same, adopting a buffer of new_buffer() (not written to again) without a copy.
+  void save(uint64_t hash, std::span<const int32_t> tokens, Buffer payload);
   enum class Tier { kNone, kHost, kDisk };
   Tier load(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out);
+  // The same without a copy on a host hit: the block's buffer, shared with the host tier (a disk
+  // hit is read into a new buffer and promoted to the host tier with it). Null on a miss.
+  std::pair<Tier, Buffer> load(uint64_t hash, std::span<const int32_t> tokens);
   KvTierStats stats() const;
   void flush();  // the disk tier's queued writes
   DiskKvTier* disk() { return disk_.get(); }
@@ -192,9 +215,10 @@ class KvOffload {
   void prefetch_loop();
   // Into the host tier (under mu_), its least recently used blocks moving down to disk; false
   // without a host tier that holds anything.
-  bool put_host(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> payload);
+  bool put_host(uint64_t hash, std::span<const int32_t> tokens, Buffer payload);
 
   size_t block_bytes_;
+  std::shared_ptr<HostBlockPool> pool_;
   mutable std::mutex mu_;
   std::unique_ptr<HostKvTier> host_;
   std::unique_ptr<DiskKvTier> disk_;

@@ -137,6 +137,9 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
     waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(w));
     r->state = RequestState::Running;
     running_.push_back(r);
+    // Part of its prefix comes from an offload tier, copied in beside this step's forward: it
+    // computes the rest from the next step on, when those blocks are resident.
+    if (kv_.loading_any(r->block_table)) continue;
     out.push_back({r, n, r->num_computed + n == static_cast<int>(r->tokens.size())});
     budget -= n;
   }

@@ -21,6 +21,14 @@ Executor::~Executor() {
     cv_.notify_all();
     worker_.join();
   }
+  wait_saves();
+  {
+    std::lock_guard<std::mutex> lock(save_mu_);
+    save_stop_ = true;
+  }
+  save_cv_.notify_all();
+  if (saver_.joinable()) saver_.join();
+  if (!loads_started_.empty()) backend_.kv_load_fence(/*wait=*/true);  // their buffers go now
 }
 
 void Executor::submit(StepInput in) {
@@ -70,14 +78,73 @@ void Executor::worker_loop() {
 }
 
 void Executor::run_kv_io(StepInput& in) {
-  if (!in.kv_saves.empty()) {
-    kv_buf_.resize(backend_.kv_block_bytes());
-    for (const KvSave& s : in.kv_saves) {
-      backend_.read_kv_block(s.block, kv_buf_);
-      if (in.kv_sink) in.kv_sink(s, kv_buf_);
-    }
+  // Loads started before (the last step, or kv_io_now): this step's forward waits for them.
+  if (!loads_started_.empty()) {
+    backend_.kv_load_fence();
+    for (KvLoad& l : loads_started_) loads_fenced_.push_back(std::move(l));
+    loads_started_.clear();
   }
-  for (const KvLoad& l : in.kv_loads) backend_.write_kv_block(l.block, l.payload);
+  if (!in.kv_saves.empty()) {
+    NF_CHECK(in.kv_offload != nullptr, "{} KV saves without offload tiers", in.kv_saves.size());
+    SaveJob job;
+    job.offload = in.kv_offload;
+    std::vector<int32_t> blocks;
+    std::vector<std::byte*> dst;
+    for (const KvSave& s : in.kv_saves) {
+      job.buffers.push_back(in.kv_offload->new_buffer());
+      blocks.push_back(s.block);
+      dst.push_back(job.buffers.back().get());
+    }
+    job.ticket = backend_.start_kv_save(blocks, dst);
+    job.saves = std::move(in.kv_saves);
+    {
+      std::lock_guard<std::mutex> lock(save_mu_);
+      save_jobs_.push_back(std::move(job));
+      if (!saver_.joinable()) saver_ = std::thread([this] { save_loop(); });
+    }
+    save_cv_.notify_one();
+  }
+  if (!in.kv_loads.empty()) {
+    std::vector<int32_t> blocks;
+    std::vector<const std::byte*> src;
+    for (const KvLoad& l : in.kv_loads) {
+      blocks.push_back(l.block);
+      src.push_back(l.payload.get());
+    }
+    backend_.start_kv_load(blocks, src);
+    for (KvLoad& l : in.kv_loads) loads_started_.push_back(std::move(l));
+  }
+}
+
+void Executor::save_loop() {
+  std::unique_lock<std::mutex> lock(save_mu_);
+  for (;;) {
+    save_cv_.wait(lock, [&] { return save_stop_ || !save_jobs_.empty(); });
+    if (save_jobs_.empty()) return;  // stopping
+    SaveJob job = std::move(save_jobs_.front());
+    save_jobs_.pop_front();
+    save_busy_ = true;
+    lock.unlock();
+    backend_.wait_kv_save(job.ticket);
+    for (size_t i = 0; i < job.saves.size(); ++i)
+      job.offload->save(job.saves[i].hash, job.saves[i].tokens, std::move(job.buffers[i]));
+    lock.lock();
+    for (const KvSave& s : job.saves) saved_blocks_.push_back(s.block);
+    save_busy_ = false;
+    if (save_jobs_.empty()) save_idle_cv_.notify_all();
+  }
+}
+
+std::vector<int32_t> Executor::take_saved_blocks() {
+  std::lock_guard<std::mutex> lock(save_mu_);
+  std::vector<int32_t> out;
+  out.swap(saved_blocks_);
+  return out;
+}
+
+void Executor::wait_saves() {
+  std::unique_lock<std::mutex> lock(save_mu_);
+  save_idle_cv_.wait(lock, [&] { return save_jobs_.empty() && !save_busy_; });
 }
 
 void Executor::kv_io_now(StepInput in) {
@@ -205,6 +272,7 @@ StepOutput Executor::run(StepInput& in) {
       record(s, out.results.back().token);
     }
   }
+  loads_fenced_.clear();  // the forward waited for them and has run
   out.forward_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }

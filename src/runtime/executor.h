@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "engine/kv_cache_manager.h"
+#include "engine/kv_offload.h"
 #include "engine/sampler.h"
 #include "runtime/backend.h"
 #include "runtime/batch.h"
@@ -39,12 +40,14 @@ struct ExecRequest {
 };
 
 struct StepInput {
-  // KV offload (engine/kv_offload.h), before anything else, in this order: copy these blocks
-  // out (every earlier step has written them; none of this step's reuses has) and hand each to
-  // kv_sink, then copy the loaded payloads into their blocks.
+  // KV offload (engine/kv_offload.h), started before the forward and run beside it on the
+  // backend's copy engine: copy these blocks out (every earlier step has written them; the
+  // manager hands none out again before take_saved_blocks() returns it) into buffers of
+  // kv_offload, which adopts them once copied; copy the loaded payloads into their blocks (no
+  // forward of this step reads them; the next one waits for them).
   std::vector<KvSave> kv_saves;
   std::vector<KvLoad> kv_loads;
-  std::function<void(const KvSave&, std::span<const std::byte>)> kv_sink;
+  KvOffload* kv_offload = nullptr;
   ScheduledBatch batch;
   std::vector<ExecRequest> new_requests;      // first scheduled in this step
   std::vector<nanoflow::RequestId> finished;  // forget these before running
@@ -69,9 +72,14 @@ class Executor {
   // Results of the oldest submitted step not yet returned; blocks until it has run.
   StepOutput wait();
   int in_flight() const;
-  // Runs in.kv_saves and in.kv_loads on this thread now (nothing else in it); only with no step
-  // in flight (the engine flushes its offload saves so when idle).
+  // Starts in.kv_saves and in.kv_loads now (nothing else in it); only with no step in flight
+  // (the engine flushes its offload saves so when idle).
   void kv_io_now(StepInput in);
+  // The blocks whose saves have finished (copied and handed to the offload tiers) since the
+  // last call; the KV manager may hand them out again (KvCacheManager::finish_saves).
+  std::vector<int32_t> take_saved_blocks();
+  // Blocks until every started save has finished.
+  void wait_saves();
 
  private:
   struct State {
@@ -85,8 +93,25 @@ class Executor {
   };
   StepOutput run(StepInput& in);
   void run_kv_io(StepInput& in);
-  std::vector<std::byte> kv_buf_;
   void worker_loop();
+  void save_loop();
+
+  // Offload copies. Saves: a job per step, finished on the saver thread (it waits for the
+  // copies, then hands the buffers to the tiers). Loads: their buffers, kept until a forward
+  // that waited for them has run.
+  struct SaveJob {
+    uint64_t ticket = 0;
+    std::vector<KvSave> saves;
+    std::vector<HostBlockPool::Buffer> buffers;
+    KvOffload* offload = nullptr;
+  };
+  std::mutex save_mu_;
+  std::condition_variable save_cv_, save_idle_cv_;
+  std::deque<SaveJob> save_jobs_;
+  bool save_busy_ = false, save_stop_ = false;
+  std::vector<int32_t> saved_blocks_;
+  std::thread saver_;
+  std::vector<KvLoad> loads_started_, loads_fenced_;
 
   Backend& backend_;
   std::vector<int32_t> eos_ids_;

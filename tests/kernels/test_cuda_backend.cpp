@@ -27,7 +27,10 @@
 #include <vector>
 
 #include "../golden_fixture.h"
+#include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/device.h"
+#include "model/model_loader.h"
+#include "runtime/host_block_pool.h"
 
 namespace {
 
@@ -374,6 +377,49 @@ TEST(CudaBackend, KvOffloadAgreesWithOffloadOff) {
   EXPECT_EQ(d.steps, 6u * 3 * 8);
   EXPECT_GT(st_on.kv_host_hit_tokens + st_on.kv_disk_hit_tokens, 0);
   EXPECT_GT(st_on.cached_prompt_tokens, st_off.cached_prompt_tokens);
+}
+
+// The offload copies on the copy stream, in batches past the kernel's 64 blocks: blocks saved
+// to pinned buffers and loaded into other blocks hold the same bytes as the synchronous reads.
+TEST(CudaBackend, KvBlockCopiesRoundTrip) {
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  const fs::path model_dir = kSource / "tests/fixtures/models/llama3-hd128";
+  if (!fs::exists(model_dir)) GTEST_SKIP() << "no llama3-hd128 fixture";
+  nf::LoadedModel m = nf::load_model(model_dir.string()).take();
+  nf::CudaBackendConfig bc;
+  bc.num_kv_blocks = 160;
+  bc.max_batch_tokens = 64;
+  nf::CudaBackend be(m.config, *m.weights, nf::rope_inv_freq(m.config.rope, m.config.head_dim), bc);
+  const size_t bb = be.kv_block_bytes();
+  constexpr int kN = 80;
+  std::mt19937 rng(7);
+  std::vector<std::vector<std::byte>> want(kN, std::vector<std::byte>(bb));
+  for (int i = 0; i < kN; ++i) {
+    for (std::byte& x : want[i]) x = static_cast<std::byte>(rng());
+    be.write_kv_block(i, want[i]);
+  }
+  nf::HostBlockPool pool(bb, be.host_allocator());
+  std::vector<nf::HostBlockPool::Buffer> bufs;
+  std::vector<std::byte*> dst;
+  std::vector<const std::byte*> src;
+  std::vector<int32_t> from, to;
+  for (int i = 0; i < kN; ++i) {
+    bufs.push_back(pool.get());
+    dst.push_back(bufs.back().get());
+    src.push_back(bufs.back().get());
+    from.push_back(i);
+    to.push_back(159 - i);
+  }
+  be.wait_kv_save(be.start_kv_save(from, dst));
+  for (int i = 0; i < kN; ++i)
+    ASSERT_TRUE(std::equal(want[i].begin(), want[i].end(), bufs[i].get())) << "saved block " << i;
+  be.start_kv_load(to, src);
+  be.kv_load_fence(/*wait=*/true);
+  std::vector<std::byte> got(bb);
+  for (int i = 0; i < kN; ++i) {
+    be.read_kv_block(159 - i, got);
+    ASSERT_EQ(got, want[i]) << "loaded block " << 159 - i;
+  }
 }
 
 // A model that cannot fit is a clear error, not a crash.

@@ -47,6 +47,17 @@ class FakeBackend final : public Backend {
   }
   std::vector<ScheduledBatch> batches;
   int32_t eos_after = -1;
+  // KV offload (kv_bytes > 0): a block's bytes are its id; loads record the batch count then.
+  size_t kv_block_bytes() const override { return kv_bytes; }
+  std::string kv_layout() const override { return "fake"; }
+  void read_kv_block(int32_t b, std::span<std::byte> out) override {
+    std::fill(out.begin(), out.end(), static_cast<std::byte>(b));
+  }
+  void write_kv_block(int32_t b, std::span<const std::byte>) override {
+    loads.emplace_back(b, batches.size());
+  }
+  size_t kv_bytes = 0;
+  std::vector<std::pair<int32_t, size_t>> loads;  // (block, batches run before it)
 
  private:
   ModelConfig config_;
@@ -61,13 +72,15 @@ struct Harness {
   std::map<nanoflow::RequestId, int> finishes;
 
   Harness(int budget, int64_t blocks, bool async, int max_running = 64,
-          const char* admission = "peak") {
+          const char* admission = "peak", double kv_host_gb = 0) {
     EngineConfig c;
     c.max_batch_tokens = budget;
     c.max_running_requests = max_running;
     c.async_schedule = async;
     c.kv_admission = admission;
+    c.kv_host_gb = kv_host_gb;
     auto b = std::make_unique<FakeBackend>(blocks);
+    if (kv_host_gb > 0) b->kv_bytes = 8;
     backend = b.get();
     engine = std::make_unique<Engine>(c, std::move(b), std::vector<int32_t>{kEos});
   }
@@ -269,6 +282,40 @@ TEST_P(EngineTimeline, PrefixCacheHitSkipsComputedBlocks) {
   EXPECT_EQ(h.backend->batches[before].num_tokens(), 2);
   EXPECT_EQ(h.backend->batches[before].positions[0], 8);
   EXPECT_EQ(h.outs.at(id).cached_prompt_tokens, 8);
+}
+
+// A prefix found in the host tier is loaded beside one step's forward, in which the request does
+// not run; it computes only the rest from the next step on.
+TEST_P(EngineTimeline, OffloadHitWaitsAStepForItsLoadsThenComputesTheRest) {
+  Harness h(64, 8, GetParam(), 64, "peak", /*kv_host_gb=*/1e-6);  // 125 blocks of 8 bytes
+  const auto p = prompt_of(10);
+  h.engine->add_request(p, greedy(1));
+  h.run();
+  EXPECT_EQ(h.engine->stats().kv_saved_blocks, 2);      // its full blocks
+  h.engine->add_request(prompt_of(28, 30), greedy(1));  // takes every block of the pool
+  h.run();
+  ASSERT_TRUE(h.backend->loads.empty());
+  const auto other = h.engine->add_request(prompt_of(3, 40), greedy(6));
+  h.step();
+  h.step();
+  const auto id = h.engine->add_request(p, greedy(1));
+  h.run();
+  const auto& bs = h.backend->batches;
+  ASSERT_EQ(h.backend->loads.size(), 2u);
+  const size_t k = h.backend->loads[0].second;  // the batch that ran beside the loads
+  EXPECT_EQ(h.backend->loads[1].second, k);
+  ASSERT_LT(k + 1, bs.size());
+  auto has = [](const ScheduledBatch& b, nanoflow::RequestId r) {
+    return std::find(b.request_ids.begin(), b.request_ids.end(), r) != b.request_ids.end();
+  };
+  EXPECT_TRUE(has(bs[k], other));
+  EXPECT_FALSE(has(bs[k], id));
+  ASSERT_TRUE(has(bs[k + 1], id));
+  EXPECT_EQ(bs[k + 1].num_tokens(), 3);  // the other's decode, then the 2 tokens after the hit
+  EXPECT_EQ(bs[k + 1].positions[1], 8);
+  EXPECT_EQ(h.outs.at(id).cached_prompt_tokens, 8);
+  EXPECT_EQ(h.engine->stats().kv_host_hit_tokens, 8);
+  EXPECT_EQ(h.outs.at(id).token_ids, (std::vector<int32_t>{p.back() + 1}));
 }
 
 INSTANTIATE_TEST_SUITE_P(AsyncAndSync, EngineTimeline, ::testing::Bool(),

@@ -138,25 +138,50 @@ TEST(KvCacheManager, QueuesSavesAndLoadsForTheOffloadTiers) {
   h.clear();
   auto saves = kv.take_saves();
   ASSERT_EQ(saves.size(), 2u);  // the two full blocks, not the partial one
+  EXPECT_EQ(kv.num_saving(), 2);
   for (const KvSave& s : saves) {
     std::vector<std::byte> bytes(8, static_cast<std::byte>(s.block + 1));
     off.save(s.hash, s.tokens, bytes);
   }
   EXPECT_TRUE(kv.take_saves().empty());
-  // Evict them from the device: another request takes every block.
+  // Until their copies have finished, the two blocks are not handed out (a forward could
+  // overwrite them), but they can still be hit.
   std::vector<int32_t> other;
+  EXPECT_EQ(kv.num_free_blocks(), 1);
+  EXPECT_FALSE(kv.reserve(other, 12));
+  kv.check_integrity({});
+  EXPECT_EQ(kv.match_prefix(prompt, t, h), 8);
+  EXPECT_EQ(kv.stats().host_hit_tokens, 0);  // the device blocks, not the tier's copies
+  EXPECT_FALSE(kv.loading_any(t));
+  kv.release(t);
+  h.clear();
+  EXPECT_TRUE(kv.take_saves().empty());
+  const std::vector<int32_t> saved = {saves[0].block, saves[1].block};
+  kv.finish_saves(saved);
+  EXPECT_EQ(kv.num_saving(), 0);
+  EXPECT_EQ(kv.num_free_blocks(), 3);
+  kv.check_integrity({});
+  // Evict them from the device: another request takes every block.
   ASSERT_TRUE(kv.reserve(other, 12));
   kv.release(other);
   EXPECT_TRUE(kv.take_saves().empty());  // never registered: nothing to save
   // The prompt again: both blocks come back from the host tier.
   EXPECT_EQ(kv.match_prefix(prompt, t, h), 8);
   EXPECT_EQ(kv.stats().host_hit_tokens, 8);
+  // Its blocks load beside this step's forward: it (and anyone sharing them) waits a step.
+  EXPECT_TRUE(kv.loading_any(t));
+  std::vector<int32_t> t2;
+  std::vector<uint64_t> h2;
+  EXPECT_EQ(kv.match_prefix(prompt, t2, h2), 8);  // the device blocks just registered
+  EXPECT_TRUE(kv.loading_any(t2));
+  kv.release(t2);
   auto loads = kv.take_loads();
+  EXPECT_FALSE(kv.loading_any(t));
   ASSERT_EQ(loads.size(), 2u);
   EXPECT_EQ(loads[0].block, t[0]);
   // Released tail first: saves[1] holds the first block.
   EXPECT_EQ(saves[1].tokens, std::vector<int32_t>(prompt.begin(), prompt.begin() + kBs));
-  EXPECT_EQ(loads[0].payload,
+  EXPECT_EQ(std::vector<std::byte>(loads[0].payload.get(), loads[0].payload.get() + 8),
             std::vector<std::byte>(8, static_cast<std::byte>(saves[1].block + 1)));
   kv.release(t);
   h.clear();

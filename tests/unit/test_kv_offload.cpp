@@ -238,3 +238,42 @@ TEST(KvOffload, HostEvictionsMoveToDiskAndDiskHitsComeBack) {
 }
 
 }  // namespace
+
+namespace nf {
+namespace {
+
+// The host tier's buffers: carved from chunks, reused once their last owner drops them, and
+// valid after the pool itself is gone.
+TEST(HostBlockPool, ReusesBuffersAndOutlivesItsOwner) {
+  int allocs = 0, frees = 0;
+  HostAllocator counting{[&](size_t n) {
+                           ++allocs;
+                           return HostAllocator::plain().alloc(n);
+                         },
+                         [&](void* p) {
+                           ++frees;
+                           HostAllocator::plain().free(p);
+                         }};
+  HostBlockPool::Buffer kept;
+  {
+    HostBlockPool pool(64, counting, 256);  // chunks of 4 blocks
+    pool.reserve(6);
+    EXPECT_EQ(allocs, 2);
+    EXPECT_EQ(pool.allocated_blocks(), 8);
+    std::vector<HostBlockPool::Buffer> bufs;
+    for (int i = 0; i < 9; ++i) bufs.push_back(pool.get());
+    EXPECT_EQ(allocs, 3);  // the ninth needed a chunk
+    std::byte* first = bufs[0].get();
+    bufs[0].reset();
+    EXPECT_EQ(pool.get().get(), first);  // back on the free list, handed out again
+    std::fill_n(bufs[1].get(), 64, std::byte{7});
+    kept = bufs[1];
+  }
+  EXPECT_EQ(frees, 0);  // `kept` holds the pool's memory
+  EXPECT_EQ(kept.get()[63], std::byte{7});
+  kept.reset();
+  EXPECT_EQ(frees, 3);
+}
+
+}  // namespace
+}  // namespace nf

@@ -14,6 +14,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/embedding.h"
 #include "backends/cuda/flashinfer/fi_attention.h"
+#include "backends/cuda/kv_copy.h"
 #include "backends/cuda/norm.h"
 #include "backends/cuda/rope.h"
 #include "common/half.h"
@@ -169,6 +170,11 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
   allocate_kv_pool();
   // Last: nothing after it throws, so a failed construction leaks no stream.
   NF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  int least = 0, greatest = 0;  // numerically: the lowest priority is the largest number
+  NF_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  NF_CUDA_CHECK(cudaStreamCreateWithPriority(&copy_stream_, cudaStreamNonBlocking, least));
+  for (cudaEvent_t* e : {&kv_after_compute_, &kv_loaded_})
+    NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
 }
 
 size_t CudaBackend::kv_block_bytes() const {
@@ -181,27 +187,102 @@ std::string CudaBackend::kv_layout() const {
                      config_.num_layers, config_.num_kv_heads, opts_.block_size, config_.head_dim);
 }
 
-void CudaBackend::copy_kv_block(int32_t block, std::byte* host, size_t bytes,
-                                cudaMemcpyKind kind) {
-  NF_CHECK(bytes == kv_block_bytes() && block >= 0 && block < num_blocks_,
-           "KV block copy: block {}, {} bytes", block, bytes);
-  const size_t per_layer = bytes / layers_.size();
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    std::byte* dev = static_cast<std::byte*>(layers_[l].kv.data()) + static_cast<size_t>(block) * per_layer;
-    std::byte* h = host + l * per_layer;
-    const bool to_host = kind == cudaMemcpyDeviceToHost;
-    NF_CUDA_CHECK(cudaMemcpyAsync(to_host ? h : dev, to_host ? dev : h, per_layer, kind, stream_));
+void CudaBackend::kv_copy_after_compute() {
+  NF_CUDA_CHECK(cudaEventRecord(kv_after_compute_, stream_));
+  NF_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, kv_after_compute_, 0));
+}
+
+uint64_t CudaBackend::start_kv_save(std::span<const int32_t> blocks,
+                                    std::span<std::byte* const> dst) {
+  NF_CHECK(blocks.size() == dst.size(), "start_kv_save: {} blocks, {} buffers", blocks.size(),
+           dst.size());
+  const size_t bb = kv_block_bytes();
+  kv_copy_after_compute();
+  for (size_t i0 = 0; i0 < blocks.size(); i0 += cuda::kKvCopyMaxBlocks) {
+    const size_t n = std::min<size_t>(cuda::kKvCopyMaxBlocks, blocks.size() - i0);
+    for (size_t i = i0; i < i0 + n; ++i)
+      NF_CHECK(blocks[i] >= 0 && blocks[i] < num_blocks_, "KV save of block {}", blocks[i]);
+    cuda::kv_block_copy(kv_layer_ptrs_, bb / layers_.size(), blocks.subspan(i0, n),
+                        kv_stage_.as<std::byte>(), /*gather=*/true, copy_stream_);
+    for (size_t i = 0; i < n; ++i)
+      NF_CUDA_CHECK(cudaMemcpyAsync(dst[i0 + i], kv_stage_.as<std::byte>() + i * bb, bb,
+                                    cudaMemcpyDeviceToHost, copy_stream_));
   }
-  NF_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host buffer may go right after
+  std::lock_guard<std::mutex> lock(kv_mu_);
+  cudaEvent_t ev = nullptr;
+  if (kv_free_events_.empty()) {
+    NF_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  } else {
+    ev = kv_free_events_.back();
+    kv_free_events_.pop_back();
+  }
+  NF_CUDA_CHECK(cudaEventRecord(ev, copy_stream_));
+  kv_saves_.emplace(++kv_tickets_, ev);
+  return kv_tickets_;
+}
+
+void CudaBackend::wait_kv_save(uint64_t ticket) {
+  cudaEvent_t ev = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(kv_mu_);
+    auto it = kv_saves_.find(ticket);
+    NF_CHECK(it != kv_saves_.end(), "wait_kv_save: no save {} in flight", ticket);
+    ev = it->second;
+    kv_saves_.erase(it);
+  }
+  const cudaError_t st = cudaEventSynchronize(ev);  // any thread: the event knows its device
+  std::lock_guard<std::mutex> lock(kv_mu_);
+  kv_free_events_.push_back(ev);
+  NF_CUDA_CHECK(st);
+}
+
+void CudaBackend::start_kv_load(std::span<const int32_t> blocks,
+                                std::span<const std::byte* const> src) {
+  NF_CHECK(blocks.size() == src.size(), "start_kv_load: {} blocks, {} buffers", blocks.size(),
+           src.size());
+  if (blocks.empty()) return;
+  const size_t bb = kv_block_bytes();
+  kv_copy_after_compute();  // a block taken again may still be written by an earlier forward
+  for (size_t i0 = 0; i0 < blocks.size(); i0 += cuda::kKvCopyMaxBlocks) {
+    const size_t n = std::min<size_t>(cuda::kKvCopyMaxBlocks, blocks.size() - i0);
+    for (size_t i = i0; i < i0 + n; ++i)
+      NF_CHECK(blocks[i] >= 0 && blocks[i] < num_blocks_, "KV load of block {}", blocks[i]);
+    for (size_t i = 0; i < n; ++i)
+      NF_CUDA_CHECK(cudaMemcpyAsync(kv_stage_.as<std::byte>() + i * bb, src[i0 + i], bb,
+                                    cudaMemcpyHostToDevice, copy_stream_));
+    cuda::kv_block_copy(kv_layer_ptrs_, bb / layers_.size(), blocks.subspan(i0, n),
+                        kv_stage_.as<std::byte>(), /*gather=*/false, copy_stream_);
+  }
+  NF_CUDA_CHECK(cudaEventRecord(kv_loaded_, copy_stream_));
+  kv_load_pending_ = true;
+}
+
+void CudaBackend::kv_load_fence(bool wait) {
+  if (!kv_load_pending_) return;
+  NF_CUDA_CHECK(cudaStreamWaitEvent(stream_, kv_loaded_, 0));
+  if (wait) NF_CUDA_CHECK(cudaEventSynchronize(kv_loaded_));
+  kv_load_pending_ = false;
 }
 
 void CudaBackend::read_kv_block(int32_t block, std::span<std::byte> out) {
-  copy_kv_block(block, out.data(), out.size(), cudaMemcpyDeviceToHost);
+  NF_CHECK(out.size() == kv_block_bytes(), "read_kv_block: {} bytes", out.size());
+  std::byte* dst = out.data();
+  wait_kv_save(start_kv_save({&block, 1}, {&dst, 1}));
 }
 
 void CudaBackend::write_kv_block(int32_t block, std::span<const std::byte> in) {
-  // Only read from: the host-to-device copy.
-  copy_kv_block(block, const_cast<std::byte*>(in.data()), in.size(), cudaMemcpyHostToDevice);
+  NF_CHECK(in.size() == kv_block_bytes(), "write_kv_block: {} bytes", in.size());
+  const std::byte* src = in.data();
+  start_kv_load({&block, 1}, {&src, 1});
+  kv_load_fence(/*wait=*/true);
+}
+
+HostAllocator CudaBackend::host_allocator() const {
+  return {[](size_t n) -> void* {
+            void* p = nullptr;
+            return cudaHostAlloc(&p, n, cudaHostAllocPortable) == cudaSuccess ? p : nullptr;
+          },
+          [](void* p) { cudaFreeHost(p); }};
 }
 
 CudaBackend::~CudaBackend() {
@@ -218,6 +299,14 @@ CudaBackend::~CudaBackend() {
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
   }
+  if (copy_stream_ != nullptr) {
+    cudaStreamSynchronize(copy_stream_);
+    cudaStreamDestroy(copy_stream_);
+  }
+  for (auto& [t, e] : kv_saves_) cudaEventDestroy(e);
+  for (cudaEvent_t e : kv_free_events_) cudaEventDestroy(e);
+  for (cudaEvent_t e : {kv_after_compute_, kv_loaded_})
+    if (e != nullptr) cudaEventDestroy(e);
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
   for (cudaEvent_t e : {step_start_, step_end_, prev_end_})
     if (e != nullptr) cudaEventDestroy(e);
@@ -254,6 +343,10 @@ void CudaBackend::allocate_kv_pool() {
       static_cast<size_t>(2 * c.num_kv_heads * opts_.block_size * c.head_dim) * 2;
   const size_t per_block_all_layers = block_bytes * static_cast<size_t>(c.num_layers);
   num_blocks_ = opts_.num_kv_blocks;
+  NF_CHECK(layers_.size() <= static_cast<size_t>(cuda::kKvCopyMaxLayers), "{} layers: at most {}",
+           layers_.size(), cuda::kKvCopyMaxLayers);
+  // The offload copies' staging area (kv_copy.h), before the pool takes what is left.
+  kv_stage_.reset(per_block_all_layers * cuda::kKvCopyMaxBlocks);
   size_t free_b = 0, total_b = 0;
   NF_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   // Headroom for the attention split workspace and cuBLASLt's internal allocations.
@@ -271,7 +364,10 @@ void CudaBackend::allocate_kv_pool() {
         std::max<int64_t>(num_blocks_, 1), std::max(need, double(per_block_all_layers)) / kGiB,
         free_b / kGiB, std::max(0.0, budget) / kGiB, opts_.gpu_memory_utilization);
   }
-  for (Layer& l : layers_) l.kv.reset(static_cast<size_t>(num_blocks_) * block_bytes);
+  for (Layer& l : layers_) {
+    l.kv.reset(static_cast<size_t>(num_blocks_) * block_bytes);
+    kv_layer_ptrs_.push_back(l.kv.as<std::byte>());
+  }
   // Printed directly: nanoflow_cuda links before the core library, which holds the logger.
   fmt::print(stderr, "CUDA backend: {:.2f} GiB weights, {} KV blocks of {} tokens ({:.2f} GiB)\n",
              weight_bytes(c) / kGiB, num_blocks_, opts_.block_size, need / kGiB);

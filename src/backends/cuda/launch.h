@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace nf::cuda::launch {
@@ -26,6 +27,19 @@ constexpr int kRopeMaxHeadDim = 512;
 
 void silu_and_mul(const bf16* gate_up, bf16* out, int64_t tokens, int64_t inter,
                   cudaStream_t stream);
+
+// Whole-block KV copies (kv_copy.h), passed by value: no metadata upload.
+constexpr int kKvCopyMaxLayers = 160;
+constexpr int kKvCopyMaxBlocks = 64;  // blocks per call
+struct KvBlockCopy {
+  std::byte* layers[kKvCopyMaxLayers];
+  int32_t blocks[kKvCopyMaxBlocks];
+  int num_layers = 0, num_blocks = 0;
+  size_t per_layer_bytes = 0;
+  std::byte* staging = nullptr;
+  bool gather = true;
+};
+void kv_block_copy(const KvBlockCopy& a, cudaStream_t stream);
 
 }  // namespace nf::cuda::launch
 
