@@ -137,6 +137,12 @@ struct Engine::Impl {
     in.kv_offload = offload.get();
   }
 
+  void finish_kv_copies() {
+    const nf::Executor::FinishedCopies done = executor->take_finished_copies();
+    kv.finish_saves(done.saved);
+    kv.finish_loads(done.loaded);
+  }
+
   void emit(std::vector<RequestOutput>& deltas) {
     if (deltas.empty()) return;
     {
@@ -265,7 +271,7 @@ struct Engine::Impl {
 
   bool step() {
     std::vector<RequestOutput> deltas;
-    if (offload) kv.finish_saves(executor->take_saved_blocks());
+    if (offload) finish_kv_copies();
     take_inputs(deltas);
     const bool submitted = schedule_and_submit();
     const int depth = config.async_schedule ? 2 : 1;
@@ -279,10 +285,10 @@ struct Engine::Impl {
       take_kv_io(io);
       executor->kv_io_now(std::move(io));
     }
-    // Idle with saves running: they hold blocks that a waiting request may need.
-    if (!submitted && executor->in_flight() == 0 && kv.num_saving() > 0) {
-      executor->wait_saves();
-      kv.finish_saves(executor->take_saved_blocks());
+    // Idle with copies running: they hold blocks, or a request waits for its loads.
+    if (!submitted && executor->in_flight() == 0 && kv.num_copying() > 0) {
+      executor->wait_copies();
+      finish_kv_copies();
     }
     emit(deltas);
     publish_stats();

@@ -42,13 +42,13 @@ int64_t KvCacheManager::match_prefix(std::span<const int32_t> tokens, std::vecto
     if (it == cached_.end()) break;
     Block& b = blocks_[it->second];
     if (!std::equal(blk.begin(), blk.end(), b.tokens.begin(), b.tokens.end())) break;  // collision
-    if (b.ref++ == 0 && !b.saving) lru_.erase(b.lru);
+    if (b.ref++ == 0 && !b.saving && !b.loading) lru_.erase(b.lru);
     table.push_back(it->second);
     hashes.push_back(h);
     parent = h;
   }
   // Below the device cache: each block found in an offload tier gets a fresh device block,
-  // registered now, filled by the queued load before the next forward.
+  // registered now and held until the queued load has filled it.
   if (offload_ != nullptr) {
     for (int64_t i = static_cast<int64_t>(table.size()); i < max_blocks; ++i) {
       const auto blk = tokens.subspan(i * block_size_, block_size_);
@@ -61,10 +61,11 @@ int64_t KvCacheManager::match_prefix(std::span<const int32_t> tokens, std::vecto
       b.registered = true;
       b.saved = true;
       b.loading = true;
+      ++num_copying_;
       b.hash = h;
       b.tokens.assign(blk.begin(), blk.end());
       cached_.emplace(h, id);
-      pending_loads_.push_back({{id, std::move(payload)}, b.generation});
+      pending_loads_.push_back({id, std::move(payload)});
       (tier == KvOffload::Tier::kHost ? stats_.host_hit_tokens : stats_.disk_hit_tokens) +=
           block_size_;
       table.push_back(id);
@@ -100,7 +101,6 @@ int32_t KvCacheManager::take_block() {
   }
   Block& b = blocks_[id];
   b.ref = 1;
-  b.loading = false;
   ++b.generation;
   return id;
 }
@@ -141,10 +141,10 @@ void KvCacheManager::release(std::vector<int32_t>& table) {
       pending_saves_.push_back({*it, b.hash, b.tokens});
       b.saved = true;
       b.saving = true;
-      ++num_saving_;
+      ++num_copying_;
       ++stats_.saved_blocks;
     }
-    if (b.saving) continue;  // finish_saves makes it evictable
+    if (b.saving || b.loading) continue;  // evictable when the copy has finished (end_hold)
     if (b.registered) {
       lru_.push_back(*it);
       b.lru = std::prev(lru_.end());
@@ -177,26 +177,31 @@ std::vector<KvSave> KvCacheManager::take_saves() {
 
 std::vector<KvLoad> KvCacheManager::take_loads() {
   std::vector<KvLoad> out;
-  for (PendingLoad& p : pending_loads_) {
-    Block& b = blocks_[p.load.block];
-    if (b.generation != p.generation) continue;
-    b.loading = false;
-    out.push_back(std::move(p.load));
-  }
-  pending_loads_.clear();
+  out.swap(pending_loads_);
   return out;
+}
+
+void KvCacheManager::end_hold(int32_t id) {
+  Block& b = blocks_[id];
+  --num_copying_;
+  if (b.ref > 0 || b.saving || b.loading) return;
+  lru_.push_back(id);  // registered: only an eviction from the LRU unregisters
+  b.lru = std::prev(lru_.end());
 }
 
 void KvCacheManager::finish_saves(std::span<const int32_t> ids) {
   for (int32_t id : ids) {
-    NF_CHECK(id >= 0 && id < num_blocks_ && blocks_[id].saving,
-             "finish_saves: block {} is not saving", id);
-    Block& b = blocks_[id];
-    b.saving = false;
-    --num_saving_;
-    if (b.ref > 0) continue;
-    lru_.push_back(id);  // registered: only an eviction from the LRU unregisters
-    b.lru = std::prev(lru_.end());
+    NF_CHECK(id >= 0 && id < num_blocks_ && blocks_[id].saving, "finish_saves: block {} is not saving", id);
+    blocks_[id].saving = false;
+    end_hold(id);
+  }
+}
+
+void KvCacheManager::finish_loads(std::span<const int32_t> ids) {
+  for (int32_t id : ids) {
+    NF_CHECK(id >= 0 && id < num_blocks_ && blocks_[id].loading, "finish_loads: block {} is not loading", id);
+    blocks_[id].loading = false;
+    end_hold(id);
   }
 }
 
@@ -221,14 +226,14 @@ void KvCacheManager::check_integrity(const std::vector<const std::vector<int32_t
     NF_CHECK(state[b] == 0, "block {} is both free and evictable", b);
     state[b] = 2;
     NF_CHECK(blocks_[b].registered, "evictable block {} is not registered", b);
-    NF_CHECK(!blocks_[b].saving, "evictable block {} is still being saved", b);
+    NF_CHECK(!blocks_[b].saving && !blocks_[b].loading, "evictable block {} is held for a copy", b);
   }
-  int64_t saving = 0;
+  int64_t copying = 0;
   for (int64_t b = 0; b < num_blocks_; ++b) {
-    if (blocks_[b].saving) {
-      ++saving;
-      NF_CHECK(state[b] == 0 && blocks_[b].registered,
-               "block {} is being saved but free or unregistered", b);
+    if (blocks_[b].saving || blocks_[b].loading) {
+      NF_CHECK(!(blocks_[b].saving && blocks_[b].loading), "block {} is saved and loaded at once", b);
+      ++copying;
+      NF_CHECK(state[b] == 0 && blocks_[b].registered, "block {} is held for a copy but free or unregistered", b);
       NF_CHECK(blocks_[b].ref == refs[b], "block {} has {} references but {} tables hold it", b,
                blocks_[b].ref, refs[b]);
     } else if (state[b] != 0) {
@@ -239,7 +244,7 @@ void KvCacheManager::check_integrity(const std::vector<const std::vector<int32_t
                blocks_[b].ref, refs[b]);
     }
   }
-  NF_CHECK(saving == num_saving_, "{} blocks being saved, counted {}", saving, num_saving_);
+  NF_CHECK(copying == num_copying_, "{} blocks held for copies, counted {}", copying, num_copying_);
   for (const auto& [h, b] : cached_) NF_CHECK(blocks_[b].registered && blocks_[b].hash == h, "stale cache entry");
 }
 

@@ -8,14 +8,14 @@
 // prefixes; a hit is still verified against the block's stored tokens. New blocks come from the
 // free list first, then by evicting the least recently used evictable block.
 //
-// With offload tiers (engine/kv_offload.h): a registered block that loses its last user is
-// queued for saving (take_saves). Its copy runs on the device's copy engine beside the next
-// forwards, so until finish_saves() says it has finished the block is in a fourth state,
-// saving: it can be hit (shared) but is neither free nor evictable, and no forward overwrites
-// it. A prefix lookup goes on below the device cache: each hit there takes a fresh block,
-// registered at once, whose KV is queued for loading (take_loads). The load runs beside the
-// forward of the step that queued it, so no request whose table holds such a block may run in
-// that step (loading_any); from the next step on the block is resident.
+// With offload tiers (engine/kv_offload.h), blocks are copied on the device's copy engines
+// beside the forwards, and a block whose copy is queued or running is held: it can be hit
+// (shared) but is neither free nor evictable until the copy has finished, so no forward
+// overwrites it meanwhile. A registered block that loses its last user is queued for saving
+// (take_saves; finish_saves when copied out). A prefix lookup goes on below the device cache:
+// each hit there takes a fresh block, registered at once, whose KV is queued for loading
+// (take_loads; finish_loads when resident). No request whose table holds a loading block may
+// run (loading_any); the scheduler admits it and runs it once its blocks are resident.
 #pragma once
 
 #include <cstddef>
@@ -84,17 +84,17 @@ class KvCacheManager {
   // A new prompt: its prefix blocks past those the device holds are moved from the disk tier
   // to the host tier in the background (KvOffload::prefetch), ahead of its admission.
   void prefetch_prefix(std::span<const int32_t> tokens);
-  // The saves and loads queued since the last call, in order (loads of blocks taken again since
-  // are dropped). The caller runs them before the next forward: saves first.
+  // The saves and loads queued since the last call, in order, for the executor to start.
   std::vector<KvSave> take_saves();
   std::vector<KvLoad> take_loads();
   bool has_pending_io() const { return !pending_saves_.empty() || !pending_loads_.empty(); }
-  // The copies of these saved blocks (from take_saves) have finished: each becomes evictable
-  // again (or stays in use).
+  // The copies of these blocks (from take_saves, take_loads) have finished: each is released
+  // from its hold (evictable again, unless in use).
   void finish_saves(std::span<const int32_t> blocks);
-  int64_t num_saving() const { return num_saving_; }
-  // Whether the table holds a block whose load is queued and not yet taken (take_loads): a
-  // request with such a block must not run in the step being planned.
+  void finish_loads(std::span<const int32_t> blocks);
+  // Blocks held for a copy (queued or running).
+  int64_t num_copying() const { return num_copying_; }
+  // Whether the table holds a block whose load has not finished: its request must not run.
   bool loading_any(std::span<const int32_t> table) const;
 
   // Aborts when the states above are inconsistent with the given tables (a leak, a double
@@ -111,12 +111,13 @@ class KvCacheManager {
     std::vector<int32_t> tokens;       // the block's tokens, to verify a hit
     std::list<int32_t>::iterator lru;  // valid while evictable
     bool saved = false;                // in the offload tiers (or queued for them)
-    bool saving = false;               // its copy out is queued or running (finish_saves)
-    bool loading = false;              // its load is queued (take_loads)
+    bool saving = false;               // held: its copy out is queued or running
+    bool loading = false;              // held: its copy in is queued or running
     uint32_t generation = 0;           // bumped each time the block is taken
   };
   int32_t take_block();
   void unregister(int32_t b);
+  void end_hold(int32_t b);  // a copy of the block finished
 
   int64_t num_blocks_;
   int block_size_;
@@ -128,12 +129,8 @@ class KvCacheManager {
   KvCacheStats stats_;
   KvOffload* offload_ = nullptr;
   std::vector<KvSave> pending_saves_;
-  int64_t num_saving_ = 0;
-  struct PendingLoad {
-    KvLoad load;
-    uint32_t generation;
-  };
-  std::vector<PendingLoad> pending_loads_;
+  std::vector<KvLoad> pending_loads_;
+  int64_t num_copying_ = 0;
 };
 
 }  // namespace nf

@@ -24,6 +24,7 @@ struct Request {
   int num_resolved = 0;             // generated tokens whose id the host has seen
   bool stop_pending = false;        // will stop after its last sampled token: schedule no more
   bool sent_to_executor = false;
+  bool awaiting_kv = false;         // admitted with blocks still loading from an offload tier
   std::vector<int32_t> block_table; // KV block ids in position order
   std::vector<uint64_t> block_hashes;  // prefix hashes of the full blocks registered so far
   RequestState state = RequestState::Waiting;

@@ -42,6 +42,7 @@ void Scheduler::preempt(Request* r) {
   kv_.release(r->block_table);
   r->block_hashes.clear();
   r->num_computed = 0;
+  r->awaiting_kv = false;
   ++preemptions_;
   r->state = RequestState::Waiting;
   waiting_.push_front(r);
@@ -88,6 +89,11 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
   // already scheduled this step is never preempted.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Request* r = running_[i];
+    if (r->awaiting_kv && kv_.loading_any(r->block_table)) {
+      ++i;
+      continue;
+    }
+    r->awaiting_kv = false;
     if (r->stop_pending) {
       ++i;
       continue;
@@ -137,9 +143,12 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
     waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(w));
     r->state = RequestState::Running;
     running_.push_back(r);
-    // Part of its prefix comes from an offload tier, copied in beside this step's forward: it
-    // computes the rest from the next step on, when those blocks are resident.
-    if (kv_.loading_any(r->block_table)) continue;
+    // Part of its prefix comes from an offload tier, copied in beside the forwards: it computes
+    // the rest once those blocks are resident.
+    if (kv_.loading_any(r->block_table)) {
+      r->awaiting_kv = true;
+      continue;
+    }
     out.push_back({r, n, r->num_computed + n == static_cast<int>(r->tokens.size())});
     budget -= n;
   }

@@ -23,11 +23,12 @@ uint64_t Backend::start_kv_save(std::span<const int32_t> blocks, std::span<std::
   return 0;
 }
 
-void Backend::start_kv_load(std::span<const int32_t> blocks,
+uint64_t Backend::start_kv_load(std::span<const int32_t> blocks,
                             std::span<const std::byte* const> src) {
   NF_CHECK(blocks.size() == src.size(), "start_kv_load: {} blocks, {} buffers", blocks.size(),
            src.size());
   for (size_t i = 0; i < blocks.size(); ++i) write_kv_block(blocks[i], {src[i], kv_block_bytes()});
+  return 0;
 }
 
 void Backend::set_pipeline(const PipelineConfig& pipeline) {

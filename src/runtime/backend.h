@@ -94,19 +94,17 @@ class Backend {
   virtual std::string kv_layout() const { return {}; }
   virtual void read_kv_block(int32_t block, std::span<std::byte> out);
   virtual void write_kv_block(int32_t block, std::span<const std::byte> in);
-  // The same, asynchronous: on the device's copy engine beside the forwards (the default runs
+  // The same, asynchronous: on the device's copy engines beside the forwards (the default runs
   // read/write_kv_block at once). start_kv_save copies each block into its host buffer
-  // (kv_block_bytes() each) after all work queued so far and returns a ticket; wait_kv_save
-  // returns once those copies are done (any thread, once per ticket). start_kv_load copies host
-  // buffers into blocks; kv_load_fence() makes every later forward wait for the loads started
-  // before it (and with wait, also waits here). A save's buffers must live until its wait, a
-  // load's until a fenced forward has run. The host buffers come from host_allocator() (pinned
-  // memory on CUDA, which the copy engine reads and writes directly).
+  // (kv_block_bytes() each) after all work queued so far; start_kv_load copies host buffers into
+  // blocks. Both return a ticket; wait_kv_copy(ticket) returns once those copies are done (any
+  // thread, once per ticket), and only then may the buffers go, or a forward read the loaded
+  // blocks. The host buffers come from host_allocator() (pinned memory on CUDA, which the copy
+  // engines read and write directly).
   virtual uint64_t start_kv_save(std::span<const int32_t> blocks, std::span<std::byte* const> dst);
-  virtual void wait_kv_save(uint64_t /*ticket*/) {}
-  virtual void start_kv_load(std::span<const int32_t> blocks,
-                             std::span<const std::byte* const> src);
-  virtual void kv_load_fence(bool /*wait*/ = false) {}
+  virtual uint64_t start_kv_load(std::span<const int32_t> blocks,
+                                 std::span<const std::byte* const> src);
+  virtual void wait_kv_copy(uint64_t /*ticket*/) {}
   virtual HostAllocator host_allocator() const { return HostAllocator::plain(); }
   // Replaces the nano-batch schedules the forwards use (runtime/pipeline.h), e.g. while tuning.
   // By default a backend runs serial schedules only and throws nf::Error for a split one.

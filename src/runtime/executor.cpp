@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <utility>
 
 #include "common/status.h"
 
@@ -21,14 +22,12 @@ Executor::~Executor() {
     cv_.notify_all();
     worker_.join();
   }
-  wait_saves();
   {
-    std::lock_guard<std::mutex> lock(save_mu_);
-    save_stop_ = true;
+    std::lock_guard<std::mutex> lock(copy_mu_);
+    copy_stop_ = true;
   }
-  save_cv_.notify_all();
-  if (saver_.joinable()) saver_.join();
-  if (!loads_started_.empty()) backend_.kv_load_fence(/*wait=*/true);  // their buffers go now
+  copy_cv_.notify_all();
+  if (copier_.joinable()) copier_.join();  // after the queued copies
 }
 
 void Executor::submit(StepInput in) {
@@ -78,73 +77,71 @@ void Executor::worker_loop() {
 }
 
 void Executor::run_kv_io(StepInput& in) {
-  // Loads started before (the last step, or kv_io_now): this step's forward waits for them.
-  if (!loads_started_.empty()) {
-    backend_.kv_load_fence();
-    for (KvLoad& l : loads_started_) loads_fenced_.push_back(std::move(l));
-    loads_started_.clear();
-  }
+  std::vector<CopyJob> jobs;
   if (!in.kv_saves.empty()) {
     NF_CHECK(in.kv_offload != nullptr, "{} KV saves without offload tiers", in.kv_saves.size());
-    SaveJob job;
+    CopyJob job;
     job.offload = in.kv_offload;
-    std::vector<int32_t> blocks;
     std::vector<std::byte*> dst;
     for (const KvSave& s : in.kv_saves) {
       job.buffers.push_back(in.kv_offload->new_buffer());
-      blocks.push_back(s.block);
+      job.blocks.push_back(s.block);
       dst.push_back(job.buffers.back().get());
     }
-    job.ticket = backend_.start_kv_save(blocks, dst);
+    job.ticket = backend_.start_kv_save(job.blocks, dst);
     job.saves = std::move(in.kv_saves);
-    {
-      std::lock_guard<std::mutex> lock(save_mu_);
-      save_jobs_.push_back(std::move(job));
-      if (!saver_.joinable()) saver_ = std::thread([this] { save_loop(); });
-    }
-    save_cv_.notify_one();
+    jobs.push_back(std::move(job));
   }
   if (!in.kv_loads.empty()) {
-    std::vector<int32_t> blocks;
+    CopyJob job;
+    job.save = false;
     std::vector<const std::byte*> src;
     for (const KvLoad& l : in.kv_loads) {
-      blocks.push_back(l.block);
+      job.blocks.push_back(l.block);
       src.push_back(l.payload.get());
     }
-    backend_.start_kv_load(blocks, src);
-    for (KvLoad& l : in.kv_loads) loads_started_.push_back(std::move(l));
+    job.ticket = backend_.start_kv_load(job.blocks, src);
+    job.loads = std::move(in.kv_loads);
+    jobs.push_back(std::move(job));
   }
+  if (jobs.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(copy_mu_);
+    for (CopyJob& j : jobs) copy_jobs_.push_back(std::move(j));
+    if (!copier_.joinable()) copier_ = std::thread([this] { copy_loop(); });
+  }
+  copy_cv_.notify_one();
 }
 
-void Executor::save_loop() {
-  std::unique_lock<std::mutex> lock(save_mu_);
+void Executor::copy_loop() {
+  std::unique_lock<std::mutex> lock(copy_mu_);
   for (;;) {
-    save_cv_.wait(lock, [&] { return save_stop_ || !save_jobs_.empty(); });
-    if (save_jobs_.empty()) return;  // stopping
-    SaveJob job = std::move(save_jobs_.front());
-    save_jobs_.pop_front();
-    save_busy_ = true;
+    copy_cv_.wait(lock, [&] { return copy_stop_ || !copy_jobs_.empty(); });
+    if (copy_jobs_.empty()) return;  // stopping
+    CopyJob job = std::move(copy_jobs_.front());
+    copy_jobs_.pop_front();
+    copy_busy_ = true;
     lock.unlock();
-    backend_.wait_kv_save(job.ticket);
+    backend_.wait_kv_copy(job.ticket);
     for (size_t i = 0; i < job.saves.size(); ++i)
       job.offload->save(job.saves[i].hash, job.saves[i].tokens, std::move(job.buffers[i]));
+    job.loads.clear();  // their buffers
     lock.lock();
-    for (const KvSave& s : job.saves) saved_blocks_.push_back(s.block);
-    save_busy_ = false;
-    if (save_jobs_.empty()) save_idle_cv_.notify_all();
+    auto& done = job.save ? finished_copies_.saved : finished_copies_.loaded;
+    done.insert(done.end(), job.blocks.begin(), job.blocks.end());
+    copy_busy_ = false;
+    if (copy_jobs_.empty()) copy_idle_cv_.notify_all();
   }
 }
 
-std::vector<int32_t> Executor::take_saved_blocks() {
-  std::lock_guard<std::mutex> lock(save_mu_);
-  std::vector<int32_t> out;
-  out.swap(saved_blocks_);
-  return out;
+Executor::FinishedCopies Executor::take_finished_copies() {
+  std::lock_guard<std::mutex> lock(copy_mu_);
+  return std::exchange(finished_copies_, {});
 }
 
-void Executor::wait_saves() {
-  std::unique_lock<std::mutex> lock(save_mu_);
-  save_idle_cv_.wait(lock, [&] { return save_jobs_.empty() && !save_busy_; });
+void Executor::wait_copies() {
+  std::unique_lock<std::mutex> lock(copy_mu_);
+  copy_idle_cv_.wait(lock, [&] { return copy_jobs_.empty() && !copy_busy_; });
 }
 
 void Executor::kv_io_now(StepInput in) {
@@ -272,7 +269,6 @@ StepOutput Executor::run(StepInput& in) {
       record(s, out.results.back().token);
     }
   }
-  loads_fenced_.clear();  // the forward waited for them and has run
   out.forward_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }

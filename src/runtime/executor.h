@@ -40,11 +40,10 @@ struct ExecRequest {
 };
 
 struct StepInput {
-  // KV offload (engine/kv_offload.h), started before the forward and run beside it on the
-  // backend's copy engine: copy these blocks out (every earlier step has written them; the
-  // manager hands none out again before take_saved_blocks() returns it) into buffers of
-  // kv_offload, which adopts them once copied; copy the loaded payloads into their blocks (no
-  // forward of this step reads them; the next one waits for them).
+  // KV offload (engine/kv_offload.h), started before the forward and run beside the forwards on
+  // the backend's copy engines: copy these blocks out (every earlier step has written them) into
+  // buffers of kv_offload, which adopts them once copied, and copy the loaded payloads into
+  // their blocks. The KV manager holds every such block until take_finished_copies() returns it.
   std::vector<KvSave> kv_saves;
   std::vector<KvLoad> kv_loads;
   KvOffload* kv_offload = nullptr;
@@ -75,11 +74,15 @@ class Executor {
   // Starts in.kv_saves and in.kv_loads now (nothing else in it); only with no step in flight
   // (the engine flushes its offload saves so when idle).
   void kv_io_now(StepInput in);
-  // The blocks whose saves have finished (copied and handed to the offload tiers) since the
-  // last call; the KV manager may hand them out again (KvCacheManager::finish_saves).
-  std::vector<int32_t> take_saved_blocks();
-  // Blocks until every started save has finished.
-  void wait_saves();
+  // The blocks whose copies have finished since the last call: saved ones (copied and handed
+  // to the offload tiers) and loaded ones (resident on the device), for
+  // KvCacheManager::finish_saves and finish_loads.
+  struct FinishedCopies {
+    std::vector<int32_t> saved, loaded;
+  };
+  FinishedCopies take_finished_copies();
+  // Blocks until every started copy has finished.
+  void wait_copies();
 
  private:
   struct State {
@@ -94,24 +97,25 @@ class Executor {
   StepOutput run(StepInput& in);
   void run_kv_io(StepInput& in);
   void worker_loop();
-  void save_loop();
 
-  // Offload copies. Saves: a job per step, finished on the saver thread (it waits for the
-  // copies, then hands the buffers to the tiers). Loads: their buffers, kept until a forward
-  // that waited for them has run.
-  struct SaveJob {
+  // Offload copies: a job per step and direction, finished on the copier thread (it waits for
+  // the copies; a save's buffers then go to the tiers, a load's are dropped).
+  struct CopyJob {
     uint64_t ticket = 0;
-    std::vector<KvSave> saves;
-    std::vector<HostBlockPool::Buffer> buffers;
+    bool save = true;
+    std::vector<int32_t> blocks;
+    std::vector<KvSave> saves;                   // save: what each block is
+    std::vector<HostBlockPool::Buffer> buffers;  // save
+    std::vector<KvLoad> loads;                   // load: holds the buffers
     KvOffload* offload = nullptr;
   };
-  std::mutex save_mu_;
-  std::condition_variable save_cv_, save_idle_cv_;
-  std::deque<SaveJob> save_jobs_;
-  bool save_busy_ = false, save_stop_ = false;
-  std::vector<int32_t> saved_blocks_;
-  std::thread saver_;
-  std::vector<KvLoad> loads_started_, loads_fenced_;
+  void copy_loop();
+  std::mutex copy_mu_;
+  std::condition_variable copy_cv_, copy_idle_cv_;
+  std::deque<CopyJob> copy_jobs_;
+  bool copy_busy_ = false, copy_stop_ = false;
+  FinishedCopies finished_copies_;
+  std::thread copier_;
 
   Backend& backend_;
   std::vector<int32_t> eos_ids_;

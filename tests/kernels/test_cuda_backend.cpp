@@ -410,11 +410,10 @@ TEST(CudaBackend, KvBlockCopiesRoundTrip) {
     from.push_back(i);
     to.push_back(159 - i);
   }
-  be.wait_kv_save(be.start_kv_save(from, dst));
+  be.wait_kv_copy(be.start_kv_save(from, dst));
   for (int i = 0; i < kN; ++i)
     ASSERT_TRUE(std::equal(want[i].begin(), want[i].end(), bufs[i].get())) << "saved block " << i;
-  be.start_kv_load(to, src);
-  be.kv_load_fence(/*wait=*/true);
+  be.wait_kv_copy(be.start_kv_load(to, src));
   std::vector<std::byte> got(bb);
   for (int i = 0; i < kN; ++i) {
     be.read_kv_block(159 - i, got);

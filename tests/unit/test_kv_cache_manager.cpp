@@ -120,7 +120,7 @@ TEST(KvCacheManager, PrefixCachingOffNeverHits) {
 
 // With offload tiers: a registered block that loses its last user is queued for saving once;
 // a prefix found below the device cache takes fresh blocks, registered at once, whose loads
-// are queued (and dropped when the block is taken again before they ran).
+// are queued. A block is held (shareable, not reusable) until its copy has finished.
 TEST(KvCacheManager, QueuesSavesAndLoadsForTheOffloadTiers) {
   constexpr int kBs = 4;
   KvOffloadConfig oc;
@@ -138,7 +138,7 @@ TEST(KvCacheManager, QueuesSavesAndLoadsForTheOffloadTiers) {
   h.clear();
   auto saves = kv.take_saves();
   ASSERT_EQ(saves.size(), 2u);  // the two full blocks, not the partial one
-  EXPECT_EQ(kv.num_saving(), 2);
+  EXPECT_EQ(kv.num_copying(), 2);
   for (const KvSave& s : saves) {
     std::vector<std::byte> bytes(8, static_cast<std::byte>(s.block + 1));
     off.save(s.hash, s.tokens, bytes);
@@ -158,7 +158,7 @@ TEST(KvCacheManager, QueuesSavesAndLoadsForTheOffloadTiers) {
   EXPECT_TRUE(kv.take_saves().empty());
   const std::vector<int32_t> saved = {saves[0].block, saves[1].block};
   kv.finish_saves(saved);
-  EXPECT_EQ(kv.num_saving(), 0);
+  EXPECT_EQ(kv.num_copying(), 0);
   EXPECT_EQ(kv.num_free_blocks(), 3);
   kv.check_integrity({});
   // Evict them from the device: another request takes every block.
@@ -168,33 +168,38 @@ TEST(KvCacheManager, QueuesSavesAndLoadsForTheOffloadTiers) {
   // The prompt again: both blocks come back from the host tier.
   EXPECT_EQ(kv.match_prefix(prompt, t, h), 8);
   EXPECT_EQ(kv.stats().host_hit_tokens, 8);
-  // Its blocks load beside this step's forward: it (and anyone sharing them) waits a step.
+  // Its blocks are loading: it (and anyone sharing them) waits until they are resident.
   EXPECT_TRUE(kv.loading_any(t));
+  EXPECT_EQ(kv.num_copying(), 2);
   std::vector<int32_t> t2;
   std::vector<uint64_t> h2;
   EXPECT_EQ(kv.match_prefix(prompt, t2, h2), 8);  // the device blocks just registered
   EXPECT_TRUE(kv.loading_any(t2));
   kv.release(t2);
   auto loads = kv.take_loads();
-  EXPECT_FALSE(kv.loading_any(t));
+  EXPECT_TRUE(kv.loading_any(t));  // queued, not finished
   ASSERT_EQ(loads.size(), 2u);
   EXPECT_EQ(loads[0].block, t[0]);
   // Released tail first: saves[1] holds the first block.
   EXPECT_EQ(saves[1].tokens, std::vector<int32_t>(prompt.begin(), prompt.begin() + kBs));
   EXPECT_EQ(std::vector<std::byte>(loads[0].payload.get(), loads[0].payload.get() + 8),
             std::vector<std::byte>(8, static_cast<std::byte>(saves[1].block + 1)));
+  // Its request goes away before the loads finished: the blocks stay held until they have.
   kv.release(t);
   h.clear();
   EXPECT_TRUE(kv.take_saves().empty());  // already in the tiers
-  // Evicted again, then looked up again, and its blocks taken before the loads ran: dropped.
-  ASSERT_TRUE(kv.reserve(other, 12));
-  kv.release(other);
+  EXPECT_EQ(kv.num_free_blocks(), 1);
+  EXPECT_FALSE(kv.reserve(other, 12));
+  kv.check_integrity({});
+  const std::vector<int32_t> loaded = {loads[0].block, loads[1].block};
+  kv.finish_loads(loaded);
+  EXPECT_EQ(kv.num_copying(), 0);
+  EXPECT_EQ(kv.num_free_blocks(), 3);
+  // Now resident and cached on the device: a hit with nothing to load.
   EXPECT_EQ(kv.match_prefix(prompt, t, h), 8);
-  kv.release(t);
-  h.clear();
-  ASSERT_TRUE(kv.reserve(other, 12));
+  EXPECT_FALSE(kv.loading_any(t));
   EXPECT_TRUE(kv.take_loads().empty());
-  kv.release(other);
+  kv.release(t);
   kv.check_integrity({});
 }
 

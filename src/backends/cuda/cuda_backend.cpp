@@ -172,9 +172,9 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
   NF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   int least = 0, greatest = 0;  // numerically: the lowest priority is the largest number
   NF_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-  NF_CUDA_CHECK(cudaStreamCreateWithPriority(&copy_stream_, cudaStreamNonBlocking, least));
-  for (cudaEvent_t* e : {&kv_after_compute_, &kv_loaded_})
-    NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+  for (CopyLane& lane : kv_lanes_)
+    NF_CUDA_CHECK(cudaStreamCreateWithPriority(&lane.stream, cudaStreamNonBlocking, least));
+  NF_CUDA_CHECK(cudaEventCreateWithFlags(&kv_after_compute_, cudaEventDisableTiming));
 }
 
 size_t CudaBackend::kv_block_bytes() const {
@@ -187,26 +187,29 @@ std::string CudaBackend::kv_layout() const {
                      config_.num_layers, config_.num_kv_heads, opts_.block_size, config_.head_dim);
 }
 
-void CudaBackend::kv_copy_after_compute() {
-  NF_CUDA_CHECK(cudaEventRecord(kv_after_compute_, stream_));
-  NF_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, kv_after_compute_, 0));
-}
-
-uint64_t CudaBackend::start_kv_save(std::span<const int32_t> blocks,
-                                    std::span<std::byte* const> dst) {
-  NF_CHECK(blocks.size() == dst.size(), "start_kv_save: {} blocks, {} buffers", blocks.size(),
-           dst.size());
+uint64_t CudaBackend::kv_copy(CopyLane& lane, std::span<const int32_t> blocks,
+                              std::span<std::byte* const> host, bool save) {
+  NF_CHECK(blocks.size() == host.size(), "KV copy: {} blocks, {} buffers", blocks.size(),
+           host.size());
   const size_t bb = kv_block_bytes();
-  kv_copy_after_compute();
+  std::byte* stage = lane.stage.as<std::byte>();
+  // After every forward queued so far: a save's block is final, a load's may have been written
+  // by an earlier forward before it was taken again.
+  NF_CUDA_CHECK(cudaEventRecord(kv_after_compute_, stream_));
+  NF_CUDA_CHECK(cudaStreamWaitEvent(lane.stream, kv_after_compute_, 0));
   for (size_t i0 = 0; i0 < blocks.size(); i0 += cuda::kKvCopyMaxBlocks) {
     const size_t n = std::min<size_t>(cuda::kKvCopyMaxBlocks, blocks.size() - i0);
     for (size_t i = i0; i < i0 + n; ++i)
-      NF_CHECK(blocks[i] >= 0 && blocks[i] < num_blocks_, "KV save of block {}", blocks[i]);
-    cuda::kv_block_copy(kv_layer_ptrs_, bb / layers_.size(), blocks.subspan(i0, n),
-                        kv_stage_.as<std::byte>(), /*gather=*/true, copy_stream_);
-    for (size_t i = 0; i < n; ++i)
-      NF_CUDA_CHECK(cudaMemcpyAsync(dst[i0 + i], kv_stage_.as<std::byte>() + i * bb, bb,
-                                    cudaMemcpyDeviceToHost, copy_stream_));
+      NF_CHECK(blocks[i] >= 0 && blocks[i] < num_blocks_, "KV copy of block {}", blocks[i]);
+    const auto chunk = blocks.subspan(i0, n);
+    if (save) cuda::kv_block_copy(kv_layer_ptrs_, bb / layers_.size(), chunk, stage, true, lane.stream);
+    for (size_t i = 0; i < n; ++i) {
+      std::byte* dev = stage + i * bb;
+      NF_CUDA_CHECK(cudaMemcpyAsync(save ? host[i0 + i] : dev, save ? dev : host[i0 + i], bb,
+                                    save ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice,
+                                    lane.stream));
+    }
+    if (!save) cuda::kv_block_copy(kv_layer_ptrs_, bb / layers_.size(), chunk, stage, false, lane.stream);
   }
   std::lock_guard<std::mutex> lock(kv_mu_);
   cudaEvent_t ev = nullptr;
@@ -216,19 +219,31 @@ uint64_t CudaBackend::start_kv_save(std::span<const int32_t> blocks,
     ev = kv_free_events_.back();
     kv_free_events_.pop_back();
   }
-  NF_CUDA_CHECK(cudaEventRecord(ev, copy_stream_));
-  kv_saves_.emplace(++kv_tickets_, ev);
+  NF_CUDA_CHECK(cudaEventRecord(ev, lane.stream));
+  kv_copies_.emplace(++kv_tickets_, ev);
   return kv_tickets_;
 }
 
-void CudaBackend::wait_kv_save(uint64_t ticket) {
+uint64_t CudaBackend::start_kv_save(std::span<const int32_t> blocks,
+                                    std::span<std::byte* const> dst) {
+  return kv_copy(kv_lanes_[0], blocks, dst, /*save=*/true);
+}
+
+uint64_t CudaBackend::start_kv_load(std::span<const int32_t> blocks,
+                                    std::span<const std::byte* const> src) {
+  // Only read from: the host-to-device copy.
+  return kv_copy(kv_lanes_[1], blocks,
+                 {const_cast<std::byte* const*>(src.data()), src.size()}, /*save=*/false);
+}
+
+void CudaBackend::wait_kv_copy(uint64_t ticket) {
   cudaEvent_t ev = nullptr;
   {
     std::lock_guard<std::mutex> lock(kv_mu_);
-    auto it = kv_saves_.find(ticket);
-    NF_CHECK(it != kv_saves_.end(), "wait_kv_save: no save {} in flight", ticket);
+    auto it = kv_copies_.find(ticket);
+    NF_CHECK(it != kv_copies_.end(), "wait_kv_copy: no copy {} in flight", ticket);
     ev = it->second;
-    kv_saves_.erase(it);
+    kv_copies_.erase(it);
   }
   const cudaError_t st = cudaEventSynchronize(ev);  // any thread: the event knows its device
   std::lock_guard<std::mutex> lock(kv_mu_);
@@ -236,45 +251,16 @@ void CudaBackend::wait_kv_save(uint64_t ticket) {
   NF_CUDA_CHECK(st);
 }
 
-void CudaBackend::start_kv_load(std::span<const int32_t> blocks,
-                                std::span<const std::byte* const> src) {
-  NF_CHECK(blocks.size() == src.size(), "start_kv_load: {} blocks, {} buffers", blocks.size(),
-           src.size());
-  if (blocks.empty()) return;
-  const size_t bb = kv_block_bytes();
-  kv_copy_after_compute();  // a block taken again may still be written by an earlier forward
-  for (size_t i0 = 0; i0 < blocks.size(); i0 += cuda::kKvCopyMaxBlocks) {
-    const size_t n = std::min<size_t>(cuda::kKvCopyMaxBlocks, blocks.size() - i0);
-    for (size_t i = i0; i < i0 + n; ++i)
-      NF_CHECK(blocks[i] >= 0 && blocks[i] < num_blocks_, "KV load of block {}", blocks[i]);
-    for (size_t i = 0; i < n; ++i)
-      NF_CUDA_CHECK(cudaMemcpyAsync(kv_stage_.as<std::byte>() + i * bb, src[i0 + i], bb,
-                                    cudaMemcpyHostToDevice, copy_stream_));
-    cuda::kv_block_copy(kv_layer_ptrs_, bb / layers_.size(), blocks.subspan(i0, n),
-                        kv_stage_.as<std::byte>(), /*gather=*/false, copy_stream_);
-  }
-  NF_CUDA_CHECK(cudaEventRecord(kv_loaded_, copy_stream_));
-  kv_load_pending_ = true;
-}
-
-void CudaBackend::kv_load_fence(bool wait) {
-  if (!kv_load_pending_) return;
-  NF_CUDA_CHECK(cudaStreamWaitEvent(stream_, kv_loaded_, 0));
-  if (wait) NF_CUDA_CHECK(cudaEventSynchronize(kv_loaded_));
-  kv_load_pending_ = false;
-}
-
 void CudaBackend::read_kv_block(int32_t block, std::span<std::byte> out) {
   NF_CHECK(out.size() == kv_block_bytes(), "read_kv_block: {} bytes", out.size());
   std::byte* dst = out.data();
-  wait_kv_save(start_kv_save({&block, 1}, {&dst, 1}));
+  wait_kv_copy(start_kv_save({&block, 1}, {&dst, 1}));
 }
 
 void CudaBackend::write_kv_block(int32_t block, std::span<const std::byte> in) {
   NF_CHECK(in.size() == kv_block_bytes(), "write_kv_block: {} bytes", in.size());
   const std::byte* src = in.data();
-  start_kv_load({&block, 1}, {&src, 1});
-  kv_load_fence(/*wait=*/true);
+  wait_kv_copy(start_kv_load({&block, 1}, {&src, 1}));
 }
 
 HostAllocator CudaBackend::host_allocator() const {
@@ -299,14 +285,14 @@ CudaBackend::~CudaBackend() {
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
   }
-  if (copy_stream_ != nullptr) {
-    cudaStreamSynchronize(copy_stream_);
-    cudaStreamDestroy(copy_stream_);
+  for (CopyLane& lane : kv_lanes_) {
+    if (lane.stream == nullptr) continue;
+    cudaStreamSynchronize(lane.stream);
+    cudaStreamDestroy(lane.stream);
   }
-  for (auto& [t, e] : kv_saves_) cudaEventDestroy(e);
+  for (auto& [t, e] : kv_copies_) cudaEventDestroy(e);
   for (cudaEvent_t e : kv_free_events_) cudaEventDestroy(e);
-  for (cudaEvent_t e : {kv_after_compute_, kv_loaded_})
-    if (e != nullptr) cudaEventDestroy(e);
+  if (kv_after_compute_ != nullptr) cudaEventDestroy(kv_after_compute_);
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
   for (cudaEvent_t e : {step_start_, step_end_, prev_end_})
     if (e != nullptr) cudaEventDestroy(e);
@@ -345,8 +331,8 @@ void CudaBackend::allocate_kv_pool() {
   num_blocks_ = opts_.num_kv_blocks;
   NF_CHECK(layers_.size() <= static_cast<size_t>(cuda::kKvCopyMaxLayers), "{} layers: at most {}",
            layers_.size(), cuda::kKvCopyMaxLayers);
-  // The offload copies' staging area (kv_copy.h), before the pool takes what is left.
-  kv_stage_.reset(per_block_all_layers * cuda::kKvCopyMaxBlocks);
+  // The offload copies' staging areas (kv_copy.h), before the pool takes what is left.
+  for (CopyLane& lane : kv_lanes_) lane.stage.reset(per_block_all_layers * cuda::kKvCopyMaxBlocks);
   size_t free_b = 0, total_b = 0;
   NF_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   // Headroom for the attention split workspace and cuBLASLt's internal allocations.

@@ -81,20 +81,19 @@ class CudaBackend final : public Backend {
   DeviceTime device_time() const override;
   // Replaces the nano-batch schedules (`nanoflow tune` times candidates one after another).
   void set_pipeline(const PipelineConfig& pipeline) override;
-  // KV offload: one block's [layers, 2, kv_heads, block_size, head_dim] bf16. Copies run on
-  // copy_stream_ (lowest priority) beside the forwards: a save waits for the work queued on
-  // stream_ so far, gathers up to kKvCopyMaxBlocks blocks into kv_stage_ with one kernel, then
-  // copies each block to its pinned host buffer; a load is the reverse, and kv_load_fence makes
-  // stream_ wait for it. read/write_kv_block are the same, waited for.
+  // KV offload: one block's [layers, 2, kv_heads, block_size, head_dim] bf16. Saves and loads
+  // each have a lane (a lowest-priority stream and a staging area), so that both directions of
+  // the link are busy at once. A save waits for the work queued on stream_ so far, gathers up to
+  // kKvCopyMaxBlocks blocks into its staging with one kernel, then copies each block to its
+  // pinned host buffer; a load is the reverse. read/write_kv_block are the same, waited for.
   size_t kv_block_bytes() const override;
   std::string kv_layout() const override;
   void read_kv_block(int32_t block, std::span<std::byte> out) override;
   void write_kv_block(int32_t block, std::span<const std::byte> in) override;
   uint64_t start_kv_save(std::span<const int32_t> blocks, std::span<std::byte* const> dst) override;
-  void wait_kv_save(uint64_t ticket) override;
-  void start_kv_load(std::span<const int32_t> blocks,
-                     std::span<const std::byte* const> src) override;
-  void kv_load_fence(bool wait = false) override;
+  uint64_t start_kv_load(std::span<const int32_t> blocks,
+                         std::span<const std::byte* const> src) override;
+  void wait_kv_copy(uint64_t ticket) override;
   HostAllocator host_allocator() const override;
   // The attention kernel in use: "flashinfer" or "native".
   const char* attention_kernel() const { return fi_attn_ ? "flashinfer" : "native"; }
@@ -166,20 +165,24 @@ class CudaBackend final : public Backend {
   ModelConfig config_;
   CudaBackendConfig opts_;
   cudaStream_t stream_ = nullptr;
-  // KV offload copies (start_kv_save, start_kv_load): their stream, staging area, the layers'
-  // pool bases, an event to order them after stream_, the last load's event, and one event per
-  // save in flight (by ticket; finished ones are reused), under kv_mu_.
-  cudaStream_t copy_stream_ = nullptr;
-  cuda::DeviceBuffer kv_stage_;
+  // KV offload copies (start_kv_save, start_kv_load): a lane per direction, the layers' pool
+  // bases, an event to order a lane after stream_, and one event per copy in flight (by ticket;
+  // finished ones are reused), under kv_mu_.
+  struct CopyLane {
+    cudaStream_t stream = nullptr;
+    cuda::DeviceBuffer stage;  // kKvCopyMaxBlocks blocks
+  };
+  CopyLane kv_lanes_[2];  // saves, loads
   std::vector<std::byte*> kv_layer_ptrs_;
-  cudaEvent_t kv_after_compute_ = nullptr, kv_loaded_ = nullptr;
-  bool kv_load_pending_ = false;
+  cudaEvent_t kv_after_compute_ = nullptr;
   std::mutex kv_mu_;
   uint64_t kv_tickets_ = 0;
-  std::unordered_map<uint64_t, cudaEvent_t> kv_saves_;
+  std::unordered_map<uint64_t, cudaEvent_t> kv_copies_;
   std::vector<cudaEvent_t> kv_free_events_;
-  // Orders copy_stream_ after the work queued on stream_ so far.
-  void kv_copy_after_compute();
+  // Copies blocks between the pool and host buffers on a lane (after the work queued on stream_
+  // so far) and returns the ticket of their event.
+  uint64_t kv_copy(CopyLane& lane, std::span<const int32_t> blocks,
+                   std::span<std::byte* const> host, bool save);
   int sm_count_ = 0;
   int64_t num_blocks_ = 0;
   std::unique_ptr<cuda::Gemm> gemm_;
