@@ -96,10 +96,11 @@ class Backend {
   virtual void write_kv_block(int32_t block, std::span<const std::byte> in);
   // The same, asynchronous: on the device's copy engines beside the forwards (the default runs
   // read/write_kv_block at once). start_kv_save copies each block into its host buffer
-  // (kv_block_bytes() each) after all work queued so far; start_kv_load copies host buffers into
-  // blocks. Both return a ticket; wait_kv_copy(ticket) returns once those copies are done (any
-  // thread, once per ticket), and only then may the buffers go, or a forward read the loaded
-  // blocks. The host buffers come from host_allocator() (pinned memory on CUDA, which the copy
+  // (kv_block_bytes() each); start_kv_load copies host buffers into blocks. The caller starts a
+  // copy only once no forward still writes its blocks (they do not wait for queued forwards).
+  // Both return a ticket; wait_kv_copy(ticket) returns once those copies are done (once per
+  // ticket), and only then may the buffers go, or a forward read the loaded blocks. Saves and
+  // loads may run on two threads at once (one each). The host buffers come from host_allocator() (pinned memory on CUDA, which the copy
   // engines read and write directly).
   virtual uint64_t start_kv_save(std::span<const int32_t> blocks, std::span<std::byte* const> dst);
   virtual uint64_t start_kv_load(std::span<const int32_t> blocks,

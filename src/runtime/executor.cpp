@@ -27,7 +27,8 @@ Executor::~Executor() {
     copy_stop_ = true;
   }
   copy_cv_.notify_all();
-  if (copier_.joinable()) copier_.join();  // after the queued copies
+  for (Copier& c : copiers_)
+    if (c.thread.joinable()) c.thread.join();  // after their queued copies
 }
 
 void Executor::submit(StepInput in) {
@@ -77,60 +78,73 @@ void Executor::worker_loop() {
 }
 
 void Executor::run_kv_io(StepInput& in) {
-  std::vector<CopyJob> jobs;
+  if (in.kv_saves.empty() && in.kv_loads.empty()) return;
+  CopyJob save, load;
   if (!in.kv_saves.empty()) {
     NF_CHECK(in.kv_offload != nullptr, "{} KV saves without offload tiers", in.kv_saves.size());
-    CopyJob job;
-    job.offload = in.kv_offload;
-    std::vector<std::byte*> dst;
+    save.offload = in.kv_offload;
     for (const KvSave& s : in.kv_saves) {
-      job.buffers.push_back(in.kv_offload->new_buffer());
-      job.blocks.push_back(s.block);
-      dst.push_back(job.buffers.back().get());
+      save.blocks.push_back(s.block);
+      save.buffers.push_back(in.kv_offload->new_buffer());
     }
-    job.ticket = backend_.start_kv_save(job.blocks, dst);
-    job.saves = std::move(in.kv_saves);
-    jobs.push_back(std::move(job));
+    save.saves = std::move(in.kv_saves);
   }
-  if (!in.kv_loads.empty()) {
-    CopyJob job;
-    job.save = false;
-    std::vector<const std::byte*> src;
-    for (const KvLoad& l : in.kv_loads) {
-      job.blocks.push_back(l.block);
-      src.push_back(l.payload.get());
-    }
-    job.ticket = backend_.start_kv_load(job.blocks, src);
-    job.loads = std::move(in.kv_loads);
-    jobs.push_back(std::move(job));
-  }
-  if (jobs.empty()) return;
+  for (const KvLoad& l : in.kv_loads) load.blocks.push_back(l.block);
+  load.loads = std::move(in.kv_loads);
   {
     std::lock_guard<std::mutex> lock(copy_mu_);
-    for (CopyJob& j : jobs) copy_jobs_.push_back(std::move(j));
-    if (!copier_.joinable()) copier_ = std::thread([this] { copy_loop(); });
+    for (int d = 0; d < 2; ++d) {
+      CopyJob& job = d == 0 ? save : load;
+      if (job.blocks.empty()) continue;
+      copiers_[d].jobs.push_back(std::move(job));
+      if (!copiers_[d].thread.joinable())
+        copiers_[d].thread = std::thread([this, d] { copy_loop(d == 0); });
+    }
   }
-  copy_cv_.notify_one();
+  copy_cv_.notify_all();
 }
 
-void Executor::copy_loop() {
+void Executor::copy_loop(bool save) {
+  Copier& me = copiers_[save ? 0 : 1];
+  const size_t bytes = std::max<size_t>(1, backend_.kv_block_bytes());
+  const size_t chunk = std::max<size_t>(1, kCopyChunkBytes / bytes);
+  std::vector<std::byte*> dst;
+  std::vector<const std::byte*> src;
   std::unique_lock<std::mutex> lock(copy_mu_);
   for (;;) {
-    copy_cv_.wait(lock, [&] { return copy_stop_ || !copy_jobs_.empty(); });
-    if (copy_jobs_.empty()) return;  // stopping
-    CopyJob job = std::move(copy_jobs_.front());
-    copy_jobs_.pop_front();
-    copy_busy_ = true;
+    copy_cv_.wait(lock, [&] { return copy_stop_ || !me.jobs.empty(); });
+    if (me.jobs.empty()) return;  // stopping
+    CopyJob job = std::move(me.jobs.front());
+    me.jobs.pop_front();
+    me.busy = true;
     lock.unlock();
-    backend_.wait_kv_copy(job.ticket);
-    for (size_t i = 0; i < job.saves.size(); ++i)
-      job.offload->save(job.saves[i].hash, job.saves[i].tokens, std::move(job.buffers[i]));
-    job.loads.clear();  // their buffers
+    for (size_t i0 = 0; i0 < job.blocks.size(); i0 += chunk) {
+      const size_t n = std::min(chunk, job.blocks.size() - i0);
+      const std::span<const int32_t> blocks(job.blocks.data() + i0, n);
+      uint64_t ticket = 0;
+      if (save) {
+        dst.clear();
+        for (size_t i = i0; i < i0 + n; ++i) dst.push_back(job.buffers[i].get());
+        ticket = backend_.start_kv_save(blocks, dst);
+      } else {
+        src.clear();
+        for (size_t i = i0; i < i0 + n; ++i) src.push_back(job.loads[i].payload.get());
+        ticket = backend_.start_kv_load(blocks, src);
+      }
+      backend_.wait_kv_copy(ticket);
+      if (save) {
+        for (size_t i = i0; i < i0 + n; ++i)
+          job.offload->save(job.saves[i].hash, job.saves[i].tokens, std::move(job.buffers[i]));
+      } else {
+        for (size_t i = i0; i < i0 + n; ++i) job.loads[i].payload.reset();
+      }
+      std::lock_guard<std::mutex> done_lock(copy_mu_);
+      auto& done = save ? finished_copies_.saved : finished_copies_.loaded;
+      done.insert(done.end(), blocks.begin(), blocks.end());
+    }
     lock.lock();
-    auto& done = job.save ? finished_copies_.saved : finished_copies_.loaded;
-    done.insert(done.end(), job.blocks.begin(), job.blocks.end());
-    copy_busy_ = false;
-    if (copy_jobs_.empty()) copy_idle_cv_.notify_all();
+    me.busy = false;
+    if (me.jobs.empty()) copy_idle_cv_.notify_all();
   }
 }
 
@@ -141,7 +155,11 @@ Executor::FinishedCopies Executor::take_finished_copies() {
 
 void Executor::wait_copies() {
   std::unique_lock<std::mutex> lock(copy_mu_);
-  copy_idle_cv_.wait(lock, [&] { return copy_jobs_.empty() && !copy_busy_; });
+  copy_idle_cv_.wait(lock, [&] {
+    for (const Copier& c : copiers_)
+      if (c.busy || !c.jobs.empty()) return false;
+    return true;
+  });
 }
 
 void Executor::kv_io_now(StepInput in) {

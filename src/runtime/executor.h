@@ -98,24 +98,31 @@ class Executor {
   void run_kv_io(StepInput& in);
   void worker_loop();
 
-  // Offload copies: a job per step and direction, finished on the copier thread (it waits for
-  // the copies; a save's buffers then go to the tiers, a load's are dropped).
+  // Offload copies: a job per step and direction, run by that direction's copier thread in
+  // chunks of about kCopyChunkBytes, one chunk in flight at a time, so that the forward's own
+  // small transfers (batch metadata up, sampled tokens down) never queue for long behind them
+  // on the copy engines. A save's buffers go to the tiers once copied, a load's are dropped.
+  // Jobs reach the copiers from run(), after the previous forward finished: every forward that
+  // wrote a saved block, or may still write a block taken again for a load, is done.
+  static constexpr size_t kCopyChunkBytes = size_t{8} << 20;
   struct CopyJob {
-    uint64_t ticket = 0;
-    bool save = true;
     std::vector<int32_t> blocks;
     std::vector<KvSave> saves;                   // save: what each block is
-    std::vector<HostBlockPool::Buffer> buffers;  // save
-    std::vector<KvLoad> loads;                   // load: holds the buffers
+    std::vector<HostBlockPool::Buffer> buffers;  // save: copied into
+    std::vector<KvLoad> loads;                   // load: copied from
     KvOffload* offload = nullptr;
   };
-  void copy_loop();
+  struct Copier {
+    std::deque<CopyJob> jobs;
+    bool busy = false;
+    std::thread thread;
+  };
+  void copy_loop(bool save);
   std::mutex copy_mu_;
   std::condition_variable copy_cv_, copy_idle_cv_;
-  std::deque<CopyJob> copy_jobs_;
-  bool copy_busy_ = false, copy_stop_ = false;
+  Copier copiers_[2];  // saves, loads
+  bool copy_stop_ = false;
   FinishedCopies finished_copies_;
-  std::thread copier_;
 
   Backend& backend_;
   std::vector<int32_t> eos_ids_;

@@ -174,7 +174,7 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
   NF_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   for (CopyLane& lane : kv_lanes_)
     NF_CUDA_CHECK(cudaStreamCreateWithPriority(&lane.stream, cudaStreamNonBlocking, least));
-  NF_CUDA_CHECK(cudaEventCreateWithFlags(&kv_after_compute_, cudaEventDisableTiming));
+
 }
 
 size_t CudaBackend::kv_block_bytes() const {
@@ -193,10 +193,6 @@ uint64_t CudaBackend::kv_copy(CopyLane& lane, std::span<const int32_t> blocks,
            host.size());
   const size_t bb = kv_block_bytes();
   std::byte* stage = lane.stage.as<std::byte>();
-  // After every forward queued so far: a save's block is final, a load's may have been written
-  // by an earlier forward before it was taken again.
-  NF_CUDA_CHECK(cudaEventRecord(kv_after_compute_, stream_));
-  NF_CUDA_CHECK(cudaStreamWaitEvent(lane.stream, kv_after_compute_, 0));
   for (size_t i0 = 0; i0 < blocks.size(); i0 += cuda::kKvCopyMaxBlocks) {
     const size_t n = std::min<size_t>(cuda::kKvCopyMaxBlocks, blocks.size() - i0);
     for (size_t i = i0; i < i0 + n; ++i)
@@ -292,7 +288,7 @@ CudaBackend::~CudaBackend() {
   }
   for (auto& [t, e] : kv_copies_) cudaEventDestroy(e);
   for (cudaEvent_t e : kv_free_events_) cudaEventDestroy(e);
-  if (kv_after_compute_ != nullptr) cudaEventDestroy(kv_after_compute_);
+
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
   for (cudaEvent_t e : {step_start_, step_end_, prev_end_})
     if (e != nullptr) cudaEventDestroy(e);

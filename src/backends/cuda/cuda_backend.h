@@ -83,9 +83,10 @@ class CudaBackend final : public Backend {
   void set_pipeline(const PipelineConfig& pipeline) override;
   // KV offload: one block's [layers, 2, kv_heads, block_size, head_dim] bf16. Saves and loads
   // each have a lane (a lowest-priority stream and a staging area), so that both directions of
-  // the link are busy at once. A save waits for the work queued on stream_ so far, gathers up to
+  // the link are busy at once; each lane serves one thread at a time. A save gathers up to
   // kKvCopyMaxBlocks blocks into its staging with one kernel, then copies each block to its
-  // pinned host buffer; a load is the reverse. read/write_kv_block are the same, waited for.
+  // pinned host buffer; a load is the reverse. Neither waits for stream_: the caller starts a
+  // copy once no forward still writes the blocks. read/write_kv_block are the same, waited for.
   size_t kv_block_bytes() const override;
   std::string kv_layout() const override;
   void read_kv_block(int32_t block, std::span<std::byte> out) override;
@@ -166,21 +167,18 @@ class CudaBackend final : public Backend {
   CudaBackendConfig opts_;
   cudaStream_t stream_ = nullptr;
   // KV offload copies (start_kv_save, start_kv_load): a lane per direction, the layers' pool
-  // bases, an event to order a lane after stream_, and one event per copy in flight (by ticket;
-  // finished ones are reused), under kv_mu_.
+  // bases, and one event per copy in flight (by ticket; finished ones are reused), under kv_mu_.
   struct CopyLane {
     cudaStream_t stream = nullptr;
     cuda::DeviceBuffer stage;  // kKvCopyMaxBlocks blocks
   };
   CopyLane kv_lanes_[2];  // saves, loads
   std::vector<std::byte*> kv_layer_ptrs_;
-  cudaEvent_t kv_after_compute_ = nullptr;
   std::mutex kv_mu_;
   uint64_t kv_tickets_ = 0;
   std::unordered_map<uint64_t, cudaEvent_t> kv_copies_;
   std::vector<cudaEvent_t> kv_free_events_;
-  // Copies blocks between the pool and host buffers on a lane (after the work queued on stream_
-  // so far) and returns the ticket of their event.
+  // Copies blocks between the pool and host buffers on a lane; returns the ticket of their event.
   uint64_t kv_copy(CopyLane& lane, std::span<const int32_t> blocks,
                    std::span<std::byte* const> host, bool save);
   int sm_count_ = 0;
