@@ -189,7 +189,8 @@ struct Engine::Impl {
     }
     for (auto& r : in) {
       Request* raw = r.get();
-      if (offload) kv.prefetch_prefix(std::span<const int32_t>(raw->tokens).first(raw->prompt_len));
+      if (offload)
+        raw->kv_prefetch = kv.prefetch_prefix(std::span<const int32_t>(raw->tokens).first(raw->prompt_len));
       requests.emplace(r->id, std::move(r));
       scheduler.add(raw);
       st.prompt_tokens += raw->prompt_len;

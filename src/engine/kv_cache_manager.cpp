@@ -29,7 +29,7 @@ uint64_t KvCacheManager::chain_hash(uint64_t parent, std::span<const int32_t> to
 }
 
 int64_t KvCacheManager::match_prefix(std::span<const int32_t> tokens, std::vector<int32_t>& table,
-                                     std::vector<uint64_t>& hashes) {
+                                     std::vector<uint64_t>& hashes, bool read_disk) {
   NF_CHECK(table.empty() && hashes.empty(), "match_prefix on a table that already has blocks");
   if (!prefix_caching_ || tokens.empty()) return 0;
   stats_.prefix_queries += static_cast<int64_t>(tokens.size());
@@ -54,7 +54,7 @@ int64_t KvCacheManager::match_prefix(std::span<const int32_t> tokens, std::vecto
       const auto blk = tokens.subspan(i * block_size_, block_size_);
       const uint64_t h = chain_hash(parent, blk);
       if (cached_.count(h) != 0 || num_free_blocks() == 0 || !offload_->contains(h)) break;
-      auto [tier, payload] = offload_->load(h, blk);
+      auto [tier, payload] = offload_->load(h, blk, read_disk);
       if (tier == KvOffload::Tier::kNone) break;
       const int32_t id = take_block();
       Block& b = blocks_[id];
@@ -155,8 +155,8 @@ void KvCacheManager::release(std::vector<int32_t>& table) {
   table.clear();
 }
 
-void KvCacheManager::prefetch_prefix(std::span<const int32_t> tokens) {
-  if (offload_ == nullptr || !prefix_caching_ || tokens.empty()) return;
+KvOffload::PrefetchDone KvCacheManager::prefetch_prefix(std::span<const int32_t> tokens) {
+  if (offload_ == nullptr || !prefix_caching_ || tokens.empty()) return nullptr;
   const int64_t max_blocks = (static_cast<int64_t>(tokens.size()) - 1) / block_size_;
   std::vector<KvOffload::BlockRef> refs;
   uint64_t parent = 0;
@@ -166,7 +166,7 @@ void KvCacheManager::prefetch_prefix(std::span<const int32_t> tokens) {
     if (refs.empty() && cached_.count(parent) != 0) continue;  // on the device
     refs.push_back({parent, std::vector<int32_t>(blk.begin(), blk.end())});
   }
-  offload_->prefetch(std::move(refs));
+  return offload_->prefetch(std::move(refs));
 }
 
 std::vector<KvSave> KvCacheManager::take_saves() {

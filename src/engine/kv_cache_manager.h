@@ -26,6 +26,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/kv_offload.h"
+
 namespace nf {
 
 class KvOffload;
@@ -67,8 +69,10 @@ class KvCacheManager {
   // (full blocks only, and never the block holding the last token, which must be computed to
   // get its logits), taking a reference on each. Fills `hashes` with their chain. Returns the
   // number of tokens covered.
+  // read_disk false: the offload tiers are looked up in host memory only (the prompt's prefetch
+  // is still running; see prefetch_prefix).
   int64_t match_prefix(std::span<const int32_t> tokens, std::vector<int32_t>& table,
-                       std::vector<uint64_t>& hashes);
+                       std::vector<uint64_t>& hashes, bool read_disk = true);
   // Grows `table` so that it covers num_tokens tokens. All or nothing: returns false and
   // changes nothing when there are not enough free or evictable blocks.
   bool reserve(std::vector<int32_t>& table, int64_t num_tokens);
@@ -82,8 +86,11 @@ class KvCacheManager {
   void set_offload(KvOffload* offload) { offload_ = offload; }
   KvOffload* offload() const { return offload_; }
   // A new prompt: its prefix blocks past those the device holds are moved from the disk tier
-  // to the host tier in the background (KvOffload::prefetch), ahead of its admission.
-  void prefetch_prefix(std::span<const int32_t> tokens);
+  // to the host tier in the background (KvOffload::prefetch), ahead of its admission, so that
+  // the scheduling thread does not wait for the disk. Returns the prefetch's done flag (null:
+  // nothing to fetch); the scheduler admits the request once it is set (reading from disk only
+  // what the host tier dropped again meanwhile), or earlier, host-only, when the GPU would idle.
+  KvOffload::PrefetchDone prefetch_prefix(std::span<const int32_t> tokens);
   // The saves and loads queued since the last call, in order, for the executor to start.
   std::vector<KvSave> take_saves();
   std::vector<KvLoad> take_loads();

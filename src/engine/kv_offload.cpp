@@ -118,7 +118,7 @@ bool HostKvTier::put(uint64_t hash, std::span<const int32_t> tokens,
 }
 
 bool HostKvTier::put(uint64_t hash, std::span<const int32_t> tokens, Buffer payload,
-                     const Evicted& evicted) {
+                     const Evicted& evicted, bool promoted) {
   if (capacity_blocks_ == 0) return false;
   auto it = map_.find(hash);
   if (it != map_.end()) {
@@ -137,6 +137,7 @@ bool HostKvTier::put(uint64_t hash, std::span<const int32_t> tokens, Buffer payl
   Entry& e = map_[hash];
   e.tokens.assign(tokens.begin(), tokens.end());
   e.data = std::move(payload);
+  e.promoted = promoted;
   e.lru = lru_.insert(lru_.end(), hash);
   return true;
 }
@@ -150,12 +151,14 @@ bool HostKvTier::get(uint64_t hash, std::span<const int32_t> tokens, std::span<s
   return true;
 }
 
-HostKvTier::Buffer HostKvTier::get(uint64_t hash, std::span<const int32_t> tokens) {
+HostKvTier::Buffer HostKvTier::get(uint64_t hash, std::span<const int32_t> tokens,
+                                   bool* promoted) {
   auto it = map_.find(hash);
   if (it == map_.end()) return nullptr;
   Entry& e = it->second;
   if (!std::equal(tokens.begin(), tokens.end(), e.tokens.begin(), e.tokens.end())) return nullptr;
   lru_.splice(lru_.end(), lru_, e.lru);
+  if (promoted) *promoted = std::exchange(e.promoted, false);
   return e.data;
 }
 
@@ -580,15 +583,24 @@ KvOffload::~KvOffload() {
   if (pf_thread_.joinable()) pf_thread_.join();
 }
 
-void KvOffload::prefetch(std::vector<BlockRef> blocks) {
-  if (!host_ || !disk_ || blocks.empty()) return;
+KvOffload::PrefetchDone KvOffload::prefetch(std::vector<BlockRef> blocks) {
+  if (!host_ || !disk_ || blocks.empty()) return nullptr;
+  {
+    // Nothing to do unless the prefix goes on below the host tier into the disk tier.
+    std::lock_guard<std::mutex> lock(mu_);
+    auto b = blocks.begin();
+    while (b != blocks.end() && host_->contains(b->hash)) ++b;
+    if (b == blocks.end() || !disk_->contains(b->hash)) return nullptr;
+  }
+  auto done = std::make_shared<std::atomic<bool>>(false);
   {
     std::lock_guard<std::mutex> lock(pf_mu_);
-    if (pf_stop_) return;
-    pf_queue_.push_back(std::move(blocks));
+    if (pf_stop_) return nullptr;
+    pf_queue_.emplace_back(std::move(blocks), done);
     if (!pf_thread_.joinable()) pf_thread_ = std::thread([this] { prefetch_loop(); });
   }
   pf_cv_.notify_one();
+  return done;
 }
 
 void KvOffload::wait_prefetch() {
@@ -601,7 +613,7 @@ void KvOffload::prefetch_loop() {
   for (;;) {
     pf_cv_.wait(lock, [&] { return pf_stop_ || !pf_queue_.empty(); });
     if (pf_stop_) return;
-    std::vector<BlockRef> job = std::move(pf_queue_.front());
+    auto [job, done] = std::move(pf_queue_.front());
     pf_queue_.pop_front();
     pf_busy_ = true;
     lock.unlock();
@@ -614,21 +626,25 @@ void KvOffload::prefetch_loop() {
       Buffer buf = pool_->get();
       if (!disk_->get(b.hash, b.tokens, {buf.get(), block_bytes_})) break;
       std::lock_guard<std::mutex> l(mu_);
-      put_host(b.hash, b.tokens, std::move(buf));
+      put_host(b.hash, b.tokens, std::move(buf), /*promoted=*/true);
       ++st_.prefetched;
     }
+    done->store(true);
     lock.lock();
     pf_busy_ = false;
     if (pf_queue_.empty()) pf_idle_cv_.notify_all();
   }
 }
 
-bool KvOffload::put_host(uint64_t hash, std::span<const int32_t> tokens, Buffer payload) {
+bool KvOffload::put_host(uint64_t hash, std::span<const int32_t> tokens, Buffer payload,
+                         bool promoted) {
   return host_ &&
-         host_->put(hash, tokens, std::move(payload),
-                    [&](uint64_t h, std::span<const int32_t> t, std::span<const std::byte> p) {
-                      if (disk_) disk_->put(h, t, p);
-                    });
+         host_->put(
+             hash, tokens, std::move(payload),
+             [&](uint64_t h, std::span<const int32_t> t, std::span<const std::byte> p) {
+               if (disk_) disk_->put(h, t, p);
+             },
+             promoted);
 }
 
 bool KvOffload::contains(uint64_t hash) const {
@@ -662,19 +678,21 @@ KvOffload::Tier KvOffload::load(uint64_t hash, std::span<const int32_t> tokens,
 }
 
 std::pair<KvOffload::Tier, KvOffload::Buffer> KvOffload::load(uint64_t hash,
-                                                              std::span<const int32_t> tokens) {
+                                                              std::span<const int32_t> tokens,
+                                                              bool read_disk) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    bool promoted = false;
     if (host_) {
-      if (Buffer b = host_->get(hash, tokens)) {
-        ++st_.host_hits;
-        return {Tier::kHost, std::move(b)};
+      if (Buffer b = host_->get(hash, tokens, &promoted)) {
+        ++(promoted ? st_.disk_hits : st_.host_hits);
+        return {promoted ? Tier::kDisk : Tier::kHost, std::move(b)};
       }
     }
   }
   // The disk read without this lock: saves from the executor go on meanwhile.
   Buffer b;
-  if (disk_) {
+  if (disk_ && read_disk) {
     b = pool_->get();
     if (!disk_->get(hash, tokens, {b.get(), block_bytes_})) b.reset();
   }

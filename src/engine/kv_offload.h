@@ -21,6 +21,7 @@
 // indexes the valid files of the same identity (oldest first in the LRU).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -78,11 +79,14 @@ class HostKvTier {
   bool put(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> payload,
            const Evicted& evicted);
   // The same, adopting `payload` (a buffer of the pool, not written to again) without a copy.
-  bool put(uint64_t hash, std::span<const int32_t> tokens, Buffer payload, const Evicted& evicted);
+  // promoted: it came up from the disk tier ahead of use (its first hit reports so).
+  bool put(uint64_t hash, std::span<const int32_t> tokens, Buffer payload, const Evicted& evicted,
+           bool promoted = false);
   // Copies the block to `out` and marks it recently used; false when absent or its tokens differ.
   bool get(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out);
-  // The same without a copy: the block's buffer, shared (null when absent or other tokens).
-  Buffer get(uint64_t hash, std::span<const int32_t> tokens);
+  // The same without a copy: the block's buffer, shared (null when absent or other tokens);
+  // `promoted` says whether this is the first hit since it came up from disk.
+  Buffer get(uint64_t hash, std::span<const int32_t> tokens, bool* promoted = nullptr);
   int64_t evictions() const { return evictions_; }
 
  private:
@@ -90,6 +94,7 @@ class HostKvTier {
     std::vector<int32_t> tokens;
     Buffer data;
     std::list<uint64_t>::iterator lru;
+    bool promoted = false;
   };
   size_t block_bytes_;
   std::shared_ptr<HostBlockPool> pool_;
@@ -197,25 +202,31 @@ class KvOffload {
   Tier load(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out);
   // The same without a copy on a host hit: the block's buffer, shared with the host tier (a disk
   // hit is read into a new buffer and promoted to the host tier with it). Null on a miss.
-  std::pair<Tier, Buffer> load(uint64_t hash, std::span<const int32_t> tokens);
+  // read_disk false: host only (a block the prefetch brought up from disk still counts as a disk
+  // hit, on its first use).
+  std::pair<Tier, Buffer> load(uint64_t hash, std::span<const int32_t> tokens,
+                               bool read_disk = true);
   KvTierStats stats() const;
   void flush();  // the disk tier's queued writes
   DiskKvTier* disk() { return disk_.get(); }
   // Moves a prompt's prefix blocks (in chain order) from disk up to the host tier in the
   // background, so that its admission finds them in memory; stops at the first block on
-  // neither tier. A no-op without both tiers. wait_prefetch() returns once all queued ran.
+  // neither tier. Returns a flag set once done (null: nothing to do; a no-op without both
+  // tiers). wait_prefetch() returns once all queued ran.
   struct BlockRef {
     uint64_t hash;
     std::vector<int32_t> tokens;
   };
-  void prefetch(std::vector<BlockRef> blocks);
+  using PrefetchDone = std::shared_ptr<std::atomic<bool>>;
+  PrefetchDone prefetch(std::vector<BlockRef> blocks);
   void wait_prefetch();
 
  private:
   void prefetch_loop();
   // Into the host tier (under mu_), its least recently used blocks moving down to disk; false
   // without a host tier that holds anything.
-  bool put_host(uint64_t hash, std::span<const int32_t> tokens, Buffer payload);
+  bool put_host(uint64_t hash, std::span<const int32_t> tokens, Buffer payload,
+                bool promoted = false);
 
   size_t block_bytes_;
   std::shared_ptr<HostBlockPool> pool_;
@@ -226,7 +237,7 @@ class KvOffload {
   // The prefetch thread (started on first use) and its queue, under pf_mu_.
   std::mutex pf_mu_;
   std::condition_variable pf_cv_, pf_idle_cv_;
-  std::deque<std::vector<BlockRef>> pf_queue_;
+  std::deque<std::pair<std::vector<BlockRef>, PrefetchDone>> pf_queue_;
   bool pf_stop_ = false, pf_busy_ = false;
   std::thread pf_thread_;
 };

@@ -1,6 +1,7 @@
 // A request's state inside the engine.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -25,6 +26,8 @@ struct Request {
   bool stop_pending = false;        // will stop after its last sampled token: schedule no more
   bool sent_to_executor = false;
   bool awaiting_kv = false;         // admitted with blocks still loading from an offload tier
+  // Set while its prefix moves from the disk tier up to host memory (KvOffload::prefetch).
+  std::shared_ptr<const std::atomic<bool>> kv_prefetch;
   std::vector<int32_t> block_table; // KV block ids in position order
   std::vector<uint64_t> block_hashes;  // prefix hashes of the full blocks registered so far
   RequestState state = RequestState::Waiting;

@@ -131,8 +131,16 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
       if (!running_.empty() && projected_peak_tokens(projections, kv_.block_size()) > pool_tokens)
         break;
     }
+    // Its prefix is on its way up from the disk tier: it waits while the step has other work
+    // (the GPU never idles for the disk; admitted now, it recomputes what has not arrived).
+    const bool fetching = r->kv_prefetch && !r->kv_prefetch->load();
+    if (fetching && !out.empty()) {
+      ++w;
+      continue;
+    }
     if (r->block_table.empty())
-      r->num_computed = static_cast<int>(kv_.match_prefix(r->tokens, r->block_table, r->block_hashes));
+      r->num_computed = static_cast<int>(
+          kv_.match_prefix(r->tokens, r->block_table, r->block_hashes, /*read_disk=*/!fetching));
     const int n = std::min(static_cast<int>(r->tokens.size()) - r->num_computed, budget);
     if (!kv_.reserve(r->block_table, r->num_computed + n)) {
       kv_.release(r->block_table);  // give the prefix hits back; retried next step

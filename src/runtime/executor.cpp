@@ -83,10 +83,7 @@ void Executor::run_kv_io(StepInput& in) {
   if (!in.kv_saves.empty()) {
     NF_CHECK(in.kv_offload != nullptr, "{} KV saves without offload tiers", in.kv_saves.size());
     save.offload = in.kv_offload;
-    for (const KvSave& s : in.kv_saves) {
-      save.blocks.push_back(s.block);
-      save.buffers.push_back(in.kv_offload->new_buffer());
-    }
+    for (const KvSave& s : in.kv_saves) save.blocks.push_back(s.block);
     save.saves = std::move(in.kv_saves);
   }
   for (const KvLoad& l : in.kv_loads) load.blocks.push_back(l.block);
@@ -123,8 +120,12 @@ void Executor::copy_loop(bool save) {
       const std::span<const int32_t> blocks(job.blocks.data() + i0, n);
       uint64_t ticket = 0;
       if (save) {
+        // Buffers here, not on the executor's thread: the pool may have to grow (pinning).
         dst.clear();
-        for (size_t i = i0; i < i0 + n; ++i) dst.push_back(job.buffers[i].get());
+        for (size_t i = i0; i < i0 + n; ++i) {
+          job.buffers.push_back(job.offload->new_buffer());
+          dst.push_back(job.buffers.back().get());
+        }
         ticket = backend_.start_kv_save(blocks, dst);
       } else {
         src.clear();

@@ -108,7 +108,7 @@ class Executor {
   struct CopyJob {
     std::vector<int32_t> blocks;
     std::vector<KvSave> saves;                   // save: what each block is
-    std::vector<HostBlockPool::Buffer> buffers;  // save: copied into
+    std::vector<HostBlockPool::Buffer> buffers;  // save: copied into (taken chunk by chunk)
     std::vector<KvLoad> loads;                   // load: copied from
     KvOffload* offload = nullptr;
   };

@@ -10,6 +10,9 @@
 #include <set>
 
 #include "common/status.h"
+#include "engine/kv_cache_manager.h"
+#include "engine/request.h"
+#include "engine/scheduler.h"
 #include "model/model_config.h"
 #include "runtime/backend.h"
 
@@ -324,6 +327,45 @@ TEST_P(EngineTimeline, OffloadHitRunsOnceItsLoadsFinishedAndComputesTheRest) {
   EXPECT_EQ(h.outs.at(id).cached_prompt_tokens, 8);
   EXPECT_EQ(h.engine->stats().kv_host_hit_tokens, 8);
   EXPECT_EQ(h.outs.at(id).token_ids, (std::vector<int32_t>{p.back() + 1}));
+}
+
+// A request whose prefix is still coming up from the disk tier waits while others run, but is
+// admitted at once when the step would otherwise be empty (the GPU never idles for the disk).
+TEST(SchedulerPrefetch, WaitsForItsPrefetchOnlyWhileOthersRun) {
+  KvCacheManager kv(64, 4);
+  Scheduler s({64, 8, 512, false}, kv);
+  auto make = [](nanoflow::RequestId id, int n, int32_t start) {
+    Request r;
+    r.id = id;
+    r.tokens = prompt_of(n, start);
+    r.prompt_len = n;
+    r.params = greedy(4);
+    return r;
+  };
+  Request a = make(1, 5, 1), b = make(2, 6, 20), c = make(3, 7, 40);
+  auto fetching_b = std::make_shared<std::atomic<bool>>(false);
+  auto fetching_c = std::make_shared<std::atomic<bool>>(false);
+  b.kv_prefetch = fetching_b;
+  c.kv_prefetch = fetching_c;
+  ScheduledBatch batch;
+  auto ids = [&](const std::vector<ScheduledRequest>& out) {
+    std::vector<nanoflow::RequestId> v;
+    for (const ScheduledRequest& x : out) v.push_back(x.request->id);
+    return v;
+  };
+  // Only fetching requests and nothing else to run: the first is admitted anyway.
+  s.add(&b);
+  EXPECT_EQ(ids(s.schedule(batch)), (std::vector<nanoflow::RequestId>{2}));
+  b.tokens.push_back(1);  // its sampled token
+  // Now b runs: a is admitted, c waits for its prefetch.
+  s.add(&a);
+  s.add(&c);
+  EXPECT_EQ(ids(s.schedule(batch)), (std::vector<nanoflow::RequestId>{2, 1}));
+  EXPECT_EQ(c.state, RequestState::Waiting);
+  b.tokens.push_back(1);
+  a.tokens.push_back(1);
+  fetching_c->store(true);
+  EXPECT_EQ(ids(s.schedule(batch)), (std::vector<nanoflow::RequestId>{2, 1, 3}));
 }
 
 INSTANTIATE_TEST_SUITE_P(AsyncAndSync, EngineTimeline, ::testing::Bool(),

@@ -225,15 +225,22 @@ TEST(KvOffload, HostEvictionsMoveToDiskAndDiskHitsComeBack) {
   EXPECT_EQ(s.misses, 1);
   EXPECT_TRUE(s.disk_enabled);
   EXPECT_EQ(s.host_blocks, 2);
+  // A host-only lookup (the scheduler's, with a host tier) never reads the disk.
+  EXPECT_EQ(off.load(b[1].hash, b[1].tokens, /*read_disk=*/false).first, KvOffload::Tier::kNone);
   // Prefetch: blocks on disk move up in the background, up to the first on neither tier.
-  // Now the host holds 3 and 0, the disk 1 and 2.
-  off.prefetch({{b[1].hash, b[1].tokens}, {b[2].hash, b[2].tokens}, {make_block(9).hash,
-                make_block(9).tokens}, {b[3].hash, b[3].tokens}});
+  // Now the host holds 3 and 0, the disk 1 and 2. Their first hit counts for the disk tier.
+  EXPECT_EQ(off.prefetch({{b[3].hash, b[3].tokens}}), nullptr);  // all in host memory
+  const KvOffload::PrefetchDone done =
+      off.prefetch({{b[1].hash, b[1].tokens}, {b[2].hash, b[2].tokens},
+                    {make_block(9).hash, make_block(9).tokens}, {b[3].hash, b[3].tokens}});
+  ASSERT_NE(done, nullptr);
   off.wait_prefetch();
+  EXPECT_TRUE(done->load());
   EXPECT_EQ(off.stats().prefetched, 2);
+  EXPECT_EQ(off.load(b[2].hash, b[2].tokens, /*read_disk=*/false).first, KvOffload::Tier::kDisk);
   EXPECT_EQ(off.load(b[2].hash, b[2].tokens, out), KvOffload::Tier::kHost);
   EXPECT_EQ(out, b[2].payload);
-  EXPECT_EQ(off.load(b[1].hash, b[1].tokens, out), KvOffload::Tier::kHost);
+  EXPECT_EQ(off.load(b[1].hash, b[1].tokens, out), KvOffload::Tier::kDisk);
   EXPECT_EQ(out, b[1].payload);
 }
 
