@@ -210,9 +210,7 @@ uint64_t CudaBackend::kv_copy(CopyLane& lane, std::span<const int32_t> blocks,
   std::lock_guard<std::mutex> lock(kv_mu_);
   cudaEvent_t ev = nullptr;
   if (kv_free_events_.empty()) {
-    // Blocking sync: the copier threads that wait on them sleep instead of spinning beside the
-    // executor's thread.
-    NF_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming | cudaEventBlockingSync));
+    NF_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
   } else {
     ev = kv_free_events_.back();
     kv_free_events_.pop_back();
