@@ -368,6 +368,13 @@ int cmd_bench_offline(BenchArgs& a, const std::string& command) {
         static_cast<long long>(o["device"].get<int64_t>()),
         static_cast<long long>(o["host"].get<int64_t>()),
         static_cast<long long>(o["disk"].get<int64_t>()));
+    if (j["cached_prompt_tokens"].get<int64_t>() > 0) {
+      std::printf("%-22s %.1f tokens/s (prompt tokens not from a cache, and output)",
+                  "computed", j["computed_tokens_per_s"].get<double>());
+      if (!j["pct_of_optimum_computed"].is_null())
+        std::printf(": %.1f%% of optimum", j["pct_of_optimum_computed"].get<double>());
+      std::printf("\n");
+    }
   }
   std::fputs(nf::format_op_profile(j).c_str(), stdout);
   if (!a.result_json.empty()) {

@@ -301,6 +301,15 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
         {"host_blocks", after.kv_host_blocks},
         {"disk_blocks", after.kv_disk_blocks},
         {"disk_enabled", after.kv_disk_enabled}};
+    // With prefix reuse the total counts cached prompt tokens that were never computed, so it
+    // can pass the optimum: the computed tokens' rate is the one to set against it.
+    const int64_t computed = prompt_tokens - (dev + host + disk) + out_tokens;
+    j["computed_tokens_per_s"] = static_cast<double>(computed) / secs;
+    j["pct_of_optimum_computed"] =
+        j["optimum_tokens_per_s"].is_null()
+            ? nlohmann::json(nullptr)
+            : nlohmann::json(100.0 * j["computed_tokens_per_s"].get<double>() /
+                             j["optimum_tokens_per_s"].get<double>());
   }
 
   const std::string prof = engine->op_profile_json();

@@ -113,6 +113,13 @@ TEST(Cli, BenchOfflineMultiTurnReportsTheOffloadTiers) {
   EXPECT_EQ(off["kv_offload"]["prefix_hit_tokens"]["host"], 0);
   EXPECT_GT(on["kv_offload"]["prefill_tokens_saved"].get<int64_t>(),
             off["kv_offload"]["prefill_tokens_saved"].get<int64_t>());
+  // The computed tokens' rate: prompt tokens not served by a cache, and the output.
+  for (const auto* j : {&off, &on}) {
+    const int64_t computed = (*j)["kv_offload"]["prefill_tokens_computed"].get<int64_t>() +
+                             (*j)["output_tokens"].get<int64_t>();
+    EXPECT_NEAR((*j)["computed_tokens_per_s"].get<double>() * (*j)["elapsed_s"].get<double>(),
+                static_cast<double>(computed), 1e-6 * static_cast<double>(computed));
+  }
   fs::remove_all(dir);
 }
 
