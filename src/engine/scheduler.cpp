@@ -126,17 +126,17 @@ std::vector<ScheduledRequest> Scheduler::schedule(ScheduledBatch& batch) {
       ++w;
       continue;
     }
-    if (config_.admit_by_projected_peak) {
-      projections.push_back(projection_of(*r));  // the first request is admitted regardless
-      if (!running_.empty() && projected_peak_tokens(projections, kv_.block_size()) > pool_tokens)
-        break;
-    }
     // Its prefix is on its way up from the disk tier: it waits while the step has other work
     // (the GPU never idles for the disk; admitted now, it recomputes what has not arrived).
     const bool fetching = r->kv_prefetch && !r->kv_prefetch->load();
     if (fetching && !out.empty()) {
       ++w;
       continue;
+    }
+    if (config_.admit_by_projected_peak) {
+      projections.push_back(projection_of(*r));  // the first request is admitted regardless
+      if (!running_.empty() && projected_peak_tokens(projections, kv_.block_size()) > pool_tokens)
+        break;
     }
     if (r->block_table.empty())
       r->num_computed = static_cast<int>(
