@@ -36,8 +36,18 @@ struct FileHeader {
 };
 static_assert(sizeof(FileHeader) == 64);
 
-uint64_t checksum_of(const std::byte* body, size_t n, uint64_t identity, uint64_t hash) {
-  return XXH64(body, n, identity ^ hash);
+// xxh64 over the file's body, tokens then payload (contiguous in a file, apart when the payload
+// was read straight into its destination), seeded with identity ^ block hash.
+uint64_t checksum_of(std::span<const std::byte> tokens, std::span<const std::byte> payload,
+                     uint64_t identity, uint64_t hash) {
+  XXH64_state_t* st = XXH64_createState();
+  NF_CHECK(st != nullptr, "xxh64: out of memory");
+  XXH64_reset(st, identity ^ hash);
+  XXH64_update(st, tokens.data(), tokens.size());
+  XXH64_update(st, payload.data(), payload.size());
+  const uint64_t d = XXH64_digest(st);
+  XXH64_freeState(st);
+  return d;
 }
 
 std::string hex16(uint64_t v) {
@@ -48,18 +58,18 @@ io_uring* ring(void* p) {
   return static_cast<io_uring*>(p);
 }
 
-// Whole-buffer reads and writes at offset 0, through io_uring (resubmitting short transfers) or
-// pread/pwrite. Returns 0 or -errno.
-int ring_io(io_uring* r, int fd, std::byte* buf, size_t n, bool write) {
+// Whole-buffer reads and writes at file offset `off`, through io_uring (resubmitting short
+// transfers) or pread/pwrite. Returns 0 or -errno.
+int ring_io(io_uring* r, int fd, std::byte* buf, size_t n, bool write, size_t off = 0) {
   size_t done = 0;
   while (done < n) {
     io_uring_sqe* sqe = io_uring_get_sqe(r);
     if (sqe == nullptr) return -EBUSY;
     const unsigned len = static_cast<unsigned>(std::min<size_t>(n - done, 1u << 30));
     if (write) {
-      io_uring_prep_write(sqe, fd, buf + done, len, done);
+      io_uring_prep_write(sqe, fd, buf + done, len, off + done);
     } else {
-      io_uring_prep_read(sqe, fd, buf + done, len, done);
+      io_uring_prep_read(sqe, fd, buf + done, len, off + done);
     }
     int rc = io_uring_submit(r);
     if (rc < 0) return rc;
@@ -75,11 +85,12 @@ int ring_io(io_uring* r, int fd, std::byte* buf, size_t n, bool write) {
   return 0;
 }
 
-int posix_io(int fd, std::byte* buf, size_t n, bool write) {
+int posix_io(int fd, std::byte* buf, size_t n, bool write, size_t off = 0) {
   size_t done = 0;
   while (done < n) {
-    const ssize_t r = write ? ::pwrite(fd, buf + done, n - done, static_cast<off_t>(done))
-                            : ::pread(fd, buf + done, n - done, static_cast<off_t>(done));
+    const auto at = static_cast<off_t>(off + done);
+    const ssize_t r = write ? ::pwrite(fd, buf + done, n - done, at)
+                            : ::pread(fd, buf + done, n - done, at);
     if (r < 0) {
       if (errno == EINTR) continue;
       return -errno;
@@ -354,7 +365,8 @@ void DiskKvTier::put(uint64_t hash, std::span<const int32_t> tokens,
   std::byte* body = file->data() + sizeof h;
   std::memcpy(body, tokens.data(), tokens.size() * 4);
   std::memcpy(body + tokens.size() * 4, payload.data(), payload.size());
-  h.checksum = checksum_of(body, file_bytes_ - sizeof h, identity_, hash);
+  const size_t tok_bytes = tokens.size() * 4;
+  h.checksum = checksum_of({body, tok_bytes}, {body + tok_bytes, payload.size()}, identity_, hash);
   std::memcpy(file->data(), &h, sizeof h);
 
   std::lock_guard<std::mutex> lock(mu_);
@@ -447,8 +459,8 @@ void DiskKvTier::flush() {
   idle_cv_.wait(lock, [&] { return (queue_.empty() && busy_ == 0) || !thread_.joinable(); });
 }
 
-bool DiskKvTier::read_file(const std::string& path, std::vector<std::byte>& bytes,
-                           std::string* err) {
+bool DiskKvTier::read_file(const std::string& path, std::vector<std::byte>& head,
+                           std::span<std::byte> payload, std::string* err) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) {
     *err = fmt::format("cannot open: {}", std::strerror(errno));
@@ -461,13 +473,15 @@ bool DiskKvTier::read_file(const std::string& path, std::vector<std::byte>& byte
     ::close(fd);
     return false;
   }
-  bytes.resize(file_bytes_);
+  head.resize(file_bytes_ - block_bytes_);
   int rc = 0;
   if (ring_ok_) {
     std::lock_guard<std::mutex> lock(read_mu_);
-    rc = ring_io(ring(read_ring_), fd, bytes.data(), bytes.size(), false);
+    rc = ring_io(ring(read_ring_), fd, head.data(), head.size(), false);
+    if (rc == 0) rc = ring_io(ring(read_ring_), fd, payload.data(), block_bytes_, false, head.size());
   } else {
-    rc = posix_io(fd, bytes.data(), bytes.size(), false);
+    rc = posix_io(fd, head.data(), head.size(), false);
+    if (rc == 0) rc = posix_io(fd, payload.data(), block_bytes_, false, head.size());
   }
   ::close(fd);
   if (rc < 0) {
@@ -497,16 +511,18 @@ bool DiskKvTier::header_ok(const void* header, uint64_t hash, std::string* why) 
 }
 
 DiskKvTier::Check DiskKvTier::verify(uint64_t hash, std::span<const int32_t> tokens,
-                                     const std::vector<std::byte>& file, std::string* why) const {
-  if (!header_ok(file.data(), hash, why)) return Check::kBad;
+                                     std::span<const std::byte> head,
+                                     std::span<const std::byte> payload, std::string* why) const {
+  if (!header_ok(head.data(), hash, why)) return Check::kBad;
   FileHeader h{};
-  std::memcpy(&h, file.data(), sizeof h);
-  const std::byte* body = file.data() + sizeof h;
-  if (checksum_of(body, file_bytes_ - sizeof h, identity_, hash) != h.checksum) {
+  std::memcpy(&h, head.data(), sizeof h);
+  const auto body_tokens = head.subspan(sizeof h);
+  if (checksum_of(body_tokens, payload, identity_, hash) != h.checksum) {
     *why = "checksum mismatch";
     return Check::kBad;
   }
-  if (std::memcmp(body, tokens.data(), tokens.size() * 4) != 0) return Check::kOtherTokens;
+  if (std::memcmp(body_tokens.data(), tokens.data(), tokens.size() * 4) != 0)
+    return Check::kOtherTokens;
   return Check::kOk;
 }
 
@@ -525,19 +541,27 @@ void DiskKvTier::drop_bad(uint64_t hash, const std::string& why) {
 bool DiskKvTier::get(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out) {
   NF_CHECK(out.size() == block_bytes_, "KV disk tier: reading {} bytes, block is {}", out.size(),
            block_bytes_);
-  std::vector<std::byte> file;
+  std::shared_ptr<const std::vector<std::byte>> pending;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!enabled_) return false;
     auto it = map_.find(hash);
     if (it == map_.end()) return false;
-    if (it->second.job) file = *it->second.job->file;  // still being written: from memory
+    if (it->second.job) pending = it->second.job->file;  // still being written: from memory
   }
-  // The read runs without the lock, so that saves and the writer thread go on meanwhile.
+  // The read runs without the lock, so that saves and the writer thread go on meanwhile. The
+  // payload goes straight into `out` (whatever the verdict: a miss leaves it undefined).
   std::string why;
-  const Check check = !file.empty() || read_file(path_of(hash), file, &why)
-                          ? verify(hash, tokens, file, &why)
-                          : Check::kBad;
+  Check check = Check::kBad;
+  const size_t head_bytes = file_bytes_ - block_bytes_;
+  if (pending) {
+    const std::span<const std::byte> f(*pending);
+    check = verify(hash, tokens, f.first(head_bytes), f.subspan(head_bytes), &why);
+    if (check == Check::kOk) std::memcpy(out.data(), f.data() + head_bytes, block_bytes_);
+  } else {
+    thread_local std::vector<std::byte> head;
+    if (read_file(path_of(hash), head, out, &why)) check = verify(hash, tokens, head, out, &why);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   auto it = map_.find(hash);
   if (check != Check::kOk) {
@@ -546,7 +570,6 @@ bool DiskKvTier::get(uint64_t hash, std::span<const int32_t> tokens, std::span<s
     drop_bad(hash, why);
     return false;
   }
-  std::memcpy(out.data(), file.data() + sizeof(FileHeader) + tokens.size() * 4, block_bytes_);
   if (it != map_.end()) lru_.splice(lru_.end(), lru_, it->second.lru);
   return true;
 }

@@ -149,11 +149,14 @@ class DiskKvTier {
   void evict_one();                      // under mu_
   void scan();
   bool write_file(const std::string& path, const std::vector<std::byte>& bytes, std::string* err);
-  bool read_file(const std::string& path, std::vector<std::byte>& bytes, std::string* err);
+  // A block file: its header and tokens into `head`, its payload straight into `payload`.
+  bool read_file(const std::string& path, std::vector<std::byte>& head,
+                 std::span<std::byte> payload, std::string* err);
   // The header alone (magic, version, identity, block hash and sizes), as the scan checks it.
   bool header_ok(const void* header, uint64_t hash, std::string* why) const;
-  Check verify(uint64_t hash, std::span<const int32_t> tokens, const std::vector<std::byte>& file,
-               std::string* why) const;
+  // head: the header and tokens; payload: the block's bytes.
+  Check verify(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> head,
+               std::span<const std::byte> payload, std::string* why) const;
   void drop_bad(uint64_t hash, const std::string& why);  // under mu_
 
   std::string dir_;
