@@ -82,8 +82,9 @@ std::vector<float> reference(const Batch& b, float scale) {
   return out;
 }
 
-// Runs the kernel with `splits` context splits (0: the heuristic) and returns the output.
-std::vector<float> run_gpu(const Batch& b, float scale, int splits) {
+// Runs the kernel with `splits` context splits (0: the heuristic) and returns the output;
+// tensor_cores: the decode kernel (decode_attention.cu), for batches of decode rows.
+std::vector<float> run_gpu(const Batch& b, float scale, int splits, bool tensor_cores = false) {
   auto d_q = upload_bf16(b.q);
   auto d_cache = upload_bf16(b.cache);
   auto d_pos = upload(b.positions);
@@ -119,7 +120,11 @@ std::vector<float> run_gpu(const Batch& b, float scale, int splits) {
   args.num_heads = b.heads;
   args.scale = scale;
   args.num_splits = splits;
-  cuda::paged_attention(args, nullptr);
+  if (tensor_cores) {
+    cuda::paged_decode_attention(args, nullptr);
+  } else {
+    cuda::paged_attention(args, nullptr);
+  }
   test::sync();
   return download_bf16(d_out, out_elems);
 }
@@ -129,16 +134,22 @@ const AttnCase kCases[] = {{8, 8, 128}, {32, 8, 128}, {32, 4, 128}, {8, 8, 64},
 
 class Attention : public test::KernelTest {};
 
+// Both kernels: the plain one and the tensor-core decode kernel (decode_attention.cu).
 TEST_F(Attention, DecodeAcrossPageBoundaries) {
-  const std::vector<Request> reqs = {{1, 1},  {15, 1}, {16, 1}, {17, 1},  {31, 1},
-                                     {32, 1}, {33, 1}, {97, 1}, {1000, 1}};
+  const std::vector<Request> reqs = {{1, 1},  {15, 1}, {16, 1}, {17, 1},  {31, 1},  {32, 1},
+                                     {33, 1}, {63, 1}, {64, 1}, {65, 1},  {97, 1},  {129, 1},
+                                     {1000, 1}};
   for (const AttnCase& c : kCases) {
     for (int splits : {1, 0, 3}) {
-      SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads << " D "
-                                      << c.head_dim << " splits " << splits);
-      const Batch b = make_batch(c, reqs, rng_);
-      const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-      test::expect_close(run_gpu(b, scale, splits), reference(b, scale), kBf16Budget, "decode");
+      for (bool tc : {false, true}) {
+        SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads << " D "
+                                        << c.head_dim << " splits " << splits
+                                        << (tc ? " tensor cores" : ""));
+        const Batch b = make_batch(c, reqs, rng_);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+        test::expect_close(run_gpu(b, scale, splits, tc), reference(b, scale), kBf16Budget,
+                           "decode");
+      }
     }
   }
 }
@@ -196,6 +207,38 @@ TEST_F(Attention, PositionBeyondBlockTableGivesNan) {
       EXPECT_EQ(nans, t == 1 ? static_cast<size_t>(row) : 0u)
           << "token " << t << " splits " << splits;
     }
+  }
+}
+
+// The tensor-core decode kernel (also in DecodeAcrossPageBoundaries): long contexts, peaked
+// scores, and a steady decode step.
+TEST_F(Attention, TensorCoreDecodeLongContextsAndPeakedScores) {
+  for (const AttnCase& c : {AttnCase{8, 1, 128}, AttnCase{32, 8, 128}, AttnCase{8, 8, 64}}) {
+    const Batch b = make_batch(c, {{4097, 1}, {16385, 1}, {2, 1}}, rng_);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    const auto ref = reference(b, scale);
+    for (int splits : {1, 0, 64}) {
+      SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads << " D "
+                                      << c.head_dim << " splits " << splits);
+      test::expect_close(run_gpu(b, scale, splits, true), ref, kBf16Budget, "tc long");
+    }
+  }
+  const AttnCase c{32, 8, 128};
+  Batch b = make_batch(c, {{200, 1}, {1000, 1}}, rng_);
+  for (auto& x : b.q) x = test::bf16_round(x * 4.0f);
+  for (int splits : {1, 4})
+    test::expect_close(run_gpu(b, 1.0f, splits, true), reference(b, 1.0f), kBf16Budget,
+                       "tc peaked");
+}
+
+TEST_F(Attention, TensorCoreDecodeOnlyBatch) {
+  std::vector<Request> reqs;
+  for (int i = 0; i < 200; ++i) reqs.push_back({1 + (i * 37) % 2000, 1});
+  for (const AttnCase& c : {AttnCase{32, 8, 128}, AttnCase{28, 4, 128}}) {
+    SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads);
+    const Batch b = make_batch(c, reqs, rng_);
+    const float scale = 1.0f / std::sqrt(128.0f);
+    test::expect_close(run_gpu(b, scale, 0, true), reference(b, scale), kBf16Budget, "tc batch");
   }
 }
 

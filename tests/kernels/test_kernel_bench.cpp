@@ -70,8 +70,9 @@ DeviceBuffer random_bf16(int64_t n, std::mt19937& rng) {
 
 class Bench : public test::KernelTest {};
 
-// Decode attention: `reqs` requests of `ctx` context, one new token each, 32/8 heads of 128.
-void bench_decode(int reqs, int ctx, std::mt19937& rng) {
+// Decode attention: `reqs` requests of `ctx` context, one new token each, 32/8 heads of 128;
+// tensor_cores: the decode kernel (decode_attention.cu) instead of the plain one.
+void bench_decode(int reqs, int ctx, std::mt19937& rng, bool tensor_cores = false) {
   const int H = 32, KVH = 8, D = 128, bs = 16;
   const int nb_per = (ctx + bs - 1) / bs;
   const int64_t num_blocks = static_cast<int64_t>(reqs) * nb_per;
@@ -101,10 +102,23 @@ void bench_decode(int reqs, int ctx, std::mt19937& rng) {
   a.num_heads = H;
   a.scale = 0.088f;
   a.num_splits = splits;
-  const double ms = time_ms([&] { cuda::paged_attention(a, nullptr); });
+  const double ms = time_ms([&] {
+    if (tensor_cores) {
+      cuda::paged_decode_attention(a, nullptr);
+    } else {
+      cuda::paged_attention(a, nullptr);
+    }
+  });
   const double bytes = static_cast<double>(reqs) * ctx * KVH * D * 2 * 2;
-  std::printf("decode attention %d x %d (splits %d): %.3f ms, %.2f TB/s of KV\n", reqs, ctx, splits,
-              ms, bytes / ms / 1e9);
+  std::printf("decode attention%s %d x %d (splits %d): %.3f ms, %.2f TB/s of KV\n",
+              tensor_cores ? " (tensor cores)" : "", reqs, ctx, splits, ms, bytes / ms / 1e9);
+}
+
+TEST_F(Bench, DISABLED_DecodeAttentionTensorCores) {
+  for (const auto& [reqs, ctx] : {std::pair{683, 1280}, {401, 1280}, {256, 4096}, {64, 16384}}) {
+    bench_decode(reqs, ctx, rng_, false);
+    bench_decode(reqs, ctx, rng_, true);
+  }
 }
 
 TEST_F(Bench, DISABLED_Attention) {

@@ -33,8 +33,10 @@ size_t paged_attention_workspace_bytes(int64_t tokens, int num_heads, int head_d
          sizeof(float);
 }
 
-void paged_attention(const PagedAttentionArgs& args, cudaStream_t stream) {
-  constexpr const char* op = "paged_attention";
+namespace {
+
+// Checks the arguments of `op` and turns them into the raw launch (tokens 0: nothing to run).
+launch::AttentionLaunch attention_launch(const PagedAttentionArgs& args, const char* op) {
   check_tensor(args.q, op, "q", DType::kBf16, 2);
   check_tensor(args.kv_cache, op, "kv_cache", DType::kBf16, 5);
   check_tensor(args.positions, op, "positions", DType::kI32, 1);
@@ -78,8 +80,6 @@ void paged_attention(const PagedAttentionArgs& args, cudaStream_t stream) {
         "{}: workspace {} (aligned to 16 bytes) needs {} bytes for {} splits", op,
         args.workspace.str(), ws, args.num_splits);
   }
-  if (tokens == 0) return;
-
   launch::AttentionLaunch a;
   a.q = args.q.ptr<launch::bf16>();
   a.q_stride = args.q.size(1);
@@ -98,7 +98,29 @@ void paged_attention(const PagedAttentionArgs& args, cudaStream_t stream) {
   a.scale = args.scale;
   a.num_splits = args.num_splits;
   a.workspace = ws > 0 ? args.workspace.ptr<float>() : nullptr;
-  launch::paged_attention(a, stream);
+  return a;
+}
+
+}  // namespace
+
+void paged_attention(const PagedAttentionArgs& args, cudaStream_t stream) {
+  const launch::AttentionLaunch a = attention_launch(args, "paged_attention");
+  if (a.tokens > 0) launch::paged_attention(a, stream);
+}
+
+void paged_decode_attention(const PagedAttentionArgs& args, cudaStream_t stream) {
+  constexpr const char* op = "paged_decode_attention";
+  const launch::AttentionLaunch a = attention_launch(args, op);
+  NF_CHECK(a.tokens == a.num_seqs, "{}: {} tokens for {} requests (decode rows only: one each)",
+           op, a.tokens, a.num_seqs);
+  NF_CHECK(a.block_size == launch::kDecodePage, "{}: blocks of {} tokens ({} is built)", op,
+           a.block_size, launch::kDecodePage);
+  NF_CHECK(a.num_heads / a.kv_heads <= launch::kDecodeMaxGroup,
+           "{}: {} query heads per kv head (at most {})", op, a.num_heads / a.kv_heads,
+           launch::kDecodeMaxGroup);
+  NF_CHECK(a.q_stride % 8 == 0 && reinterpret_cast<uintptr_t>(a.q) % 16 == 0,
+           "{}: q rows must be 16-byte aligned", op);
+  if (a.tokens > 0) launch::paged_decode_attention(a, stream);
 }
 
 }  // namespace nf::cuda

@@ -318,12 +318,16 @@ void launch::paged_attention(const AttentionLaunch& a, cudaStream_t stream) {
   } else {
     launch_attention_dim<128>(p, kg, stream);
   }
-  if (a.num_splits > 1) {
-    const dim3 grid(static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_heads));
-    attention_combine_kernel<<<grid, a.head_dim, 0, stream>>>(
-        p.part_acc, p.part_ml, a.out, a.num_heads, a.head_dim, a.num_splits);
-    NF_CUDA_CHECK_LAUNCH();
-  }
+  if (a.num_splits > 1) attention_combine(a, stream);
+}
+
+void launch::attention_combine(const AttentionLaunch& a, cudaStream_t stream) {
+  float* part_acc = a.workspace;
+  float* part_ml = a.workspace + a.tokens * a.num_heads * a.num_splits * a.head_dim;
+  const dim3 grid(static_cast<unsigned>(a.tokens), static_cast<unsigned>(a.num_heads));
+  attention_combine_kernel<<<grid, a.head_dim, 0, stream>>>(part_acc, part_ml, a.out,
+                                                            a.num_heads, a.head_dim, a.num_splits);
+  NF_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace nf::cuda

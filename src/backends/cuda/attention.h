@@ -40,4 +40,9 @@ size_t paged_attention_workspace_bytes(int64_t tokens, int num_heads, int head_d
 
 void paged_attention(const PagedAttentionArgs& args, cudaStream_t stream);
 
+// The same for a batch of decode rows only (each request has one query token), on tensor cores
+// (decode_attention.cu): blocks of 16 tokens, up to 16 query heads per kv head. Splits as
+// above (each request's context is cut into num_splits ranges of whole 64-key tiles).
+void paged_decode_attention(const PagedAttentionArgs& args, cudaStream_t stream);
+
 }  // namespace nf::cuda

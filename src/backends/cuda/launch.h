@@ -77,6 +77,14 @@ inline int64_t attention_workspace_floats(int64_t tokens, int heads, int head_di
 
 void paged_attention(const AttentionLaunch& a, cudaStream_t stream);
 
+// Merges split partials (the workspace above) into out [T, H*D] bf16.
+void attention_combine(const AttentionLaunch& a, cudaStream_t stream);
+
+// Decode rows on tensor cores (decode_attention.cu).
+constexpr int kDecodePage = 16;      // tokens per KV block
+constexpr int kDecodeMaxGroup = 16;  // query heads per kv head: the MMA's 16 rows
+void paged_decode_attention(const AttentionLaunch& a, cudaStream_t stream);
+
 }  // namespace nf::cuda::launch
 
 namespace nf::cuda::launch {
