@@ -88,8 +88,9 @@ struct EngineOptions {
         ->check(CLI::Range(0.01, 1.0))
         ->capture_default_str();
     app->add_option("--attention", engine.attention,
-                    "CUDA attention kernel: auto (FlashInfer where built in), flashinfer, native")
-        ->check(CLI::IsMember({"auto", "flashinfer", "native"}))
+                    "CUDA attention kernel: auto (FlashInfer where built in), flashinfer, native, "
+                    "tc (experimental: our tensor-core decode kernel, FlashInfer for prefill)")
+        ->check(CLI::IsMember({"auto", "flashinfer", "native", "tc"}))
         ->capture_default_str();
     app->add_option("--cuda-graphs", engine.cuda_graphs,
                     "CUDA graphs for the dense ops (token count padded to a bucket; attention "

@@ -30,7 +30,7 @@ struct EngineConfig {
   int block_size = 16;             // tokens per KV block
   double kv_cache_gb = 1.0;        // KV pool in host memory (CPU backend)
   double gpu_memory_utilization = 0.90;  // share of the GPU's memory the CUDA backend may hold
-  std::string attention = "auto";  // CUDA attention kernel: auto | flashinfer | native
+  std::string attention = "auto";  // CUDA attention kernel: auto | flashinfer | native | tc
   bool cuda_graphs = true;         // CUDA: replay the dense ops from graphs per padded batch size
   std::string pipeline_file;       // nano-batch schedules (JSON, see runtime/pipeline.h); empty:
                                    // serial; "auto": timed at start-up (CUDA; serial on the CPU)

@@ -183,15 +183,16 @@ std::vector<fs::path> hd128_golden_files() {
 }
 
 // Every head_dim-128 golden family on the CUDA backend with each attention kernel, named
-// explicitly (not "auto"): ours ("native") and FlashInfer's ("flashinfer", skipped when the build
-// has no FlashInfer). Same rule as CudaBackendGolden.
+// explicitly (not "auto"): ours ("native"), FlashInfer's ("flashinfer"), and our tensor-core
+// decode kernel with FlashInfer's prefill ("tc"); the last two are skipped when the build has
+// no FlashInfer. Same rule as CudaBackendGolden.
 class CudaBackendGoldenHd128
     : public ::testing::TestWithParam<std::tuple<fs::path, std::string>> {};
 
 TEST_P(CudaBackendGoldenHd128, GreedyMatchesTransformers) {
   const auto& [fixture, attn] = GetParam();
 #ifndef NANOFLOW_HAVE_FLASHINFER
-  if (attn == "flashinfer") GTEST_SKIP() << "built without FlashInfer (scripts/fetch_third_party.sh)";
+  if (attn != "native") GTEST_SKIP() << "built without FlashInfer (scripts/fetch_third_party.sh)";
 #endif
   if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
   const Golden g = load_golden(fixture);
@@ -204,7 +205,8 @@ TEST_P(CudaBackendGoldenHd128, GreedyMatchesTransformers) {
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, CudaBackendGoldenHd128,
     ::testing::Combine(::testing::ValuesIn(hd128_golden_files()),
-                       ::testing::Values(std::string("native"), std::string("flashinfer"))),
+                       ::testing::Values(std::string("native"), std::string("flashinfer"),
+                                         std::string("tc"))),
     [](const ::testing::TestParamInfo<std::tuple<fs::path, std::string>>& info) {
       std::string s = std::get<0>(info.param).stem().string() + "_" + std::get<1>(info.param);
       for (char& ch : s)
@@ -260,7 +262,7 @@ void expect_gpu_matches_cpu(const std::string& label, EngineConfig gpu_cfg, Engi
 // The attention kernels the GPU engine runs with in this build.
 std::vector<std::string> attention_kernels() {
 #ifdef NANOFLOW_HAVE_FLASHINFER
-  return {"native", "flashinfer"};
+  return {"native", "flashinfer", "tc"};
 #else
   return {"native"};
 #endif

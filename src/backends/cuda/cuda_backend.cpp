@@ -157,8 +157,15 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
     fail("--attention flashinfer: this build has no FlashInfer kernel for head_dim {} (built "
          "without the FlashInfer headers, or a head_dim other than 128)", hd);
   }
-  if (opts_.attention != "auto" && opts_.attention != "flashinfer" && opts_.attention != "native")
-    fail("--attention {}: auto, flashinfer or native", opts_.attention);
+  if (opts_.attention != "auto" && opts_.attention != "flashinfer" && opts_.attention != "native" &&
+      opts_.attention != "tc")
+    fail("--attention {}: auto, flashinfer, native or tc", opts_.attention);
+  tc_decode_ = opts_.attention == "tc";
+  if (tc_decode_ && (!fi_ok || opts_.block_size != cuda::launch::kDecodePage ||
+                     nh / nkv > cuda::launch::kDecodeMaxGroup))
+    fail("--attention tc (tensor-core decode, FlashInfer prefill) needs the FlashInfer build, "
+         "head_dim 128, blocks of {} tokens and at most {} query heads per kv head",
+         cuda::launch::kDecodePage, cuda::launch::kDecodeMaxGroup);
 #ifdef NANOFLOW_HAVE_FLASHINFER
   if (fi_ok && opts_.attention != "native") {
     for (auto* a : {&fi_attn_, &fi_prefill_})
@@ -743,10 +750,24 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
   const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t B = b.num_requests(), D = fi_attn_ ? fi_decodes_ : 0;
   if (fi_attn_) {
-    if (D > 0) {
+    if (D > 0 && !tc_decode_) {
       const std::string err = fi_attn_->plan(b.seq_indptr.data(), fi_page_indptr_host_.data(),
                                              static_cast<int>(D), stream_);
       NF_CHECK(err.empty(), "forward: decode {}", err);
+    }
+    if (D > 0 && tc_decode_) {
+      // The tensor-core decode kernel's context splits, over the decode rows.
+      attn_splits_ = cuda::paged_attention_num_splits(D, static_cast<int>(nh),
+                                                      static_cast<int>(nkv), max_context, sm_count_);
+      const size_t ws_bytes = cuda::paged_attention_workspace_bytes(
+          D, static_cast<int>(nh), static_cast<int>(hd), attn_splits_);
+      if (attn_workspace_.bytes() < ws_bytes) {
+        NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        attn_workspace_.reset(ws_bytes);
+      }
+      attn_ws_view_ = ws_bytes > 0
+                          ? attn_workspace_.view(DType::kU8, {static_cast<int64_t>(ws_bytes)})
+                          : cuda::TensorView();
     }
     if (B > D) {
       const std::string err =
@@ -922,7 +943,11 @@ void CudaBackend::run_attention(const ScheduledBatch& b, size_t li) {
   fa.kv_last_page_len = fi_last_page_len_.ptr<int32_t>();
   fa.out = attn.data;
   fa.sm_scale = scale;
-  if (D > 0) {
+  if (D > 0 && tc_decode_) {
+    run_tc_decode(b, 0, static_cast<int>(D), seq_indptr_.ptr<int32_t>(),
+                  fi_page_indptr_.ptr<int32_t>(), li, attn_splits_, attn_ws_view_, stream_);
+    mark("attention_decode", attn_flops_[0], attn_bytes_[0]);
+  } else if (D > 0) {
     const cudaError_t st = fi_attn_->run(fa, stream_);
     NF_CHECK(st == cudaSuccess, "forward: FlashInfer decode attention: {}",
              cudaGetErrorString(st));

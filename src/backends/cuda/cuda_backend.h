@@ -97,7 +97,9 @@ class CudaBackend final : public Backend {
   void wait_kv_copy(uint64_t ticket) override;
   HostAllocator host_allocator() const override;
   // The attention kernel in use: "flashinfer" or "native".
-  const char* attention_kernel() const { return fi_attn_ ? "flashinfer" : "native"; }
+  const char* attention_kernel() const {
+    return tc_decode_ ? "tc" : fi_attn_ ? "flashinfer" : "native";
+  }
 
  private:
   struct Layer {
@@ -138,6 +140,14 @@ class CudaBackend final : public Backend {
   void launch_segment(int s, int64_t Tp);
   // Attention of layer li over the batch's T rows (FlashInfer's two batches, or our kernel).
   void run_attention(const ScheduledBatch& b, size_t li);
+  // --attention tc: the tensor-core decode kernel (decode_attention.cu) over the decode
+  // requests [r0, r1) of the batch (their rows are contiguous), on layer li's cache, with
+  // FlashInfer's page lists: qo_indptr and page_indptr are device arrays of r1 - r0 + 1 entries
+  // rebased to the run. splits > 1 needs `workspace` for r1 - r0 rows.
+  void run_tc_decode(const ScheduledBatch& b, int r0, int r1, const int32_t* qo_indptr,
+                     const int32_t* page_indptr, size_t li, int splits,
+                     const cuda::TensorView& workspace, cudaStream_t stream);
+  bool tc_decode_ = false;
   void clear_graphs();
   void finish_step();
   // Op profiling: mark() records an event after an op when this step is profiled; the time

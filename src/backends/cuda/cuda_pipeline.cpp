@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "backends/cuda/activation.h"
+#include "backends/cuda/attention.h"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/embedding.h"
@@ -142,6 +143,7 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
                                 cudaMemcpyHostToDevice, stream_));
   for (const auto& nano : attn_runs_) {
     for (const AttnRun& run : nano) {
+      if (tc_decode_ && is_decode(run.req_begin)) continue;  // no plan: our kernel
       const int32_t* qo = nano_meta_host_.data() + run.index_offset;
       const int32_t* pages = qo + (run.req_end - run.req_begin + 1);
       const std::string err =
@@ -228,6 +230,13 @@ void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan,
       for (const AttnRun& run : runs) {
         const int64_t row0 = b.seq_indptr[run.req_begin];
         const int32_t* meta = nano_meta_dev_.as<int32_t>() + run.index_offset;
+        if (tc_decode_ && b.query_len(run.req_begin) == 1) {
+          // One split: runs of several nano-batches may overlap, and splits share a workspace.
+          run_tc_decode(b, run.req_begin, run.req_end, meta,
+                        meta + (run.req_end - run.req_begin + 1), static_cast<size_t>(layer), 1,
+                        cuda::TensorView(), stream);
+          continue;
+        }
         cuda::fi::BatchAttention::RunArgs fa;
         fa.q = static_cast<const std::byte*>(qkv_all.data) + row0 * qkv_w * 2;
         fa.q_stride_n = qkv_w;
@@ -260,6 +269,30 @@ void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan,
     }
   }
 #endif
+}
+
+void CudaBackend::run_tc_decode(const ScheduledBatch& b, int r0, int r1, const int32_t* qo_indptr,
+                                const int32_t* page_indptr, size_t li, int splits,
+                                const TensorView& workspace, cudaStream_t stream) {
+  const ModelConfig& c = config_;
+  const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t qkv_w = (nh + 2 * nkv) * hd, T = b.num_tokens(), n = r1 - r0;
+  const int64_t row0 = b.seq_indptr[static_cast<size_t>(r0)];
+  const int32_t p0 = fi_page_indptr_host_[static_cast<size_t>(r0)];
+  const int32_t p1 = fi_page_indptr_host_[static_cast<size_t>(r1)];
+  cuda::PagedAttentionArgs a;
+  a.q = row_slice(qkv_.view(DType::kBf16, {T, qkv_w}), row0, n);
+  a.kv_cache = layers_[li].kv.view(DType::kBf16, {num_blocks_, 2, nkv, opts_.block_size, hd});
+  a.positions = span_slice(positions_, row0, n);
+  a.seq_indptr = TensorView(const_cast<int32_t*>(qo_indptr), DType::kI32, {n + 1});
+  a.block_indptr = TensorView(const_cast<int32_t*>(page_indptr), DType::kI32, {n + 1});
+  a.block_ids = span_slice(fi_page_ids_, p0, p1 - p0);
+  a.out = row_slice(attn_.view(DType::kBf16, {T, nh * hd}), row0, n);
+  a.workspace = workspace;
+  a.num_heads = static_cast<int>(nh);
+  a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  a.num_splits = splits;
+  cuda::paged_decode_attention(a, stream);
 }
 
 }  // namespace nf
