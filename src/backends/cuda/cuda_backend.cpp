@@ -736,6 +736,23 @@ void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatc
   }
 }
 
+// Our own kernels' context splits (attn_splits_) and their workspace (attn_ws_view_) for `rows`
+// query rows.
+void CudaBackend::size_attention_splits(int64_t rows, int64_t max_context) {
+  const ModelConfig& c = config_;
+  const int nh = static_cast<int>(c.num_heads);
+  attn_splits_ = cuda::paged_attention_num_splits(rows, nh, static_cast<int>(c.num_kv_heads),
+                                                  max_context, sm_count_);
+  const size_t ws_bytes = cuda::paged_attention_workspace_bytes(
+      rows, nh, static_cast<int>(c.head_dim), attn_splits_);
+  if (attn_workspace_.bytes() < ws_bytes) {
+    NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    attn_workspace_.reset(ws_bytes);
+  }
+  attn_ws_view_ = ws_bytes > 0 ? attn_workspace_.view(DType::kU8, {static_cast<int64_t>(ws_bytes)})
+                               : cuda::TensorView();
+}
+
 // Per layer (residual_ holds the residual stream, h_ the normed input and the GEMM outputs):
 //   h = add_rms_norm(h, residual) (plain rms_norm of the embeddings in layer 0)
 //   qkv = h @ w_qkv^T + b_qkv; RoPE on q, k and K/V into the cache; attn = attention(q, cache)
@@ -755,20 +772,7 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
                                              static_cast<int>(D), stream_);
       NF_CHECK(err.empty(), "forward: decode {}", err);
     }
-    if (D > 0 && tc_decode_) {
-      // The tensor-core decode kernel's context splits, over the decode rows.
-      attn_splits_ = cuda::paged_attention_num_splits(D, static_cast<int>(nh),
-                                                      static_cast<int>(nkv), max_context, sm_count_);
-      const size_t ws_bytes = cuda::paged_attention_workspace_bytes(
-          D, static_cast<int>(nh), static_cast<int>(hd), attn_splits_);
-      if (attn_workspace_.bytes() < ws_bytes) {
-        NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
-        attn_workspace_.reset(ws_bytes);
-      }
-      attn_ws_view_ = ws_bytes > 0
-                          ? attn_workspace_.view(DType::kU8, {static_cast<int64_t>(ws_bytes)})
-                          : cuda::TensorView();
-    }
+    if (D > 0 && tc_decode_) size_attention_splits(D, max_context);  // over the decode rows
     if (B > D) {
       const std::string err =
           fi_prefill_->plan(fi_prefill_qo_indptr_host_.data(),
@@ -777,18 +781,7 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
     }
     mark("attention_plan", 0, 0);
   } else {
-    // Our own kernel's context splits and their workspace.
-    attn_splits_ = cuda::paged_attention_num_splits(T, static_cast<int>(nh), static_cast<int>(nkv),
-                                                    max_context, sm_count_);
-    const size_t ws_bytes = cuda::paged_attention_workspace_bytes(
-        T, static_cast<int>(nh), static_cast<int>(hd), attn_splits_);
-    if (attn_workspace_.bytes() < ws_bytes) {
-      NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      attn_workspace_.reset(ws_bytes);
-    }
-    attn_ws_view_ = ws_bytes > 0
-                        ? attn_workspace_.view(DType::kU8, {static_cast<int64_t>(ws_bytes)})
-                        : cuda::TensorView();
+    size_attention_splits(T, max_context);
   }
   // Work of each op, for the profile's floors (FLOPs over the GEMM rate, bytes over HBM). With
   // FlashInfer, decodes ([0, D) requests and rows) and prefill chunks are timed apart.

@@ -140,6 +140,7 @@ class CudaBackend final : public Backend {
   void launch_segment(int s, int64_t Tp);
   // Attention of layer li over the batch's T rows (FlashInfer's two batches, or our kernel).
   void run_attention(const ScheduledBatch& b, size_t li);
+  void size_attention_splits(int64_t rows, int64_t max_context);
   // --attention tc: the tensor-core decode kernel (decode_attention.cu) over the decode
   // requests [r0, r1) of the batch (their rows are contiguous), on layer li's cache, with
   // FlashInfer's page lists: qo_indptr and page_indptr are device arrays of r1 - r0 + 1 entries
