@@ -196,18 +196,27 @@ TEST_F(Attention, PeakedScoresStayFinite) {
 
 TEST_F(Attention, PositionBeyondBlockTableGivesNan) {
   const AttnCase c{8, 8, 64};
+  const int64_t row = static_cast<int64_t>(c.heads) * c.head_dim;
+  // Row `bad` all NaN, the others finite.
+  auto expect_nan_row = [&](const Batch& b, bool tc, int64_t bad) {
+    for (int splits : {1, 3}) {
+      const auto out = run_gpu(b, 0.125f, splits, tc);
+      for (int64_t t = 0; t < b.tokens; ++t) {
+        const auto first = out.begin() + t * row;
+        const size_t nans =
+            std::count_if(first, first + row, [](float x) { return std::isnan(x); });
+        EXPECT_EQ(nans, t == bad ? static_cast<size_t>(row) : 0u)
+            << "token " << t << " splits " << splits << (tc ? " tensor cores" : "");
+      }
+    }
+  };
   Batch b = make_batch(c, {{20, 2}, {5, 1}}, rng_);
   b.positions[1] = 40;  // the first request has 2 blocks (32 slots)
-  for (int splits : {1, 3}) {
-    const auto out = run_gpu(b, 0.125f, splits);
-    const int64_t row = static_cast<int64_t>(c.heads) * c.head_dim;
-    for (int64_t t = 0; t < b.tokens; ++t) {
-      const auto first = out.begin() + t * row;
-      const size_t nans = std::count_if(first, first + row, [](float x) { return std::isnan(x); });
-      EXPECT_EQ(nans, t == 1 ? static_cast<size_t>(row) : 0u)
-          << "token " << t << " splits " << splits;
-    }
-  }
+  expect_nan_row(b, false, 1);
+  // The tensor-core decode kernel: decode rows, the second one past its single block.
+  Batch d = make_batch(c, {{20, 1}, {5, 1}}, rng_);
+  d.positions[1] = 40;
+  expect_nan_row(d, true, 1);
 }
 
 // The tensor-core decode kernel (also in DecodeAcrossPageBoundaries): long contexts, peaked

@@ -123,7 +123,10 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Dec
   const int per_split = (tiles + splits - 1) / splits;
   const int begin = split * per_split * kTile;
   const int end = min(ctx, (split + 1) * per_split * kTile);
-  const int n_tiles = begin < end ? (end - begin + kTile - 1) / kTile : 0;
+  // A position past the block table reads nothing: its output is 0 / 0, NaN (as the plain
+  // kernel's), never another request's blocks.
+  const bool in_table = ctx <= (a.block_indptr[b + 1] - a.block_indptr[b]) * kPage;
+  const int n_tiles = in_table && begin < end ? (end - begin + kTile - 1) / kTile : 0;
   const int h0 = kvh * p.group;
 
   // Q: the group's heads, scaled, as bf16 rows of sq (zero rows past the group).
