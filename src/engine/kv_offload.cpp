@@ -85,6 +85,21 @@ int ring_io(io_uring* r, int fd, std::byte* buf, size_t n, bool write, size_t of
   return 0;
 }
 
+// One io_uring per reading thread (the scheduler's, each prefetch thread's), so that reads of
+// different threads are in flight together; null where io_uring cannot be set up.
+io_uring* thread_read_ring() {
+  struct Ring {
+    io_uring r{};
+    bool ok = false;
+    Ring() { ok = io_uring_queue_init(8, &r, 0) == 0; }
+    ~Ring() {
+      if (ok) io_uring_queue_exit(&r);
+    }
+  };
+  thread_local Ring ring;
+  return ring.ok ? &ring.r : nullptr;
+}
+
 int posix_io(int fd, std::byte* buf, size_t n, bool write, size_t off = 0) {
   size_t done = 0;
   while (done < n) {
@@ -205,19 +220,14 @@ DiskKvTier::DiskKvTier(const std::string& dir, int64_t capacity_bytes, const std
     return;
   }
   if (!posix_io_) {
-    auto* rr = new io_uring;
     auto* wr = new io_uring;
-    const int a = io_uring_queue_init(8, rr, 0);
-    const int b = a == 0 ? io_uring_queue_init(8, wr, 0) : a;
-    if (a == 0 && b == 0) {
-      read_ring_ = rr;
+    const int rc = io_uring_queue_init(8, wr, 0);
+    if (rc == 0) {
       write_ring_ = wr;
       ring_ok_ = true;
     } else {
-      if (a == 0) io_uring_queue_exit(rr);
-      delete rr;
       delete wr;
-      log_warn("KV disk tier: io_uring unavailable ({}); using pread/pwrite", std::strerror(-b));
+      log_warn("KV disk tier: io_uring unavailable ({}); using pread/pwrite", std::strerror(-rc));
     }
   }
   enabled_ = true;
@@ -232,10 +242,6 @@ DiskKvTier::~DiskKvTier() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  if (read_ring_ != nullptr) {
-    io_uring_queue_exit(ring(read_ring_));
-    delete ring(read_ring_);
-  }
   if (write_ring_ != nullptr) {
     io_uring_queue_exit(ring(write_ring_));
     delete ring(write_ring_);
@@ -475,10 +481,9 @@ bool DiskKvTier::read_file(const std::string& path, std::vector<std::byte>& head
   }
   head.resize(file_bytes_ - block_bytes_);
   int rc = 0;
-  if (ring_ok_) {
-    std::lock_guard<std::mutex> lock(read_mu_);
-    rc = ring_io(ring(read_ring_), fd, head.data(), head.size(), false);
-    if (rc == 0) rc = ring_io(ring(read_ring_), fd, payload.data(), block_bytes_, false, head.size());
+  if (io_uring* r = ring_ok_ ? thread_read_ring() : nullptr) {
+    rc = ring_io(r, fd, head.data(), head.size(), false);
+    if (rc == 0) rc = ring_io(r, fd, payload.data(), block_bytes_, false, head.size());
   } else {
     rc = posix_io(fd, head.data(), head.size(), false);
     if (rc == 0) rc = posix_io(fd, payload.data(), block_bytes_, false, head.size());
@@ -603,7 +608,7 @@ KvOffload::~KvOffload() {
     pf_queue_.clear();
   }
   pf_cv_.notify_all();
-  if (pf_thread_.joinable()) pf_thread_.join();
+  for (std::thread& t : pf_threads_) t.join();
 }
 
 KvOffload::PrefetchDone KvOffload::prefetch(std::vector<BlockRef> blocks) {
@@ -620,7 +625,8 @@ KvOffload::PrefetchDone KvOffload::prefetch(std::vector<BlockRef> blocks) {
     std::lock_guard<std::mutex> lock(pf_mu_);
     if (pf_stop_) return nullptr;
     pf_queue_.emplace_back(std::move(blocks), done);
-    if (!pf_thread_.joinable()) pf_thread_ = std::thread([this] { prefetch_loop(); });
+    while (pf_threads_.size() < kPrefetchThreads)
+      pf_threads_.emplace_back([this] { prefetch_loop(); });
   }
   pf_cv_.notify_one();
   return done;
@@ -628,7 +634,7 @@ KvOffload::PrefetchDone KvOffload::prefetch(std::vector<BlockRef> blocks) {
 
 void KvOffload::wait_prefetch() {
   std::unique_lock<std::mutex> lock(pf_mu_);
-  pf_idle_cv_.wait(lock, [&] { return pf_queue_.empty() && !pf_busy_; });
+  pf_idle_cv_.wait(lock, [&] { return pf_queue_.empty() && pf_busy_ == 0; });
 }
 
 void KvOffload::prefetch_loop() {
@@ -638,7 +644,7 @@ void KvOffload::prefetch_loop() {
     if (pf_stop_) return;
     auto [job, done] = std::move(pf_queue_.front());
     pf_queue_.pop_front();
-    pf_busy_ = true;
+    ++pf_busy_;
     lock.unlock();
     for (const BlockRef& b : job) {
       {
@@ -654,8 +660,8 @@ void KvOffload::prefetch_loop() {
     }
     done->store(true);
     lock.lock();
-    pf_busy_ = false;
-    if (pf_queue_.empty()) pf_idle_cv_.notify_all();
+    --pf_busy_;
+    if (pf_queue_.empty() && pf_busy_ == 0) pf_idle_cv_.notify_all();
   }
 }
 

@@ -166,11 +166,9 @@ class DiskKvTier {
   int64_t capacity_blocks_ = 0;
   bool posix_io_;
   bool ring_ok_ = false;
-  void* read_ring_ = nullptr;   // io_uring*, under read_mu_ (reads run outside mu_)
   void* write_ring_ = nullptr;  // io_uring*, worker thread
 
   mutable std::mutex mu_;
-  std::mutex read_mu_;
   std::condition_variable cv_, idle_cv_;
   bool enabled_ = false, stop_ = false;
   int busy_ = 0;
@@ -237,12 +235,16 @@ class KvOffload {
   std::unique_ptr<HostKvTier> host_;
   std::unique_ptr<DiskKvTier> disk_;
   KvTierStats st_;
-  // The prefetch thread (started on first use) and its queue, under pf_mu_.
+  // The prefetch threads (started on first use; each takes a prompt at a time, so that several
+  // reads are in flight on the disk and their checksums run on several cores) and their queue,
+  // under pf_mu_.
+  static constexpr int kPrefetchThreads = 4;
   std::mutex pf_mu_;
   std::condition_variable pf_cv_, pf_idle_cv_;
   std::deque<std::pair<std::vector<BlockRef>, PrefetchDone>> pf_queue_;
-  bool pf_stop_ = false, pf_busy_ = false;
-  std::thread pf_thread_;
+  bool pf_stop_ = false;
+  int pf_busy_ = 0;
+  std::vector<std::thread> pf_threads_;
 };
 
 }  // namespace nf

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "engine/kv_cache_manager.h"
 #include "engine/kv_offload.h"
@@ -189,6 +191,29 @@ TEST_P(DiskTier, FullDiskAndUnwritableDirectoryDisableTheTier) {
   tier.put(b0.hash, b0.tokens, b0.payload);
   tier.flush();
   EXPECT_FALSE(tier.contains(b0.hash));
+}
+
+// Reads from several threads at once (each reading thread has its own io_uring), as the
+// prefetch threads and the scheduler read.
+TEST_P(DiskTier, ReadsFromSeveralThreadsAtOnce) {
+  TempDir dir;
+  std::vector<Block> b;
+  for (int i = 0; i < 32; ++i) b.push_back(make_block(i));
+  DiskKvTier tier(dir.path.string(), 1 << 20, "model-a", kBytes, kBlockSize, GetParam());
+  ASSERT_TRUE(tier.enabled());
+  for (const Block& x : b) tier.put(x.hash, x.tokens, x.payload);
+  tier.flush();
+  std::atomic<int> ok{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 4; ++r)
+    readers.emplace_back([&, r] {
+      std::vector<std::byte> out(kBytes);
+      for (int rep = 0; rep < 3; ++rep)
+        for (int i = r; i < 32; i += 4)
+          ok += tier.get(b[i].hash, b[i].tokens, out) && out == b[i].payload;
+    });
+  for (std::thread& t : readers) t.join();
+  EXPECT_EQ(ok.load(), 3 * 32);
 }
 
 INSTANTIATE_TEST_SUITE_P(Io, DiskTier, ::testing::Values(false, true),
