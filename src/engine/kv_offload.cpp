@@ -591,7 +591,11 @@ KvOffload::KvOffload(const KvOffloadConfig& c, const std::string& identity, size
   if (c.host_gb > 0) {
     host_ = std::make_unique<HostKvTier>(static_cast<int64_t>(c.host_gb * 1e9), block_bytes, pool_);
     const auto t0 = std::chrono::steady_clock::now();
-    pool_->reserve(host_->capacity_blocks());
+    try {
+      pool_->reserve(host_->capacity_blocks());
+    } catch (const std::bad_alloc&) {
+      fail("--kv-host-gb {}: cannot allocate that much (pinned) host memory", c.host_gb);
+    }
     log_info("KV host tier: {} blocks ({:.1f} GB) allocated in {:.1f} s", host_->capacity_blocks(),
              static_cast<double>(host_->capacity_blocks()) * static_cast<double>(block_bytes) / 1e9,
              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

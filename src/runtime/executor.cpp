@@ -4,6 +4,7 @@
 #include <chrono>
 #include <utility>
 
+#include "common/log.h"
 #include "common/status.h"
 
 namespace nf {
@@ -115,29 +116,41 @@ void Executor::copy_loop(bool save) {
     me.jobs.pop_front();
     me.busy = true;
     lock.unlock();
+    job.buffers.resize(save ? job.blocks.size() : 0);
     for (size_t i0 = 0; i0 < job.blocks.size(); i0 += chunk) {
       const size_t n = std::min(chunk, job.blocks.size() - i0);
       const std::span<const int32_t> blocks(job.blocks.data() + i0, n);
-      uint64_t ticket = 0;
-      if (save) {
-        // Buffers here, not on the executor's thread: the pool may have to grow (pinning).
-        dst.clear();
-        for (size_t i = i0; i < i0 + n; ++i) {
-          job.buffers.push_back(job.offload->new_buffer());
-          dst.push_back(job.buffers.back().get());
+      try {
+        uint64_t ticket = 0;
+        if (save) {
+          // Buffers here, not on the executor's thread: the pool may have to grow (pinning).
+          dst.clear();
+          for (size_t i = i0; i < i0 + n; ++i) {
+            job.buffers[i] = job.offload->new_buffer();
+            dst.push_back(job.buffers[i].get());
+          }
+          ticket = backend_.start_kv_save(blocks, dst);
+        } else {
+          src.clear();
+          for (size_t i = i0; i < i0 + n; ++i) src.push_back(job.loads[i].payload.get());
+          ticket = backend_.start_kv_load(blocks, src);
         }
-        ticket = backend_.start_kv_save(blocks, dst);
-      } else {
-        src.clear();
-        for (size_t i = i0; i < i0 + n; ++i) src.push_back(job.loads[i].payload.get());
-        ticket = backend_.start_kv_load(blocks, src);
-      }
-      backend_.wait_kv_copy(ticket);
-      if (save) {
-        for (size_t i = i0; i < i0 + n; ++i)
-          job.offload->save(job.saves[i].hash, job.saves[i].tokens, std::move(job.buffers[i]));
-      } else {
-        for (size_t i = i0; i < i0 + n; ++i) job.loads[i].payload.reset();
+        backend_.wait_kv_copy(ticket);
+        if (save) {
+          for (size_t i = i0; i < i0 + n; ++i)
+            job.offload->save(job.saves[i].hash, job.saves[i].tokens, std::move(job.buffers[i]));
+        } else {
+          for (size_t i = i0; i < i0 + n; ++i) job.loads[i].payload.reset();
+        }
+      } catch (const std::bad_alloc&) {
+        // No pinned host memory for more buffers: these blocks are not saved (a later miss).
+        if (!copy_alloc_warned_.exchange(true))
+          log_warn("KV offload: out of host memory for save buffers; dropping saves meanwhile");
+      } catch (...) {
+        // A failed copy (the device is in error): raised on the engine's thread, whose next
+        // forward would fail too; nothing loaded by it may be used.
+        std::lock_guard<std::mutex> error_lock(copy_mu_);
+        if (!copy_error_) copy_error_ = std::current_exception();
       }
       std::lock_guard<std::mutex> done_lock(copy_mu_);
       auto& done = save ? finished_copies_.saved : finished_copies_.loaded;
@@ -151,6 +164,7 @@ void Executor::copy_loop(bool save) {
 
 Executor::FinishedCopies Executor::take_finished_copies() {
   std::lock_guard<std::mutex> lock(copy_mu_);
+  if (copy_error_) std::rethrow_exception(copy_error_);
   return std::exchange(finished_copies_, {});
 }
 

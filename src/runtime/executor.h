@@ -11,7 +11,9 @@
 #include <nanoflow/request_output.h>
 #include <nanoflow/sampling_params.h>
 
+#include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -76,7 +78,7 @@ class Executor {
   void kv_io_now(StepInput in);
   // The blocks whose copies have finished since the last call: saved ones (copied and handed
   // to the offload tiers) and loaded ones (resident on the device), for
-  // KvCacheManager::finish_saves and finish_loads.
+  // KvCacheManager::finish_saves and finish_loads. Throws the error of a copy that failed.
   struct FinishedCopies {
     std::vector<int32_t> saved, loaded;
   };
@@ -123,6 +125,8 @@ class Executor {
   Copier copiers_[2];  // saves, loads
   bool copy_stop_ = false;
   FinishedCopies finished_copies_;
+  std::exception_ptr copy_error_;  // a copy that failed, raised by take_finished_copies
+  std::atomic<bool> copy_alloc_warned_{false};
 
   Backend& backend_;
   std::vector<int32_t> eos_ids_;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <nanoflow/engine.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -60,8 +61,10 @@ class FakeBackend final : public Backend {
   size_t kv_block_bytes() const override { return kv_bytes; }
   std::string kv_layout() const override { return "fake"; }
   void read_kv_block(int32_t b, std::span<std::byte> out) override {
+    if (fail_copies) throw Error("fake: device copy failed");
     std::fill(out.begin(), out.end(), static_cast<std::byte>(b));
   }
+  std::atomic<bool> fail_copies{false};
   void write_kv_block(int32_t b, std::span<const std::byte>) override {
     // A slow copy: a request that ran before its loads finished would show in the count.
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -366,6 +369,19 @@ TEST(SchedulerPrefetch, WaitsForItsPrefetchOnlyWhileOthersRun) {
   a.tokens.push_back(1);
   fetching_c->store(true);
   EXPECT_EQ(ids(s.schedule(batch)), (std::vector<nanoflow::RequestId>{2, 1, 3}));
+}
+
+// A copy that fails on the copier thread (the device in error) is raised on the engine's
+// thread, not lost.
+TEST_P(EngineTimeline, AFailedOffloadCopyIsRaised) {
+  Harness h(64, 8, GetParam(), 64, "peak", /*kv_host_gb=*/1e-6);
+  h.backend->fail_copies = true;
+  h.engine->add_request(prompt_of(10), greedy(1));
+  EXPECT_THROW(
+      {
+        for (int i = 0; i < 100; ++i) h.engine->step();
+      },
+      Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(AsyncAndSync, EngineTimeline, ::testing::Bool(),

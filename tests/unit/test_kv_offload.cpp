@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "common/status.h"
 #include "engine/kv_cache_manager.h"
 #include "engine/kv_offload.h"
 
@@ -273,6 +274,19 @@ TEST(KvOffload, HostEvictionsMoveToDiskAndDiskHitsComeBack) {
 
 namespace nf {
 namespace {
+
+// A host tier whose memory cannot be had is a clear error at start-up.
+TEST(HostBlockPool, AHostTierThatCannotBeAllocatedIsAClearError) {
+  HostAllocator none{[](size_t) -> void* { return nullptr; }, [](void*) {}};
+  KvOffloadConfig c;
+  c.host_gb = 1e-3;
+  try {
+    KvOffload off(c, "model-a", 64, 4, none);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--kv-host-gb"), std::string::npos) << e.what();
+  }
+}
 
 // The host tier's buffers: carved from chunks, reused once their last owner drops them, and
 // valid after the pool itself is gone.
