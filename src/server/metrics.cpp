@@ -98,6 +98,22 @@ std::string Metrics::render(const nanoflow::EngineStats& st) const {
              : 0.0);
   scalar("nanoflow_num_preemptions_total", "counter", "Requests preempted.",
          static_cast<double>(st.preemptions));
+  // The KV offload tiers (--kv-host-gb, --kv-disk-dir): zero without them.
+  out +=
+      "# HELP nanoflow_kv_offload_hit_tokens_total Prompt tokens served from an offload tier "
+      "(part of the prefix cache hits).\n"
+      "# TYPE nanoflow_kv_offload_hit_tokens_total counter\n";
+  out += fmt::format("nanoflow_kv_offload_hit_tokens_total{{tier=\"host\"}} {}\n",
+                     st.kv_host_hit_tokens);
+  out += fmt::format("nanoflow_kv_offload_hit_tokens_total{{tier=\"disk\"}} {}\n",
+                     st.kv_disk_hit_tokens);
+  scalar("nanoflow_kv_offload_saved_blocks_total", "counter",
+         "KV blocks copied out to the offload tiers.", static_cast<double>(st.kv_saved_blocks));
+  out +=
+      "# HELP nanoflow_kv_offload_blocks KV blocks the offload tiers hold now.\n"
+      "# TYPE nanoflow_kv_offload_blocks gauge\n";
+  out += fmt::format("nanoflow_kv_offload_blocks{{tier=\"host\"}} {}\n", st.kv_host_blocks);
+  out += fmt::format("nanoflow_kv_offload_blocks{{tier=\"disk\"}} {}\n", st.kv_disk_blocks);
   ttft_.render("nanoflow_time_to_first_token_seconds",
                "Time from request arrival to its first token.", out);
   itl_.render("nanoflow_inter_token_latency_seconds",

@@ -116,8 +116,12 @@ def test_health_models_metrics(server):
     for key in ["nanoflow_num_requests_running", "nanoflow_num_requests_waiting", "nanoflow_kv_cache_usage_perc",
                 "nanoflow_prompt_tokens_total", "nanoflow_generation_tokens_total",
                 "nanoflow_prefix_cache_hit_rate", "nanoflow_time_to_first_token_seconds_count",
-                "nanoflow_inter_token_latency_seconds_count"]:
+                "nanoflow_inter_token_latency_seconds_count",
+                'nanoflow_kv_offload_hit_tokens_total{tier="host"}',
+                'nanoflow_kv_offload_hit_tokens_total{tier="disk"}',
+                "nanoflow_kv_offload_saved_blocks_total", 'nanoflow_kv_offload_blocks{tier="host"}']:
         assert key in m
+    assert m["nanoflow_kv_offload_saved_blocks_total"] == 0  # no tiers on this server
 
 
 def test_greedy_equals_generate(server):
