@@ -190,13 +190,19 @@ json finish_json(const nanoflow::RequestOutput& o) {
   return nanoflow::finish_reason_name(o.finish_reason);
 }
 
+// prompt_tokens_details.cached_tokens (as OpenAI and vLLM report it): each prompt's tokens
+// served from the prefix cache or the offload tiers, taken from its first choice (the n
+// choices of a prompt share it; choice i belongs to prompt i / n).
 json usage_json(const GenSpec& spec, const std::vector<nanoflow::RequestOutput>& choices) {
-  int64_t prompt = 0, completion = 0;
+  int64_t prompt = 0, completion = 0, cached = 0;
   for (const auto& p : spec.prompts) prompt += static_cast<int64_t>(p.size());
   for (const auto& c : choices) completion += static_cast<int64_t>(c.token_ids.size());
+  const size_t n = static_cast<size_t>(std::max(1, spec.params.n));
+  for (size_t i = 0; i < choices.size(); i += n) cached += choices[i].cached_prompt_tokens;
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
-          {"total_tokens", prompt + completion}};
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
 }  // namespace

@@ -137,6 +137,17 @@ def test_greedy_equals_generate(server):
         assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
+def test_usage_reports_cached_prompt_tokens(server):
+    # The same long prompt twice: the second finds its full blocks in the prefix cache.
+    c = server.client()
+    prompt = "A prompt long enough for several KV blocks, about rivers, bridges and old mills. " * 4
+    first = c.completions.create(model=NAME, prompt=prompt, max_tokens=2, temperature=0)
+    second = c.completions.create(model=NAME, prompt=prompt, max_tokens=2, temperature=0)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert 0 < cached < second.usage.prompt_tokens and cached % 16 == 0
+
+
 def test_completion_stream_equals_non_stream(server):
     c = server.client()
     full = c.completions.create(model=NAME, prompt=PROMPTS[2], max_tokens=10, temperature=0)
