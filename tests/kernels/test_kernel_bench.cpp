@@ -181,6 +181,7 @@ class FiBatch {
     std::vector<int32_t> last(B);
     for (int b = 0; b < B; ++b) {
       qo_[b + 1] = qo_[b] + q_lens[b];
+      for (int i = 0; i < q_lens[b]; ++i) positions_.push_back(kv_lens[b] - q_lens[b] + i);
       const int pages = (kv_lens[b] + P - 1) / P;
       pind_[b + 1] = pind_[b] + pages;
       last[b] = kv_lens[b] - (pages - 1) * P;
@@ -208,6 +209,8 @@ class FiBatch {
     d_pind_ = test::upload(pind_);
     d_ids_ = test::upload(ids);
     d_last_ = test::upload(last);
+    d_pos_ = test::upload(positions_);
+    page_size_ = P;
     a_.q = q_.data();
     a_.q_stride_n = q_stride;
     a_.qo_indptr = d_qo_.as<int32_t>();
@@ -227,6 +230,28 @@ class FiBatch {
     return attn_->run(a_, stream);
   }
   void run(int pool, cudaStream_t stream) { NF_CUDA_CHECK(try_run(pool, stream)); }
+  // The same batch (decode rows only) on our tensor-core decode kernel, with `splits` context
+  // splits (decode_attention.cu).
+  void run_tc(int pool, cudaStream_t stream, int splits = 1) {
+    const int64_t T = tokens(), B = static_cast<int64_t>(qo_.size()) - 1;
+    const size_t ws = cuda::paged_attention_workspace_bytes(T, H, D, splits);
+    if (ws_.bytes() < ws) ws_ = DeviceBuffer(ws);
+    cuda::PagedAttentionArgs a;
+    a.q = TensorView(q_.data(), DType::kBf16, {T, q_stride_});
+    a.kv_cache = TensorView(kv_[static_cast<size_t>(pool)].data(), DType::kBf16,
+                            {static_cast<int64_t>(pool_bytes_ / (2 * KVH * page_size_ * D * 2)), 2,
+                             KVH, page_size_, D});
+    a.positions = TensorView(d_pos_.data(), DType::kI32, {T});
+    a.seq_indptr = TensorView(d_qo_.data(), DType::kI32, {B + 1});
+    a.block_indptr = TensorView(d_pind_.data(), DType::kI32, {B + 1});
+    a.block_ids = TensorView(d_ids_.data(), DType::kI32, {num_pages()});
+    a.out = TensorView(out_.data(), DType::kBf16, {T, H * D});
+    if (ws > 0) a.workspace = TensorView(ws_.data(), DType::kU8, {static_cast<int64_t>(ws)});
+    a.num_heads = H;
+    a.scale = a_.sm_scale;
+    a.num_splits = splits;
+    cuda::paged_decode_attention(a, stream);
+  }
   int tokens() const { return qo_.back(); }
   int64_t num_pages() const { return pind_.back(); }
   int64_t q_stride() const { return q_stride_; }
@@ -238,9 +263,10 @@ class FiBatch {
   std::unique_ptr<cuda::fi::BatchAttention> attn_;  // unique_ptr: FiBatch moves, it does not
   cuda::fi::BatchAttention::RunArgs a_;
   int64_t q_stride_;
-  std::vector<int32_t> qo_, pind_;
+  std::vector<int32_t> qo_, pind_, positions_;
   std::vector<DeviceBuffer> kv_;
-  DeviceBuffer q_, out_, d_qo_, d_pind_, d_ids_, d_last_;
+  DeviceBuffer q_, out_, d_qo_, d_pind_, d_ids_, d_last_, d_pos_, ws_;
+  int page_size_ = 16;
   double kv_bytes_ = 0;
   size_t pool_bytes_ = 0;
 };
@@ -480,45 +506,58 @@ TEST_F(Bench, DISABLED_GreenContextOverlap) {
   GemmCase g(rng_, 2048, 28672, 4096);
   cuda::Gemm gemm;
   int i = 0;
-  const double attn_full = median_ms([&] { d.run(i++ % kPools, nullptr); }, 9, kPools)[0];
   const double gemm_full = median_ms([&] { gemm.run(g.args, nullptr); })[0];
-  for (const int k : {16, 24, 32, 48, 64}) {
-    std::string why;
-    const auto parts = cuda::GreenPartitions::create(0, {k, -1}, &why);
-    if (parts == nullptr) {
-      std::printf("GREEN {\"attention_sms\":%d,\"error\":\"%s\"}\n", k, why.c_str());
-      continue;
+  // FlashInfer's decode kernel, then our tensor-core one (one split: the partition's CTAs).
+  for (const bool tc : {false, true}) {
+    auto attn = [&](cudaStream_t s) {
+      if (tc) {
+        d.run_tc(i++ % kPools, s);
+      } else {
+        d.run(i++ % kPools, s);
+      }
+    };
+    const double attn_full = median_ms([&] { attn(nullptr); }, 9, kPools)[0];
+    for (const int k : {16, 24, 32, 48, 64}) {
+      std::string why;
+      const auto parts = cuda::GreenPartitions::create(0, {k, -1}, &why);
+      if (parts == nullptr) {
+        std::printf("GREEN {\"attention_sms\":%d,\"error\":\"%s\"}\n", k, why.c_str());
+        continue;
+      }
+      const cudaStream_t sa = parts->stream(0), sr = parts->stream(1);
+      gemm.set_sm_count_target(parts->sm_count(1));
+      const double attn_green = median_ms([&] { attn(sa); }, 9, kPools, sa)[0];
+      const double gemm_green = median_ms([&] { gemm.run(g.args, sr); }, 9, 10, sr)[0];
+      cudaEvent_t fork = nullptr, ja = nullptr, jr = nullptr;
+      for (cudaEvent_t* e : {&fork, &ja, &jr})
+        NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+      const double both = median_ms(
+          [&] {
+            NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
+            NF_CUDA_CHECK(cudaStreamWaitEvent(sa, fork, 0));
+            NF_CUDA_CHECK(cudaStreamWaitEvent(sr, fork, 0));
+            attn(sa);
+            gemm.run(g.args, sr);
+            NF_CUDA_CHECK(cudaEventRecord(ja, sa));
+            NF_CUDA_CHECK(cudaEventRecord(jr, sr));
+            NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, ja, 0));
+            NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, jr, 0));
+          },
+          9, kPools)[0];
+      gemm.set_sm_count_target(0);
+      for (cudaEvent_t e : {fork, ja, jr}) NF_CUDA_CHECK(cudaEventDestroy(e));
+      std::printf(
+          "GREEN {\"kernel\":\"%s\",\"attention_sms\":%d,\"gemm_sms\":%d,"
+          "\"attn_full_ms\":%.4f,\"gemm_full_ms\":%.4f,\"attn_green_ms\":%.4f,"
+          "\"attn_green_TBps\":%.3f,\"attn_green_GBps_per_sm\":%.1f,\"gemm_green_ms\":%.4f,"
+          "\"both_green_ms\":%.4f,\"both_over_serial_full\":%.3f}\n",
+          tc ? "tc" : "flashinfer", parts->sm_count(0), parts->sm_count(1), attn_full, gemm_full,
+          attn_green, d.kv_bytes() / attn_green / 1e9,
+          d.kv_bytes() / attn_green / 1e6 / parts->sm_count(0), gemm_green, both,
+          both / (attn_full + gemm_full));
+      std::fflush(stdout);
+      NF_CUDA_CHECK(cudaDeviceSynchronize());
     }
-    const cudaStream_t sa = parts->stream(0), sr = parts->stream(1);
-    gemm.set_sm_count_target(parts->sm_count(1));
-    const double attn_green = median_ms([&] { d.run(i++ % kPools, sa); }, 9, kPools, sa)[0];
-    const double gemm_green = median_ms([&] { gemm.run(g.args, sr); }, 9, 10, sr)[0];
-    cudaEvent_t fork = nullptr, ja = nullptr, jr = nullptr;
-    for (cudaEvent_t* e : {&fork, &ja, &jr})
-      NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
-    const double both = median_ms(
-        [&] {
-          NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
-          NF_CUDA_CHECK(cudaStreamWaitEvent(sa, fork, 0));
-          NF_CUDA_CHECK(cudaStreamWaitEvent(sr, fork, 0));
-          d.run(i++ % kPools, sa);
-          gemm.run(g.args, sr);
-          NF_CUDA_CHECK(cudaEventRecord(ja, sa));
-          NF_CUDA_CHECK(cudaEventRecord(jr, sr));
-          NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, ja, 0));
-          NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, jr, 0));
-        },
-        9, kPools)[0];
-    gemm.set_sm_count_target(0);
-    for (cudaEvent_t e : {fork, ja, jr}) NF_CUDA_CHECK(cudaEventDestroy(e));
-    std::printf(
-        "GREEN {\"attention_sms\":%d,\"gemm_sms\":%d,\"attn_full_ms\":%.4f,"
-        "\"gemm_full_ms\":%.4f,\"attn_green_ms\":%.4f,\"attn_green_TBps\":%.3f,"
-        "\"gemm_green_ms\":%.4f,\"both_green_ms\":%.4f,\"both_over_serial_full\":%.3f}\n",
-        parts->sm_count(0), parts->sm_count(1), attn_full, gemm_full, attn_green,
-        d.kv_bytes() / attn_green / 1e9, gemm_green, both, both / (attn_full + gemm_full));
-    std::fflush(stdout);
-    NF_CUDA_CHECK(cudaDeviceSynchronize());
   }
 }
 #endif  // NANOFLOW_HAVE_FLASHINFER
