@@ -487,6 +487,12 @@ int main(int argc, char** argv) {
   tu->add_option("--min-gain", tune.options.min_gain,
                  "Fraction by which a split schedule must beat serial to be chosen")
       ->check(CLI::Range(0.0, 0.99))->capture_default_str();
+  tu->add_option("--attention", tune.attention,
+                 "Attention kernel to time the schedules with: flashinfer, or tc (experimental: "
+                 "our tensor-core decode kernel, FlashInfer for prefill); serve and bench with "
+                 "the same --attention")
+      ->check(CLI::IsMember({"flashinfer", "tc"}))
+      ->capture_default_str();
   tu->add_option("--output", tune_output, "Schedule file to write (with every timing)")->required();
   CLI::App* sv = app.add_subcommand("serve", "OpenAI-compatible HTTP server");
   serve_eo.add_to(sv);

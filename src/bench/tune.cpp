@@ -23,11 +23,12 @@ nlohmann::json run_tune(const TuneConfig& tc) {
   bc.max_batch_tokens = tc.options.max_batch_tokens;
   bc.gpu_memory_utilization = tc.gpu_memory_utilization;
   bc.device = tc.device;
-  bc.attention = "flashinfer";
+  bc.attention = tc.attention;
   const std::vector<float> inv_freq = rope_inv_freq(model.config.rope, model.config.head_dim);
   CudaBackend backend(model.config, *model.weights, inv_freq, bc);
   TuneResult r = tune_pipeline(backend, tc.options);
   r.report["model"] = tc.model;
+  r.report["attention"] = tc.attention;
   return r.report;
 #endif
 }

@@ -14,6 +14,7 @@ struct TuneConfig {
   std::string model;  // as --model: a GGUF, a Hugging Face directory, or dummy:<preset>
   double gpu_memory_utilization = 0.90;
   int device = 0;
+  std::string attention = "flashinfer";  // the kernel the schedules are timed with (as --attention)
   TuneOptions options;  // batch size, budget, repeats, min gain
 };
 
