@@ -289,6 +289,7 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
     const int64_t disk = after.kv_disk_hit_tokens - before.kv_disk_hit_tokens;
     const int64_t dev = j["cached_prompt_tokens"].get<int64_t>() - host - disk;
     const double pt = static_cast<double>(std::max<int64_t>(1, prompt_tokens));
+    const int64_t prefill_computed = prompt_tokens - (dev + host + disk);
     j["kv_offload"] = {
         {"host_gb", ec.kv_host_gb},
         {"disk_dir", ec.kv_disk_dir},
@@ -296,14 +297,14 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
         {"prefix_hit_tokens", {{"device", dev}, {"host", host}, {"disk", disk}}},
         {"prefix_hit_rate", {{"device", dev / pt}, {"host", host / pt}, {"disk", disk / pt}}},
         {"prefill_tokens_saved", dev + host + disk},
-        {"prefill_tokens_computed", prompt_tokens - (dev + host + disk)},
+        {"prefill_tokens_computed", prefill_computed},
         {"blocks_saved", after.kv_saved_blocks - before.kv_saved_blocks},
         {"host_blocks", after.kv_host_blocks},
         {"disk_blocks", after.kv_disk_blocks},
         {"disk_enabled", after.kv_disk_enabled}};
     // With prefix reuse the total counts cached prompt tokens that were never computed, so it
     // can pass the optimum: the computed tokens' rate is the one to set against it.
-    const int64_t computed = prompt_tokens - (dev + host + disk) + out_tokens;
+    const int64_t computed = prefill_computed + out_tokens;
     j["computed_tokens_per_s"] = static_cast<double>(computed) / secs;
     j["pct_of_optimum_computed"] =
         j["optimum_tokens_per_s"].is_null()

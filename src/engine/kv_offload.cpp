@@ -116,6 +116,11 @@ int posix_io(int fd, std::byte* buf, size_t n, bool write, size_t off = 0) {
   return 0;
 }
 
+// Through the ring when there is one, else pread/pwrite.
+int file_io(io_uring* r, int fd, std::byte* buf, size_t n, bool write, size_t off = 0) {
+  return r != nullptr ? ring_io(r, fd, buf, n, write, off) : posix_io(fd, buf, n, write, off);
+}
+
 }  // namespace
 
 // ---- host tier ----------------------------------------------------------------------------
@@ -369,9 +374,9 @@ void DiskKvTier::put(uint64_t hash, std::span<const int32_t> tokens,
   h.block_hash = hash;
   h.payload_bytes = payload.size();
   std::byte* body = file->data() + sizeof h;
-  std::memcpy(body, tokens.data(), tokens.size() * 4);
-  std::memcpy(body + tokens.size() * 4, payload.data(), payload.size());
   const size_t tok_bytes = tokens.size() * 4;
+  std::memcpy(body, tokens.data(), tok_bytes);
+  std::memcpy(body + tok_bytes, payload.data(), payload.size());
   h.checksum = checksum_of({body, tok_bytes}, {body + tok_bytes, payload.size()}, identity_, hash);
   std::memcpy(file->data(), &h, sizeof h);
 
@@ -402,8 +407,7 @@ bool DiskKvTier::write_file(const std::string& path, const std::vector<std::byte
     return false;
   }
   auto* buf = const_cast<std::byte*>(bytes.data());
-  const int rc = ring_ok_ ? ring_io(ring(write_ring_), fd, buf, bytes.size(), true)
-                          : posix_io(fd, buf, bytes.size(), true);
+  const int rc = file_io(ring_ok_ ? ring(write_ring_) : nullptr, fd, buf, bytes.size(), true);
   ::close(fd);
   if (rc < 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
     *err = fmt::format("cannot write {}: {}", path, std::strerror(rc < 0 ? -rc : errno));
@@ -480,14 +484,9 @@ bool DiskKvTier::read_file(const std::string& path, std::vector<std::byte>& head
     return false;
   }
   head.resize(file_bytes_ - block_bytes_);
-  int rc = 0;
-  if (io_uring* r = ring_ok_ ? thread_read_ring() : nullptr) {
-    rc = ring_io(r, fd, head.data(), head.size(), false);
-    if (rc == 0) rc = ring_io(r, fd, payload.data(), block_bytes_, false, head.size());
-  } else {
-    rc = posix_io(fd, head.data(), head.size(), false);
-    if (rc == 0) rc = posix_io(fd, payload.data(), block_bytes_, false, head.size());
-  }
+  io_uring* r = ring_ok_ ? thread_read_ring() : nullptr;
+  int rc = file_io(r, fd, head.data(), head.size(), false);
+  if (rc == 0) rc = file_io(r, fd, payload.data(), block_bytes_, false, head.size());
   ::close(fd);
   if (rc < 0) {
     *err = fmt::format("read: {}", std::strerror(-rc));
@@ -655,9 +654,8 @@ void KvOffload::prefetch_loop() {
         std::lock_guard<std::mutex> l(mu_);
         if (host_->contains(b.hash)) continue;
       }
-      // The disk read without the tier lock (as in load); a miss ends the prefix.
-      Buffer buf = pool_->get();
-      if (!disk_->get(b.hash, b.tokens, {buf.get(), block_bytes_})) break;
+      Buffer buf = read_disk(b.hash, b.tokens);  // a miss ends the prefix
+      if (!buf) break;
       std::lock_guard<std::mutex> l(mu_);
       put_host(b.hash, b.tokens, std::move(buf), /*promoted=*/true);
       ++st_.prefetched;
@@ -667,6 +665,13 @@ void KvOffload::prefetch_loop() {
     --pf_busy_;
     if (pf_queue_.empty() && pf_busy_ == 0) pf_idle_cv_.notify_all();
   }
+}
+
+KvOffload::Buffer KvOffload::read_disk(uint64_t hash, std::span<const int32_t> tokens) {
+  // Without the tiers' lock: saves and other reads go on meanwhile.
+  Buffer b = pool_->get();
+  if (!disk_->get(hash, tokens, {b.get(), block_bytes_})) b.reset();
+  return b;
 }
 
 bool KvOffload::put_host(uint64_t hash, std::span<const int32_t> tokens, Buffer payload,
@@ -723,12 +728,7 @@ std::pair<KvOffload::Tier, KvOffload::Buffer> KvOffload::load(uint64_t hash,
       }
     }
   }
-  // The disk read without this lock: saves from the executor go on meanwhile.
-  Buffer b;
-  if (disk_ && read_disk) {
-    b = pool_->get();
-    if (!disk_->get(hash, tokens, {b.get(), block_bytes_})) b.reset();
-  }
+  Buffer b = disk_ && read_disk ? this->read_disk(hash, tokens) : nullptr;
   std::lock_guard<std::mutex> lock(mu_);
   if (b) {
     ++st_.disk_hits;

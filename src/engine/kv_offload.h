@@ -228,6 +228,8 @@ class KvOffload {
   // without a host tier that holds anything.
   bool put_host(uint64_t hash, std::span<const int32_t> tokens, Buffer payload,
                 bool promoted = false);
+  // The block from the disk tier into a new buffer (null on a miss); not under mu_.
+  Buffer read_disk(uint64_t hash, std::span<const int32_t> tokens);
 
   size_t block_bytes_;
   std::shared_ptr<HostBlockPool> pool_;

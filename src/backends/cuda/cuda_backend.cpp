@@ -181,7 +181,6 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
   NF_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   for (CopyLane& lane : kv_lanes_)
     NF_CUDA_CHECK(cudaStreamCreateWithPriority(&lane.stream, cudaStreamNonBlocking, least));
-
 }
 
 size_t CudaBackend::kv_block_bytes() const {
@@ -198,21 +197,21 @@ uint64_t CudaBackend::kv_copy(CopyLane& lane, std::span<const int32_t> blocks,
                               std::span<std::byte* const> host, bool save) {
   NF_CHECK(blocks.size() == host.size(), "KV copy: {} blocks, {} buffers", blocks.size(),
            host.size());
-  const size_t bb = kv_block_bytes();
+  const size_t bb = kv_block_bytes(), per_layer = bb / layers_.size();
   std::byte* stage = lane.stage.as<std::byte>();
   for (size_t i0 = 0; i0 < blocks.size(); i0 += cuda::kKvCopyMaxBlocks) {
     const size_t n = std::min<size_t>(cuda::kKvCopyMaxBlocks, blocks.size() - i0);
     for (size_t i = i0; i < i0 + n; ++i)
       NF_CHECK(blocks[i] >= 0 && blocks[i] < num_blocks_, "KV copy of block {}", blocks[i]);
     const auto chunk = blocks.subspan(i0, n);
-    if (save) cuda::kv_block_copy(kv_layer_ptrs_, bb / layers_.size(), chunk, stage, true, lane.stream);
+    if (save) cuda::kv_block_copy(kv_layer_ptrs_, per_layer, chunk, stage, true, lane.stream);
     for (size_t i = 0; i < n; ++i) {
       std::byte* dev = stage + i * bb;
       NF_CUDA_CHECK(cudaMemcpyAsync(save ? host[i0 + i] : dev, save ? dev : host[i0 + i], bb,
                                     save ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice,
                                     lane.stream));
     }
-    if (!save) cuda::kv_block_copy(kv_layer_ptrs_, bb / layers_.size(), chunk, stage, false, lane.stream);
+    if (!save) cuda::kv_block_copy(kv_layer_ptrs_, per_layer, chunk, stage, false, lane.stream);
   }
   std::lock_guard<std::mutex> lock(kv_mu_);
   cudaEvent_t ev = nullptr;
@@ -295,7 +294,6 @@ CudaBackend::~CudaBackend() {
   }
   for (auto& [t, e] : kv_copies_) cudaEventDestroy(e);
   for (cudaEvent_t e : kv_free_events_) cudaEventDestroy(e);
-
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
   for (cudaEvent_t e : {step_start_, step_end_, prev_end_})
     if (e != nullptr) cudaEventDestroy(e);
@@ -328,9 +326,8 @@ cuda::DeviceBuffer CudaBackend::upload(const WeightSource& w, const std::vector<
 // num_kv_blocks blocks), split evenly over the layers.
 void CudaBackend::allocate_kv_pool() {
   const ModelConfig& c = config_;
-  const size_t block_bytes =
-      static_cast<size_t>(2 * c.num_kv_heads * opts_.block_size * c.head_dim) * 2;
-  const size_t per_block_all_layers = block_bytes * static_cast<size_t>(c.num_layers);
+  const size_t per_block_all_layers = kv_block_bytes();  // what an offload copy moves
+  const size_t block_bytes = per_block_all_layers / static_cast<size_t>(c.num_layers);
   num_blocks_ = opts_.num_kv_blocks;
   NF_CHECK(layers_.size() <= static_cast<size_t>(cuda::kKvCopyMaxLayers), "{} layers: at most {}",
            layers_.size(), cuda::kKvCopyMaxLayers);

@@ -96,7 +96,7 @@ class CudaBackend final : public Backend {
                          std::span<const std::byte* const> src) override;
   void wait_kv_copy(uint64_t ticket) override;
   HostAllocator host_allocator() const override;
-  // The attention kernel in use: "flashinfer" or "native".
+  // The attention kernel in use: "tc" (decode rows; FlashInfer prefill), "flashinfer" or "native".
   const char* attention_kernel() const {
     return tc_decode_ ? "tc" : fi_attn_ ? "flashinfer" : "native";
   }
