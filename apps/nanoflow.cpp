@@ -111,9 +111,16 @@ struct EngineOptions {
                   "overlap (ablation)");
     app->add_option("--threads", engine.threads, "CPU threads (0: all)")->capture_default_str();
     app->add_option("--tensor-parallel-size", engine.tensor_parallel_size,
-                    "Ranks to split the model over (CPU: threads of one process; heads and KV "
-                    "heads must be divisible by it)")
+                    "Ranks to split the model over (CUDA: one GPU each, devices 0..N-1, "
+                    "collectives over NCCL; CPU: threads of one process). Heads, KV heads "
+                    "(and on CUDA the FFN size) must be divisible by it")
         ->check(CLI::Range(1, 256))
+        ->capture_default_str();
+    app->add_option("--tp-comm-ctas", engine.tp_comm_ctas,
+                    "CUDA tensor parallel: CTAs (so SMs) each NCCL collective may use, leaving "
+                    "the rest to the GEMMs it overlaps in a nano-batch schedule (0: NCCL's "
+                    "choice)")
+        ->check(CLI::Range(0, 64))
         ->capture_default_str();
     app->add_flag("!--no-prefix-caching", engine.enable_prefix_caching,
                   "Do not reuse the KV cache of shared prompt prefixes");
@@ -492,6 +499,15 @@ int main(int argc, char** argv) {
                  "our tensor-core decode kernel, FlashInfer for prefill); serve and bench with "
                  "the same --attention")
       ->check(CLI::IsMember({"flashinfer", "tc"}))
+      ->capture_default_str();
+  tu->add_option("--tensor-parallel-size", tune.tensor_parallel_size,
+                 "Time the schedules on N GPUs (devices 0..N-1, NCCL), all-reduces included; "
+                 "serve and bench with the same --tensor-parallel-size")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  tu->add_option("--tp-comm-ctas", tune.tp_comm_ctas,
+                 "With --tensor-parallel-size: NCCL CTAs per collective (0: NCCL's choice)")
+      ->check(CLI::Range(0, 64))
       ->capture_default_str();
   tu->add_option("--output", tune_output, "Schedule file to write (with every timing)")->required();
   CLI::App* sv = app.add_subcommand("serve", "OpenAI-compatible HTTP server");

@@ -17,12 +17,15 @@
 # e.g. 'Bench.DISABLED_Gemm:Bench.DISABLED_Elementwise'; run after the tests, log kernel_bench.log),
 # TUNE (a model preset, e.g. llama3-8b: `nanoflow tune` before the benchmarks, writing
 # $OUT/schedule_<model>.json, which a bench can then name: "llama3-8b 1024 512 2000 | --pipeline
-# $OUT/schedule_llama3-8b.json"), TUNE_BUDGET (seconds, default 120),
+# $OUT/schedule_llama3-8b.json"), TUNE_BUDGET (seconds, default 120), TUNE_FLAGS (more `tune`
+# flags, e.g. "--tensor-parallel-size 2"),
 # BUNDLE (1: at the end, everything in $OUT goes into $OUT/gpu_check.tgz and the rest is removed,
 # for the device tool, which brings back at most 8 files), BUILD_ALL (0: build only the CLI and
 # the kernel tests, for a short run with CPU_TESTS=0).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# NVLink multicast stays off (the lent multi-GPU hosts require it: KINDS.md); NCCL runs without.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 BUILD=${BUILD:-build-gpu}
 OUT=${OUT:-$BUILD/out}
 JOBS=${JOBS:-16}
@@ -80,7 +83,7 @@ BENCHES=${BENCHES:-"llama3-8b 1024 512 $NUM_REQUESTS"}
 t0=$(date +%s)
 if [ -n "${TUNE:-}" ]; then
   timeout "$BENCH_TIMEOUT" "$BUILD/nanoflow" tune --model "dummy:$TUNE" --max-batch-tokens 2048 \
-    --budget-s "${TUNE_BUDGET:-120}" --output "$OUT/schedule_$TUNE.json" >"$OUT/tune_$TUNE.log" 2>&1 \
+    --budget-s "${TUNE_BUDGET:-120}" ${TUNE_FLAGS:-} --output "$OUT/schedule_$TUNE.json" >"$OUT/tune_$TUNE.log" 2>&1 \
     || status_bench="FAILED (tune $TUNE)"
   echo "== tune $TUNE"; tail -5 "$OUT/tune_$TUNE.log"
 fi
@@ -140,10 +143,10 @@ printf '%-24s %-28s %s\n' build "$status_build" "$t_build"
 printf '%-24s %-28s %s\n' "test_kernels" "$status_kernels $(grep -E '^\[  PASSED  \]' "$OUT/kernels.log" | cut -c14-40)" "$t_kernels"
 printf '%-24s %-28s %s\n' "ctest (CPU)" "$status_cpu $(grep -E 'tests passed' "$OUT/ctest_cpu.log" | head -1 | cut -c1-20)" "$t_cpu"
 printf '%-24s %-28s %s\n' "benchmarks" "$status_bench" "$t_bench"
-grep -E "^PARITY|^GPU vs CPU" "$OUT/kernels.log" | sed 's/^/  /'
+grep -E "^PARITY|^GPU vs CPU|^REPORT .*(TP=|vs one GPU)" "$OUT/kernels.log" | sed 's/^/  /'
 for f in "$OUT"/bench_*.json; do
   [ -f "$f" ] || continue
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('  %-44s %9.0f tok/s  %5.1f%% of %7.0f (burst: %5.1f%% of %7.0f)' % (sys.argv[1].split('/')[-1], d['total_tokens_per_s'], d['pct_of_optimum'] or 0, d['optimum_tokens_per_s'] or 0, d.get('pct_of_burst_optimum') or 0, d.get('optimum_burst_tokens_per_s') or 0))" "$f"
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); tp=d.get('tensor_parallel_size',1); print('  %-44s %9.0f tok/s  %5.1f%% of %7.0f (burst: %5.1f%% of %7.0f)%s' % (sys.argv[1].split('/')[-1], d['total_tokens_per_s'], d['pct_of_optimum'] or 0, d['optimum_tokens_per_s'] or 0, d.get('pct_of_burst_optimum') or 0, d.get('optimum_burst_tokens_per_s') or 0, ' TP=%d: %.0f tok/s per GPU' % (tp, d['total_tokens_per_s_per_gpu']) if tp > 1 else ''))" "$f"
 done
 if [ "${BUNDLE:-0}" = 1 ]; then
   tar czf /tmp/gpu_check.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/gpu_check.tgz "$OUT/"

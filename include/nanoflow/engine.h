@@ -39,7 +39,9 @@ struct EngineConfig {
   int profile_first_step = -1;     // CUDA: time each op of forwards [first, first + 5) (-1: off)
   int64_t num_kv_blocks = 0;       // exact KV pool size; overrides kv_cache_gb (tests)
   int threads = 0;                 // CPU backend threads; 0: all hardware threads
-  int tensor_parallel_size = 1;    // ranks the model is split over (CPU: threads of one process)
+  int tensor_parallel_size = 1;    // ranks the model is split over: CUDA, one GPU each (devices
+                                   // 0..N-1, NCCL); CPU, threads of one process
+  int tp_comm_ctas = 0;            // CUDA tensor parallel: NCCL CTAs per collective (0: NCCL's)
   bool enable_prefix_caching = true;  // reuse the KV of full blocks with the same prefix
   bool async_schedule = true;      // plan step i+1 while step i runs (one step ahead)
   // Admission of waiting requests: "peak" (only while the projected peak KV use of the running

@@ -179,9 +179,17 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
   if (ec.device == "cuda") {
     const auto devices = cuda::list_devices();
     if (!devices.empty()) j["gpu"] = devices.front().name;
-    // Before the engine takes the GPU's memory.
+    // Before the engine takes the GPU's memory. With tensor parallelism every GPU runs the whole
+    // dense batch through its shard of each layer GEMM (heads and FFN over N), at once: the
+    // optimum is the batch over the layers' time at the shard shapes (DESIGN.md's GEMM rate at
+    // the dense batch size, of all N GPUs, over the model's FLOPs per token).
+    ModelConfig shard = mc;
+    const int N = std::max(1, ec.tensor_parallel_size);
+    shard.num_heads /= N;
+    shard.num_kv_heads = std::max<int64_t>(1, shard.num_kv_heads / N);
+    shard.intermediate_size /= N;
     const cuda::OptimumProfile opt =
-        cuda::profile_optimum(mc, ec.max_batch_tokens, 0, cfg.optimum_sustain_s);
+        cuda::profile_optimum(shard, ec.max_batch_tokens, 0, cfg.optimum_sustain_s);
     j["optimum_tokens_per_s"] = opt.yardstick_tokens_per_s();
     j["optimum_burst_tokens_per_s"] = opt.tokens_per_s;
     j["optimum"] = optimum_json(opt);
@@ -261,6 +269,9 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
   j["total_tokens_per_s"] = static_cast<double>(prompt_tokens + out_tokens) / secs;
   j["output_tokens_per_s"] = static_cast<double>(out_tokens) / secs;
   j["requests_per_s"] = static_cast<double>(num_requests) / secs;
+  j["tensor_parallel_size"] = std::max(1, ec.tensor_parallel_size);
+  j["total_tokens_per_s_per_gpu"] =
+      j["total_tokens_per_s"].get<double>() / std::max(1, ec.tensor_parallel_size);
   if (!j["optimum_tokens_per_s"].is_null()) {
     j["pct_of_optimum"] = 100.0 * j["total_tokens_per_s"].get<double>() /
                           j["optimum_tokens_per_s"].get<double>();

@@ -1,5 +1,6 @@
 #include "bench/tune.h"
 
+#include <memory>
 #include <vector>
 
 #include "common/status.h"
@@ -7,6 +8,7 @@
 #include "model/model_loader.h"
 #ifdef NANOFLOW_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/cuda_tp_backend.h"
 #endif
 
 namespace nf {
@@ -25,10 +27,20 @@ nlohmann::json run_tune(const TuneConfig& tc) {
   bc.device = tc.device;
   bc.attention = tc.attention;
   const std::vector<float> inv_freq = rope_inv_freq(model.config.rope, model.config.head_dim);
-  CudaBackend backend(model.config, *model.weights, inv_freq, bc);
-  TuneResult r = tune_pipeline(backend, tc.options);
+  std::unique_ptr<Backend> backend;
+  if (tc.tensor_parallel_size > 1) {
+    CudaTpConfig tp;
+    tp.tensor_parallel_size = tc.tensor_parallel_size;
+    tp.comm_ctas = tc.tp_comm_ctas;
+    backend = std::make_unique<CudaTpBackend>(model.config, *model.weights, inv_freq, bc, tp);
+  } else {
+    backend = std::make_unique<CudaBackend>(model.config, *model.weights, inv_freq, bc);
+  }
+  TuneResult r = tune_pipeline(*backend, tc.options);
   r.report["model"] = tc.model;
   r.report["attention"] = tc.attention;
+  r.report["tensor_parallel_size"] = tc.tensor_parallel_size;
+  r.report["tp_comm_ctas"] = tc.tp_comm_ctas;
   return r.report;
 #endif
 }

@@ -15,6 +15,10 @@ struct TuneConfig {
   double gpu_memory_utilization = 0.90;
   int device = 0;
   std::string attention = "flashinfer";  // the kernel the schedules are timed with (as --attention)
+  // Tensor parallel (CUDA devices 0..N-1, NCCL): the schedules are timed with their all-reduces,
+  // which run beside the other nano-batches' GEMMs (as --tensor-parallel-size, --tp-comm-ctas).
+  int tensor_parallel_size = 1;
+  int tp_comm_ctas = 0;
   TuneOptions options;  // batch size, budget, repeats, min gain
 };
 

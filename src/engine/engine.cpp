@@ -13,6 +13,7 @@
 #include "backends/cpu/cpu_backend.h"
 #ifdef NANOFLOW_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/cuda_tp_backend.h"
 #endif
 #include "common/log.h"
 #include "common/status.h"
@@ -347,10 +348,6 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
              "-DNANOFLOW_CUDA=ON on a machine with nvcc for the CUDA backend)", config.device);
   }
 #endif
-  if (config.device == "cuda" && config.tensor_parallel_size > 1) {
-    nf::fail("--tensor-parallel-size {}: tensor parallelism on CUDA needs several GPUs and NCCL, "
-             "not implemented yet (it runs on --device cpu)", config.tensor_parallel_size);
-  }
   nf::PipelineConfig pipeline;
   const bool tune = config.pipeline_file == "auto";
   if (!config.pipeline_file.empty() && !tune) pipeline = nf::load_pipeline_file(config.pipeline_file);
@@ -370,7 +367,15 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
     cuda.profile_first_step = config.profile_first_step;
     const std::vector<float> inv_freq =
         nf::rope_inv_freq(model.config.rope, model.config.head_dim);
-    backend = std::make_unique<nf::CudaBackend>(model.config, *model.weights, inv_freq, cuda);
+    if (config.tensor_parallel_size > 1) {
+      nf::CudaTpConfig tp;
+      tp.tensor_parallel_size = config.tensor_parallel_size;
+      tp.comm_ctas = config.tp_comm_ctas;
+      backend =
+          std::make_unique<nf::CudaTpBackend>(model.config, *model.weights, inv_freq, cuda, tp);
+    } else {
+      backend = std::make_unique<nf::CudaBackend>(model.config, *model.weights, inv_freq, cuda);
+    }
   }
 #endif
   if (!backend) {

@@ -9,6 +9,8 @@
 //    token mismatch, where the GPU's token must be in the CPU's top-5.
 //  - the head_dim-128 golden families (<family>-hd128) the same way, once with each attention
 //    kernel ("native" and "flashinfer").
+//  - tensor parallelism over NCCL (2, 4 or 8 GPUs, as many as there are): the golden fixtures,
+//    N ranks against one GPU (serial, graphs off, nano-batch schedules), KV offload across ranks.
 // Skipped without a CUDA device, when the fixture models are absent, or (golden) when the model's
 // head_dim is not one the attention kernel takes (the <family>-tiny fixtures have 16).
 #include <gtest/gtest.h>
@@ -29,8 +31,11 @@
 #include "../golden_fixture.h"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/device.h"
+#include "backends/cuda/nccl_communicator.h"
 #include "model/model_loader.h"
 #include "runtime/host_block_pool.h"
+#include "runtime/pipeline.h"
+#include "runtime/pipeline_search.h"
 
 namespace {
 
@@ -429,6 +434,168 @@ TEST(CudaBackend, ModelThatDoesNotFitIsAClearError) {
   EngineConfig c = engine_config("dummy:llama3-8b", "cuda");
   c.max_batch_tokens = 1 << 24;  // activations alone far beyond any GPU
   EXPECT_THROW(Engine::create(c), std::exception);
+}
+
+// Tensor parallelism over NCCL: needs two GPUs and an NCCL build.
+int cuda_devices() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+// The rank counts this host can run for a model: 2, 4, 8 up to the GPUs, dividing the heads, KV
+// heads and FFN.
+std::vector<int> tp_sizes(const nf::ModelConfig& c) {
+  std::vector<int> out;
+  for (int n : {2, 4, 8})
+    if (n <= cuda_devices() && c.num_heads % n == 0 && c.num_kv_heads % n == 0 &&
+        c.intermediate_size % n == 0)
+      out.push_back(n);
+  return out;
+}
+
+#define SKIP_WITHOUT_TP()                                                         \
+  do {                                                                            \
+    if (!nf::cuda::have_nccl()) GTEST_SKIP() << "built without NCCL";             \
+    if (cuda_devices() < 2) GTEST_SKIP() << cuda_devices() << " CUDA device(s)"; \
+  } while (0)
+
+// The golden fixtures with heads to split (llama2-hd128: 2 heads and KV heads; qwen2-hd128: 4
+// and 2, with QKV bias) on N GPUs, graphs on and off, against Hugging Face.
+TEST(CudaTensorParallel, GoldenFixturesMatchTransformers) {
+  SKIP_WITHOUT_TP();
+  int ran = 0;
+  for (const char* name : {"llama2-hd128", "qwen2-hd128"}) {
+    const fs::path fixture = kSource / "tests/fixtures/golden" / (std::string(name) + ".json");
+    if (!fs::exists(fixture)) continue;
+    const Golden g = load_golden(fixture);
+    if (!fs::exists(g.model)) continue;
+    const nf::ModelConfig mc = nf::load_model(g.model.string()).take().config;
+    for (int n : tp_sizes(mc)) {
+      for (bool graphs : {true, false}) {
+        EngineConfig c = engine_config(g.model, "cuda");
+        c.tensor_parallel_size = n;
+        c.cuda_graphs = graphs;
+        expect_golden_parity(g, c, std::string(name) + " TP=" + std::to_string(n) +
+                                       (graphs ? "" : " no graphs"));
+        ++ran;
+      }
+    }
+  }
+  if (ran == 0) GTEST_SKIP() << "no fixture with heads divisible by 2";
+}
+
+// N ranks against one GPU on the fixture families' configs (head_dim 128, dummy weights): the
+// serial schedule with graphs, without, and nano-batch schedules whose all-reduces run on the
+// communication stream beside the other nano-batches' GEMMs. Sums over ranks round differently
+// from one GPU's GEMMs, so the top-5 rule applies.
+TEST(CudaTensorParallel, AgreesWithOneGpu) {
+  SKIP_WITHOUT_TP();
+  nf::PipelineSchedule halves;
+  halves.name = "g2-two-streams";
+  halves.groups = 2;
+  halves.shares = {{{1, 1}, {1, 1}, {1, 1}, {1, 1}}};
+  for (int i = 0; i < 2; ++i)
+    for (int s = 0; s < nf::kNumStages; ++s)
+      halves.ops.push_back({static_cast<nf::Stage>(s), i, i, 0});
+  nf::PipelineConfig pc;
+  pc.schedules = {halves, nf::cross_layer_schedule(2, true)};
+  const fs::path sched = fs::temp_directory_path() / ("nf_tp_sched_" + std::to_string(getpid()));
+  std::ofstream(sched) << nf::to_json(pc).dump(1);
+  int ran = 0;
+  for (const std::string family : {"llama31-tiny", "qwen2-tiny"}) {
+    const fs::path fixture = kSource / "tests/fixtures/golden" / (family + ".json");
+    const fs::path model_cfg = kSource / "tests/fixtures/models" / family / "config.json";
+    if (!fs::exists(fixture) || !fs::exists(model_cfg)) continue;
+    auto cfg = read_json(model_cfg);
+    cfg["head_dim"] = 128;
+    cfg["hidden_size"] = cfg.at("num_attention_heads").get<int64_t>() * 128;
+    const fs::path dir = fs::temp_directory_path() / ("nf_cuda_tp_" + family);
+    fs::create_directories(dir);
+    std::ofstream(dir / "config.json") << cfg.dump(2);
+    const std::string model = "dummy:" + (dir / "config.json").string();
+    const auto reqs = nf::testing::golden_requests(load_golden(fixture));
+    EngineConfig one = engine_config(model, "cuda");
+    one.attention = "flashinfer";
+    const auto base = Engine::create(one)->generate(reqs);
+    for (int n : tp_sizes(nf::load_model(model).take().config)) {
+      for (int variant = 0; variant < 3; ++variant) {
+        EngineConfig c = one;
+        c.tensor_parallel_size = n;
+        c.cuda_graphs = variant != 1;
+        if (variant == 2) c.pipeline_file = sched.string();
+        const std::string what = family + " TP=" + std::to_string(n) +
+                                 (variant == 1 ? " no graphs" : variant == 2 ? " nano-batch" : "");
+        const nf::testing::RunDiff d = nf::testing::compare_runs(base, Engine::create(c)->generate(reqs));
+        for (const std::string& f : d.failures) ADD_FAILURE() << what << ": " << f;
+        std::printf("REPORT %s vs one GPU: %zu/%zu steps with the same token, max |top-1 logprob "
+                    "diff| %.3e\n", what.c_str(), d.same, d.steps, d.max_diff);
+        EXPECT_LE(d.max_diff, kBf16Logprob) << what;
+        ++ran;
+      }
+    }
+  }
+  fs::remove(sched);
+  if (ran == 0) GTEST_SKIP() << "no fixture family present";
+}
+
+// KV offload with the model split over ranks: each rank copies its KV heads' share of every
+// host block, so a conversation's earlier turns come back from the host and disk tiers as they
+// do on one GPU; outputs agree with one GPU without offload by the top-5 rule.
+TEST(CudaTensorParallel, KvOffloadAcrossRanks) {
+  SKIP_WITHOUT_TP();
+  const fs::path model = kSource / "tests/fixtures/models/llama2-hd128";
+  if (!fs::exists(model)) GTEST_SKIP() << "no llama2-hd128 fixture";
+  const fs::path dir = fs::temp_directory_path() / ("nf_cuda_tp_kv_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  auto run = [&](int tp, bool offload, nanoflow::EngineStats* st) {
+    EngineConfig c = engine_config(model, "cuda");
+    c.tensor_parallel_size = tp;
+    c.num_kv_blocks = 32;
+    c.max_batch_tokens = 128;
+    if (offload) {
+      c.kv_host_gb = 8.0 * 2 * 2 * 2 * 16 * 128 * 2 / 1e9;  // 8 blocks (2 layers, 2 KV heads)
+      c.kv_disk_dir = dir.string();
+      c.kv_disk_gb = 0.1;
+    }
+    auto e = Engine::create(c);
+    std::vector<std::vector<int32_t>> history(6);
+    const auto all = nf::testing::conversation_turns(*e, history, 0, 3, 40, 40, 403);
+    *st = e->stats();
+    return all;
+  };
+  nanoflow::EngineStats st_off, st_on;
+  const auto off = run(1, false, &st_off);
+  const auto on = run(2, true, &st_on);
+  fs::remove_all(dir);
+  const nf::testing::RunDiff d = nf::testing::compare_runs(off, on);
+  for (const std::string& f : d.failures) ADD_FAILURE() << f;
+  std::printf("REPORT CUDA TP=2 with KV offload vs one GPU without: %zu/%zu steps with the same "
+              "token, max |top-1 logprob diff| %.3e; prompt tokens from the host tier %lld, disk "
+              "tier %lld\n",
+              d.same, d.steps, d.max_diff, static_cast<long long>(st_on.kv_host_hit_tokens),
+              static_cast<long long>(st_on.kv_disk_hit_tokens));
+  EXPECT_EQ(d.steps, 6u * 3 * 8);
+  EXPECT_GT(st_on.kv_host_hit_tokens + st_on.kv_disk_hit_tokens, 0);
+}
+
+// More ranks than GPUs is a clear error (runs on any GPU count).
+TEST(CudaTensorParallel, MoreRanksThanGpusIsAClearError) {
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  if (!nf::cuda::have_nccl()) GTEST_SKIP() << "built without NCCL";
+  const fs::path model = kSource / "tests/fixtures/models/llama31-hd128";
+  if (!fs::exists(model)) GTEST_SKIP() << "no llama31-hd128 fixture";
+  EngineConfig c = engine_config(model, "cuda");
+  c.tensor_parallel_size = 4 * cuda_devices();
+  try {
+    Engine::create(c);
+    ADD_FAILURE() << "TP=" << c.tensor_parallel_size << " on " << cuda_devices() << " GPUs";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("one GPU per rank"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -84,6 +84,51 @@ TEST_F(Elementwise, EmbeddingFlagsOutOfRangeIds) {
   }
 }
 
+// A tensor-parallel rank's block of the vocabulary: ids in [first, first + rows) take their
+// row, the other valid ids zeros (another rank's rows), and only ids outside the whole
+// vocabulary raise the error flag. The last rank's block is short (zero padding rows).
+TEST_F(Elementwise, EmbeddingVocabularyBlock) {
+  const int64_t vocab = 50, rows = 13, hidden = 64;  // 4 ranks of 13 rows: 13, 13, 13, 11
+  const std::vector<int32_t> ids = {0, 12, 13, 25, 26, 38, 39, 49, 7, 45};
+  const int64_t tokens = static_cast<int64_t>(ids.size());
+  auto d_ids = upload(ids);
+  for (int64_t first : {int64_t{0}, int64_t{13}, int64_t{39}}) {
+    SCOPED_TRACE(testing::Message() << "first id " << first);
+    const auto table = test::randn_bf16(rows * hidden, rng_);
+    auto d_table = upload_bf16(table);
+    cuda::DeviceBuffer d_out(tokens * hidden * 2), d_err(4);
+    test::poison(d_out);
+    NF_CUDA_CHECK(cudaMemset(d_err.data(), 0, 4));
+    cuda::embedding_lookup(TensorView(d_ids.data(), DType::kI32, {tokens}),
+                           TensorView(d_table.data(), DType::kBf16, {rows, hidden}),
+                           TensorView(d_out.data(), DType::kBf16, {tokens, hidden}),
+                           TensorView(d_err.data(), DType::kI32, {1}), nullptr, first, vocab);
+    test::sync();
+    EXPECT_EQ(download<int32_t>(d_err, 1)[0], 0);
+    const auto out = download_bf16(d_out, tokens * hidden);
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int64_t row = ids[t] - first;
+      const bool mine = row >= 0 && row < rows;
+      for (int64_t i = 0; i < hidden; ++i)
+        ASSERT_EQ(out[t * hidden + i], mine ? table[row * hidden + i] : 0.0f)
+            << "token " << t << " column " << i;
+    }
+  }
+  // An id past the whole vocabulary is an error on every rank, also one whose block it is not.
+  const std::vector<int32_t> bad = {50};
+  auto d_bad = upload(bad);
+  const auto table = test::randn_bf16(rows * hidden, rng_);
+  auto d_table = upload_bf16(table);
+  cuda::DeviceBuffer d_out(hidden * 2), d_err(4);
+  NF_CUDA_CHECK(cudaMemset(d_err.data(), 0, 4));
+  cuda::embedding_lookup(TensorView(d_bad.data(), DType::kI32, {1}),
+                         TensorView(d_table.data(), DType::kBf16, {rows, hidden}),
+                         TensorView(d_out.data(), DType::kBf16, {1, hidden}),
+                         TensorView(d_err.data(), DType::kI32, {1}), nullptr, 0, vocab);
+  test::sync();
+  EXPECT_EQ(download<int32_t>(d_err, 1)[0], 1);
+}
+
 TEST_F(Elementwise, RmsNormMatchesCpu) {
   const float eps = 1e-5f;
   for (int64_t hidden : {4096, 1000, 97}) {

@@ -15,6 +15,7 @@
 #include "backends/cuda/embedding.h"
 #include "backends/cuda/flashinfer/fi_attention.h"
 #include "backends/cuda/kv_copy.h"
+#include "backends/cuda/nccl_communicator.h"
 #include "backends/cuda/norm.h"
 #include "backends/cuda/rope.h"
 #include "common/half.h"
@@ -56,20 +57,54 @@ void convert_bf16(const float* src, uint16_t* dst, size_t n) {
   for (std::thread& t : workers) t.join();
 }
 
+// dst[r * width + j] = bf16(src[r * pitch + j]): a column block of a row-major matrix (a
+// tensor-parallel rank's share of o_proj or down_proj), rows spread over the hardware threads.
+void convert_bf16_cols(const float* src, int64_t pitch, uint16_t* dst, int64_t rows,
+                       int64_t width) {
+  const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 64);
+  const int64_t per = std::max<int64_t>((rows + threads - 1) / threads, 1);
+  std::vector<std::thread> workers;
+  for (int64_t lo = 0; lo < rows; lo += per) {
+    workers.emplace_back([=] {
+      for (int64_t r = lo; r < std::min(rows, lo + per); ++r)
+        for (int64_t j = 0; j < width; ++j) dst[r * width + j] = float_to_bf16(src[r * pitch + j]);
+    });
+  }
+  for (std::thread& t : workers) t.join();
+}
+
 }  // namespace
 
 void CudaBackend::PinnedFree::operator()(void* p) const {
   if (p != nullptr) cudaFreeHost(p);
 }
 
-CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
+CudaBackend::CudaBackend(const ModelConfig& model, const WeightSource& w,
                          std::span<const float> rope_inv_freq, const CudaBackendConfig& opts)
-    : config_(c), opts_(opts) {
+    : config_(model), local_(model), opts_(opts) {
   NF_CHECK(opts_.block_size > 0, "block size {}", opts_.block_size);
-  NF_CHECK(c.num_layers > 0, "model without layers");
+  NF_CHECK(model.num_layers > 0, "model without layers");
   NF_CHECK(opts_.max_batch_tokens > 0, "max batch tokens {}", opts_.max_batch_tokens);
   if (opts_.gpu_memory_utilization <= 0 || opts_.gpu_memory_utilization > 1)
     fail("--gpu-memory-utilization {} must be in (0, 1]", opts_.gpu_memory_utilization);
+  const int N = opts_.tp_size, rank = opts_.tp_rank;
+  NF_CHECK(N >= 1 && rank >= 0 && rank < N, "tensor-parallel rank {} of {}", rank, N);
+  NF_CHECK(N == 1 || opts_.comm != nullptr, "tensor-parallel rank {} of {} without a communicator",
+           rank, N);
+  if (model.num_heads % N != 0 || model.num_kv_heads % N != 0 ||
+      model.intermediate_size % N != 0) {
+    fail(
+        "--tensor-parallel-size {}: the model has {} attention heads, {} KV heads and an "
+        "intermediate size of {}; the CUDA backend splits whole heads and equal FFN shares "
+        "across ranks, so all three must be divisible by {}",
+        N, model.num_heads, model.num_kv_heads, model.intermediate_size, N);
+  }
+  local_.num_heads = model.num_heads / N;
+  local_.num_kv_heads = model.num_kv_heads / N;
+  local_.intermediate_size = model.intermediate_size / N;
+  local_.vocab_size = (model.vocab_size + N - 1) / N;
+  vocab_begin_ = std::min<int64_t>(model.vocab_size, rank * local_.vocab_size);
+  const ModelConfig& c = local_;
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     cudaGetLastError();
@@ -84,9 +119,13 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
 
   const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t I = c.intermediate_size, V = c.vocab_size, T = opts_.max_batch_tokens;
+  const int64_t Vall = model.vocab_size;
   const int64_t qkv_w = (nh + 2 * nkv) * hd;
+  // Logits: [T, vocab] f32 on rank 0; with several ranks also the rank's [T, V] and the
+  // gathered [N, T, V].
+  const int64_t logit_floats = (rank == 0 ? Vall : 0) + (N > 1 ? (N + 1) * V : 0);
   const size_t act_bytes = static_cast<size_t>(T) *
-                           (2 * (2 * H + qkv_w + nh * hd + 3 * I + H) + 4 * static_cast<size_t>(V));
+                           (2 * (2 * H + qkv_w + nh * hd + 3 * I + H) + 4 * static_cast<size_t>(logit_floats));
   const size_t need = weight_bytes(c) + act_bytes + cuda::Gemm::kDefaultWorkspace;
   size_t free_b = 0, total_b = 0;
   NF_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
@@ -94,17 +133,36 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
                                  opts_.gpu_memory_utilization * static_cast<double>(total_b));
   if (static_cast<double>(need) > budget) {
     fail(
-        "model needs {:.2f} GiB ({:.2f} GiB bf16 weights + {:.2f} GiB activations for {} batch "
+        "model needs {:.2f} GiB{} ({:.2f} GiB bf16 weights + {:.2f} GiB activations for {} batch "
         "tokens) but the GPU has {:.2f} GiB free ({:.2f} GiB usable at "
-        "--gpu-memory-utilization {}); use a smaller model or fewer --max-batch-tokens",
-        need / kGiB, weight_bytes(c) / kGiB, act_bytes / kGiB, T, free_b / kGiB, budget / kGiB,
-        opts_.gpu_memory_utilization);
+        "--gpu-memory-utilization {}); use a smaller model, fewer --max-batch-tokens{}",
+        need / kGiB, N > 1 ? fmt::format(" per GPU at --tensor-parallel-size {}", N) : "",
+        weight_bytes(c) / kGiB, act_bytes / kGiB, T, free_b / kGiB, budget / kGiB,
+        opts_.gpu_memory_utilization, N > 1 ? " or more GPUs" : " or --tensor-parallel-size");
   }
   gemm_ = std::make_unique<cuda::Gemm>();
 
-  embed_ = upload(w, {"model.embed_tokens.weight"}, {V * H});
-  final_norm_ = upload(w, {"model.norm.weight"}, {H});
-  if (!c.tie_word_embeddings) lm_head_ = upload(w, {"lm_head.weight"}, {V * H});
+  // The rank's share of each tensor: `whole` tensors are replicated, `rows` splits the output
+  // features (column-parallel QKV and gate/up), `cols` the input features (row-parallel o_proj
+  // and down_proj), `vocab` takes the rank's block of vocabulary rows, zero-padded.
+  auto whole = [](const std::string& name, int64_t numel) {
+    return WeightPart{name, 1, numel, 0, 1, 0, numel, 0};
+  };
+  auto rows = [&](const std::string& name, int64_t nrows, int64_t ncols) {
+    return WeightPart{name, nrows, ncols, rank * nrows / N, (rank + 1) * nrows / N, 0, ncols, 0};
+  };
+  auto cols = [&](const std::string& name, int64_t nrows, int64_t ncols) {
+    return WeightPart{name, nrows, ncols, 0, nrows, rank * ncols / N, (rank + 1) * ncols / N, 0};
+  };
+  auto vocab = [&](const std::string& name) {
+    const int64_t end = std::min(Vall, vocab_begin_ + V);
+    return WeightPart{name, Vall, H, vocab_begin_, end, 0, H, V - (end - vocab_begin_)};
+  };
+  const int64_t NH = model.num_heads * hd, NKV = model.num_kv_heads * hd;
+  const int64_t NI = model.intermediate_size;
+  embed_ = upload(w, {vocab("model.embed_tokens.weight")});
+  final_norm_ = upload(w, {whole("model.norm.weight", H)});
+  if (!c.tie_word_embeddings) lm_head_ = upload(w, {vocab("lm_head.weight")});
   NF_CHECK(static_cast<int64_t>(rope_inv_freq.size()) == hd / 2,
            "rope_inv_freq has {} floats, need {}", rope_inv_freq.size(), hd / 2);
   inv_freq_.reset(rope_inv_freq.size_bytes());
@@ -114,21 +172,20 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     Layer& l = layers_[static_cast<size_t>(i)];
-    l.attn_norm = upload(w, {p + "input_layernorm.weight"}, {H});
-    l.w_qkv = upload(w,
-                     {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
-                      p + "self_attn.v_proj.weight"},
-                     {nh * hd * H, nkv * hd * H, nkv * hd * H});
+    l.attn_norm = upload(w, {whole(p + "input_layernorm.weight", H)});
+    l.w_qkv = upload(w, {rows(p + "self_attn.q_proj.weight", NH, H),
+                         rows(p + "self_attn.k_proj.weight", NKV, H),
+                         rows(p + "self_attn.v_proj.weight", NKV, H)});
     if (c.qkv_bias) {
-      l.b_qkv = upload(
-          w,
-          {p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias"},
-          {nh * hd, nkv * hd, nkv * hd});
+      l.b_qkv = upload(w, {rows(p + "self_attn.q_proj.bias", NH, 1),
+                           rows(p + "self_attn.k_proj.bias", NKV, 1),
+                           rows(p + "self_attn.v_proj.bias", NKV, 1)});
     }
-    l.w_o = upload(w, {p + "self_attn.o_proj.weight"}, {H * nh * hd});
-    l.ffn_norm = upload(w, {p + "post_attention_layernorm.weight"}, {H});
-    l.w_gate_up = upload(w, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}, {I * H, I * H});
-    l.w_down = upload(w, {p + "mlp.down_proj.weight"}, {H * I});
+    l.w_o = upload(w, {cols(p + "self_attn.o_proj.weight", H, NH)});
+    l.ffn_norm = upload(w, {whole(p + "post_attention_layernorm.weight", H)});
+    l.w_gate_up =
+        upload(w, {rows(p + "mlp.gate_proj.weight", NI, H), rows(p + "mlp.up_proj.weight", NI, H)});
+    l.w_down = upload(w, {cols(p + "mlp.down_proj.weight", H, NI)});
   }
   staging_f32_ = {};
   staging_bf16_ = {};
@@ -140,10 +197,16 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
   gate_up_.reset(static_cast<size_t>(T * 2 * I) * 2);
   act_.reset(static_cast<size_t>(T * I) * 2);
   rows_.reset(static_cast<size_t>(T * H) * 2);
-  logits_.reset(static_cast<size_t>(T * V) * 4);
+  if (rank == 0) {
+    logits_.reset(static_cast<size_t>(T * Vall) * 4);
+    sampler_ = std::make_unique<cuda::GpuSampler>(cuda::SamplerConfig{
+        .max_rows = static_cast<int>(T), .vocab = static_cast<int>(Vall), .sort_rows = 32});
+  }
+  if (N > 1) {
+    logits_local_.reset(static_cast<size_t>(T * V) * 4);
+    logits_gathered_.reset(static_cast<size_t>(N * T * V) * 4);
+  }
   error_.reset(sizeof(int32_t));
-  sampler_ = std::make_unique<cuda::GpuSampler>(cuda::SamplerConfig{
-      .max_rows = static_cast<int>(T), .vocab = static_cast<int>(V), .sort_rows = 32});
   void* eh = nullptr;
   NF_CUDA_CHECK(cudaHostAlloc(&eh, sizeof(int32_t), cudaHostAllocDefault));
   error_host_.reset(static_cast<int32_t*>(eh));
@@ -183,22 +246,31 @@ CudaBackend::CudaBackend(const ModelConfig& c, const WeightSource& w,
     NF_CUDA_CHECK(cudaStreamCreateWithPriority(&lane.stream, cudaStreamNonBlocking, least));
 }
 
+size_t CudaBackend::local_kv_block_bytes() const {
+  return static_cast<size_t>(local_.num_layers) * 2 * local_.num_kv_heads * opts_.block_size *
+         local_.head_dim * 2;
+}
+
 size_t CudaBackend::kv_block_bytes() const {
-  return static_cast<size_t>(config_.num_layers) * 2 * config_.num_kv_heads * opts_.block_size *
-         config_.head_dim * 2;
+  return local_kv_block_bytes() * static_cast<size_t>(opts_.tp_size);
 }
 
 std::string CudaBackend::kv_layout() const {
-  return fmt::format("bf16 [layers {}, 2, kv_heads {}, block {}, head_dim {}]",
-                     config_.num_layers, config_.num_kv_heads, opts_.block_size, config_.head_dim);
+  return fmt::format("bf16 [layers {}, 2, kv_heads {}, block {}, head_dim {}]", config_.num_layers,
+                     config_.num_kv_heads, opts_.block_size, config_.head_dim);
 }
 
 uint64_t CudaBackend::kv_copy(CopyLane& lane, std::span<const int32_t> blocks,
                               std::span<std::byte* const> host, bool save) {
   NF_CHECK(blocks.size() == host.size(), "KV copy: {} blocks, {} buffers", blocks.size(),
            host.size());
-  const size_t bb = kv_block_bytes(), per_layer = bb / layers_.size();
+  // A host block is the whole model's [layers, 2, kv_heads, block, head_dim]; this rank's KV
+  // heads are one row of `width` bytes in each (layer, K/V) of it, `pitch` bytes apart.
+  const size_t bb = local_kv_block_bytes(), per_layer = bb / layers_.size();
+  const size_t width = per_layer / 2, pitch = width * static_cast<size_t>(opts_.tp_size);
+  const size_t host_offset = width * static_cast<size_t>(opts_.tp_rank);
   std::byte* stage = lane.stage.as<std::byte>();
+  NF_CUDA_CHECK(cudaSetDevice(opts_.device));  // copier threads drive every rank's device
   for (size_t i0 = 0; i0 < blocks.size(); i0 += cuda::kKvCopyMaxBlocks) {
     const size_t n = std::min<size_t>(cuda::kKvCopyMaxBlocks, blocks.size() - i0);
     for (size_t i = i0; i < i0 + n; ++i)
@@ -207,9 +279,18 @@ uint64_t CudaBackend::kv_copy(CopyLane& lane, std::span<const int32_t> blocks,
     if (save) cuda::kv_block_copy(kv_layer_ptrs_, per_layer, chunk, stage, true, lane.stream);
     for (size_t i = 0; i < n; ++i) {
       std::byte* dev = stage + i * bb;
-      NF_CUDA_CHECK(cudaMemcpyAsync(save ? host[i0 + i] : dev, save ? dev : host[i0 + i], bb,
-                                    save ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice,
-                                    lane.stream));
+      std::byte* h = host[i0 + i] + host_offset;
+      if (opts_.tp_size == 1) {
+        NF_CUDA_CHECK(cudaMemcpyAsync(save ? h : dev, save ? dev : h, bb,
+                                      save ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice,
+                                      lane.stream));
+      } else if (save) {
+        NF_CUDA_CHECK(cudaMemcpy2DAsync(h, pitch, dev, width, width, 2 * layers_.size(),
+                                        cudaMemcpyDeviceToHost, lane.stream));
+      } else {
+        NF_CUDA_CHECK(cudaMemcpy2DAsync(dev, width, h, pitch, width, 2 * layers_.size(),
+                                        cudaMemcpyHostToDevice, lane.stream));
+      }
     }
     if (!save) cuda::kv_block_copy(kv_layer_ptrs_, per_layer, chunk, stage, false, lane.stream);
   }
@@ -283,6 +364,11 @@ CudaBackend::~CudaBackend() {
     for (NanoStream& ns : gs.streams) cudaEventDestroy(ns.done);  // streams: gs.parts
   for (cudaEvent_t e : nano_events_) cudaEventDestroy(e);
   if (nano_fork_ != nullptr) cudaEventDestroy(nano_fork_);
+  for (cudaEvent_t e : comm_events_) cudaEventDestroy(e);
+  if (comm_stream_ != nullptr) {
+    cudaStreamSynchronize(comm_stream_);
+    cudaStreamDestroy(comm_stream_);
+  }
   if (stream_ != nullptr) {
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
@@ -300,24 +386,28 @@ CudaBackend::~CudaBackend() {
   clear_graphs();
 }
 
-cuda::DeviceBuffer CudaBackend::upload(const WeightSource& w, const std::vector<std::string>& names,
-                                       const std::vector<int64_t>& numels) {
+cuda::DeviceBuffer CudaBackend::upload(const WeightSource& w, const std::vector<WeightPart>& parts) {
   int64_t total = 0;
-  for (int64_t n : numels) total += n;
+  for (const WeightPart& p : parts) total += (p.r1 - p.r0 + p.pad_rows) * (p.c1 - p.c0);
   cuda::DeviceBuffer out(static_cast<size_t>(total) * 2);
   int64_t off = 0;
-  for (size_t i = 0; i < names.size(); ++i) {
-    const size_t n = static_cast<size_t>(numels[i]);
-    if (staging_f32_.size() < n) {
-      staging_f32_.resize(n);
-      staging_bf16_.resize(n);
-    }
-    w.read_f32(names[i], std::span<float>(staging_f32_.data(), n));
-    const float* src = staging_f32_.data();
+  for (const WeightPart& p : parts) {
+    const size_t n = static_cast<size_t>(p.rows * p.cols);
+    const int64_t width = p.c1 - p.c0, take = (p.r1 - p.r0) * width;
+    const size_t part = static_cast<size_t>(take + p.pad_rows * width);
+    if (staging_f32_.size() < n) staging_f32_.resize(n);
+    if (staging_bf16_.size() < part) staging_bf16_.resize(part);
+    w.read_f32(p.name, std::span<float>(staging_f32_.data(), n));
     uint16_t* dst = staging_bf16_.data();
-    convert_bf16(src, dst, n);
-    NF_CUDA_CHECK(cudaMemcpy(out.as<uint16_t>() + off, dst, n * 2, cudaMemcpyHostToDevice));
-    off += numels[i];
+    if (width == p.cols) {  // whole rows: one contiguous range
+      convert_bf16(staging_f32_.data() + p.r0 * p.cols, dst, static_cast<size_t>(take));
+    } else {
+      convert_bf16_cols(staging_f32_.data() + p.r0 * p.cols + p.c0, p.cols, dst, p.r1 - p.r0,
+                        width);
+    }
+    std::fill(dst + take, dst + part, uint16_t{0});
+    NF_CUDA_CHECK(cudaMemcpy(out.as<uint16_t>() + off, dst, part * 2, cudaMemcpyHostToDevice));
+    off += static_cast<int64_t>(part);
   }
   return out;
 }
@@ -325,8 +415,8 @@ cuda::DeviceBuffer CudaBackend::upload(const WeightSource& w, const std::vector<
 // The KV pool takes what is left of the memory share after weights and activations (or exactly
 // num_kv_blocks blocks), split evenly over the layers.
 void CudaBackend::allocate_kv_pool() {
-  const ModelConfig& c = config_;
-  const size_t per_block_all_layers = kv_block_bytes();  // what an offload copy moves
+  const ModelConfig& c = local_;
+  const size_t per_block_all_layers = local_kv_block_bytes();  // what a copy stages
   const size_t block_bytes = per_block_all_layers / static_cast<size_t>(c.num_layers);
   num_blocks_ = opts_.num_kv_blocks;
   NF_CHECK(layers_.size() <= static_cast<size_t>(cuda::kKvCopyMaxLayers), "{} layers: at most {}",
@@ -456,7 +546,7 @@ int64_t CudaBackend::upload_metadata(const ScheduledBatch& b) {
 // Checks the batch, uploads its metadata and runs the layers and the LM head: logits_ then holds
 // the fp32 logits of the S sample rows. Returns false for an empty batch.
 bool CudaBackend::run_model(const ScheduledBatch& b) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const int64_t T = b.num_tokens(), S = static_cast<int64_t>(b.sample_rows.size());
   const int64_t H = c.hidden_size, V = c.vocab_size;
   b.check_shape();
@@ -502,10 +592,29 @@ bool CudaBackend::run_model(const ScheduledBatch& b) {
     cuda::embedding_lookup(sample_rows_, h_.view(DType::kBf16, {T, H}), rows,
                            error_.view(DType::kI32, {1}), stream_);
     const cuda::DeviceBuffer& head = lm_head_.data() != nullptr ? lm_head_ : embed_;
-    gemm_->run(
-        {.x = rows, .w = head.view(DType::kBf16, {V, H}), .y = logits_.view(DType::kF32, {S, V})},
-        stream_);
+    const int N = opts_.tp_size;
+    const TensorView y = N == 1 ? logits_.view(DType::kF32, {S, V})
+                                : logits_local_.view(DType::kF32, {S, V});
+    gemm_->run({.x = rows, .w = head.view(DType::kBf16, {V, H}), .y = y}, stream_);
     mark("lm_head_gemm", 2.0 * S * H * V, 2.0 * V * H + 4.0 * S * V);
+    if (N > 1) {
+      // Vocab-parallel head: every rank's [S, V] block gathered as [N, S, V]; rank 0 lays the
+      // blocks side by side as the [S, vocab] logits (the zero padding rows past vocab dropped).
+      float* gathered = logits_gathered_.as<float>();
+      opts_.comm->all_gather_f32(logits_local_.as<float>(), gathered, static_cast<size_t>(S * V),
+                                 stream_);
+      if (opts_.tp_rank == 0) {
+        const int64_t Vall = config_.vocab_size;
+        for (int r = 0; r < N; ++r) {
+          const int64_t begin = std::min(Vall, r * V), width = std::min(Vall, begin + V) - begin;
+          if (width == 0) continue;
+          NF_CUDA_CHECK(cudaMemcpy2DAsync(logits_.as<float>() + begin, Vall * 4,
+                                          gathered + r * S * V, V * 4, width * 4, S,
+                                          cudaMemcpyDeviceToDevice, stream_));
+        }
+      }
+      mark("lm_head_gather", 0, 8.0 * N * S * V);
+    }
   }
   NF_CUDA_CHECK(cudaMemcpyAsync(error_host_.get(), error_.data(), sizeof(int32_t),
                                 cudaMemcpyDeviceToHost, stream_));
@@ -595,10 +704,11 @@ std::string CudaBackend::op_profile_json() const {
 
 void CudaBackend::forward(const ScheduledBatch& b, std::span<float> logits) {
   const int64_t S = static_cast<int64_t>(b.sample_rows.size());
-  NF_CHECK(static_cast<int64_t>(logits.size()) == S * config_.vocab_size,
+  const bool returns_logits = opts_.tp_rank == 0;  // the other ranks only take part
+  NF_CHECK(!returns_logits || static_cast<int64_t>(logits.size()) == S * config_.vocab_size,
            "forward: logits holds {} floats, need {}x{}", logits.size(), S, config_.vocab_size);
   if (!run_model(b)) return;
-  if (S > 0) {
+  if (S > 0 && returns_logits) {
     NF_CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits_.data(), logits.size_bytes(),
                                   cudaMemcpyDeviceToHost, stream_));
   }
@@ -630,7 +740,8 @@ void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatc
   out.top_logprobs.resize(static_cast<size_t>(S * K));
   out.host_logits.resize(static_cast<size_t>(host_rows * V));
   if (!run_model(b)) return;
-  if (S == 0) return finish_step();
+  // Ranks other than 0 only take part in the forward: rank 0 samples.
+  if (S == 0 || opts_.tp_rank != 0) return finish_step();
 
   // One pinned blob up and one down: row parameters, banned ids, penalty and bias CSRs;
   // tokens, logprobs, top-K.
@@ -736,7 +847,7 @@ void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatc
 // Our own kernels' context splits (attn_splits_) and their workspace (attn_ws_view_) for `rows`
 // query rows.
 void CudaBackend::size_attention_splits(int64_t rows, int64_t max_context) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const int nh = static_cast<int>(c.num_heads);
   attn_splits_ = cuda::paged_attention_num_splits(rows, nh, static_cast<int>(c.num_kv_heads),
                                                   max_context, sm_count_);
@@ -759,7 +870,7 @@ void CudaBackend::size_attention_splits(int64_t rows, int64_t max_context) {
 // rows (the padded token count; the padding rows have slot -1 and write no K/V, and no row
 // mixes with another outside attention); attention runs on the batch's T rows.
 void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const int64_t T = b.num_tokens(), Tp = padded_tokens(T);
   const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t B = b.num_requests(), D = fi_attn_ ? fi_decodes_ : 0;
@@ -809,7 +920,7 @@ int64_t CudaBackend::padded_tokens(int64_t T) const {
 }
 
 void CudaBackend::run_segment(int s, int64_t Tp) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const int L = static_cast<int>(layers_.size());
   const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t I = c.intermediate_size, qkv_w = (nh + 2 * nkv) * hd, V = c.vocab_size;
@@ -823,13 +934,16 @@ void CudaBackend::run_segment(int s, int64_t Tp) {
   const double Td = static_cast<double>(Tp);
   const double norm_bytes = 8.0 * Td * H;
   if (s == 0) {
-    cuda::embedding_lookup(ids_, embed_.view(DType::kBf16, {V, H}),
-                           residual, error_.view(DType::kI32, {1}), stream_);
+    cuda::embedding_lookup(ids_, embed_.view(DType::kBf16, {V, H}), residual,
+                           error_.view(DType::kI32, {1}), stream_, vocab_begin_,
+                           config_.vocab_size);
     mark("embedding", 0, 4.0 * Td * H);
+    all_reduce(residual, stream_, "embedding_allreduce");
   } else {
     Layer& l = layers_[static_cast<size_t>(s - 1)];
     gemm_->run({.x = attn, .w = l.w_o.view(DType::kBf16, {H, nh * hd}), .y = h}, stream_);
     mark("o_gemm", 2.0 * Td * nh * hd * H, 2.0 * (H * nh * hd + Td * (nh * hd + H)));
+    all_reduce(h, stream_, "o_allreduce");
     cuda::add_rms_norm(h, residual, l.ffn_norm.view(DType::kBf16, {H}), h, eps, stream_);
     mark("ffn_norm", 0, norm_bytes);
     gemm_->run({.x = h, .w = l.w_gate_up.view(DType::kBf16, {2 * I, H}), .y = gate_up}, stream_);
@@ -838,6 +952,7 @@ void CudaBackend::run_segment(int s, int64_t Tp) {
     mark("silu_mul", 0, 6.0 * Td * I);
     gemm_->run({.x = act, .w = l.w_down.view(DType::kBf16, {H, I}), .y = h}, stream_);
     mark("down_gemm", 2.0 * Td * I * H, 2.0 * (H * I + Td * (I + H)));
+    all_reduce(h, stream_, "down_allreduce");
   }
   if (s == L) {
     cuda::add_rms_norm(h, residual, final_norm_.view(DType::kBf16, {H}), h, eps, stream_);
@@ -861,6 +976,14 @@ void CudaBackend::run_segment(int s, int64_t Tp) {
                       positions_, inv_freq_.view(DType::kF32, {hd / 2}),
                       kv, slots_, stream_);
   mark("rope_kv_write", 0, 4.0 * Td * qkv_w);
+}
+
+void CudaBackend::all_reduce(const TensorView& x, cudaStream_t stream, const char* op) {
+  if (opts_.tp_size == 1) return;
+  opts_.comm->all_reduce_sum_bf16(x.data, static_cast<size_t>(x.numel()), stream);
+  // Bytes of a ring all-reduce per rank: 2 (N - 1) / N of the tensor each way.
+  const double N = opts_.tp_size;
+  if (stream == stream_) mark(op, 0, 2.0 * (N - 1) / N * 2.0 * static_cast<double>(x.numel()));
 }
 
 void CudaBackend::launch_segment(int s, int64_t Tp) {
@@ -897,7 +1020,7 @@ void CudaBackend::clear_graphs() {
 }
 
 void CudaBackend::run_attention(const ScheduledBatch& b, size_t li) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const int64_t T = b.num_tokens(), B = b.num_requests(), D = fi_attn_ ? fi_decodes_ : 0;
   const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t qkv_w = (nh + 2 * nkv) * hd;

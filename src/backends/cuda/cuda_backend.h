@@ -28,6 +28,9 @@
 namespace nf::cuda::fi {
 class BatchAttention;
 }
+namespace nf::cuda {
+class NcclCommunicator;
+}
 
 namespace nf {
 
@@ -55,6 +58,14 @@ struct CudaBackendConfig {
   // op_profile_json() then reports per-op time, FLOPs and bytes.
   int profile_first_step = -1;
   int profile_steps = 5;
+  // Tensor parallelism (CudaTpBackend makes the ranks): this backend is rank tp_rank of tp_size
+  // on `device`. It holds its shard of the weights (whole heads of Q/K/V and O, a 1/tp_size
+  // share of the FFN, a block of vocabulary rows of the embedding and LM head) and of the KV
+  // cache (its KV heads), and `comm` carries the collectives: a bf16 all-reduce after the
+  // embedding, o_proj and down_proj, and an all-gather of the LM head's logits. Rank 0 alone
+  // returns logits and samples. tp_size 1: the whole model, no collectives.
+  int tp_rank = 0, tp_size = 1;
+  cuda::NcclCommunicator* comm = nullptr;
 };
 
 class CudaBackend final : public Backend {
@@ -87,6 +98,8 @@ class CudaBackend final : public Backend {
   // kKvCopyMaxBlocks blocks into its staging with one kernel, then copies each block to its
   // pinned host buffer; a load is the reverse. Neither waits for stream_: the caller starts a
   // copy once no forward still writes the blocks. read/write_kv_block are the same, waited for.
+  // With tensor parallelism the host block is still the whole model's (as kv_layout() says):
+  // each rank copies its KV heads' share of it.
   size_t kv_block_bytes() const override;
   std::string kv_layout() const override;
   void read_kv_block(int32_t block, std::span<std::byte> out) override;
@@ -116,10 +129,16 @@ class CudaBackend final : public Backend {
     void operator()(void* p) const;
   };
 
-  // Reads the tensors (HF names) as consecutive row ranges of one new bf16 device matrix.
-  cuda::DeviceBuffer upload(const WeightSource& w, const std::vector<std::string>& names,
-                            const std::vector<int64_t>& numels);
+  // Part of one tensor (HF name, [rows, cols] row-major) for upload: rows [r0, r1) and columns
+  // [c0, c1), then pad_rows zero rows.
+  struct WeightPart {
+    std::string name;
+    int64_t rows = 0, cols = 0, r0 = 0, r1 = 0, c0 = 0, c1 = 0, pad_rows = 0;
+  };
+  // Reads the parts as consecutive row ranges of one new bf16 device matrix.
+  cuda::DeviceBuffer upload(const WeightSource& w, const std::vector<WeightPart>& parts);
   void allocate_kv_pool();
+  size_t local_kv_block_bytes() const;  // this rank's share of a block, all layers
   // Copies the batch's integer metadata to the device in one transfer; returns the max context.
   int64_t upload_metadata(const ScheduledBatch& b);
   void run_layers(const ScheduledBatch& b, int64_t max_context);
@@ -138,6 +157,9 @@ class CudaBackend final : public Backend {
   // Runs segment s, from its graph when graphs are on (captured on the second use of a bucket,
   // after one eager run has loaded its kernels and planned its GEMMs).
   void launch_segment(int s, int64_t Tp);
+  // Tensor parallel: sums the bf16 `x` over the ranks in place, on `stream` (a no-op for one
+  // rank); profiled as `op` when on stream_.
+  void all_reduce(const cuda::TensorView& x, cudaStream_t stream, const char* op);
   // Attention of layer li over the batch's T rows (FlashInfer's two batches, or our kernel).
   void run_attention(const ScheduledBatch& b, size_t li);
   void size_attention_splits(int64_t rows, int64_t max_context);
@@ -174,8 +196,17 @@ class CudaBackend final : public Backend {
   double profiled_ms_ = 0;
   int64_t profiled_steps_ = 0, profiled_tokens_ = 0, profiled_decode_rows_ = 0;
   mutable std::mutex profile_mu_;
-  ModelConfig config_;
+  ModelConfig config_;  // the model
+  // This rank's shapes (config_ when tp_size is 1): heads, KV heads and intermediate size over
+  // tp_size, vocab_size the rank's vocabulary rows (ceil(vocab / tp_size)), the first of which
+  // is token vocab_begin_.
+  ModelConfig local_;
+  int64_t vocab_begin_ = 0;
   CudaBackendConfig opts_;
+  // The nano-batch pipeline's collectives: one stream (NCCL needs one order of collectives on
+  // every rank) and, per nano-operation and layer parity, the event its GEMM records for it.
+  cudaStream_t comm_stream_ = nullptr;
+  std::vector<cudaEvent_t> comm_events_;
   cudaStream_t stream_ = nullptr;
   // KV offload copies (start_kv_save, start_kv_load): a lane per direction, the layers' pool
   // bases, and one event per copy in flight (by ticket; finished ones are reused), under kv_mu_.
@@ -213,7 +244,9 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer gate_up_;         // [T, 2 * intermediate] bf16
   cuda::DeviceBuffer act_;             // [T, intermediate] bf16
   cuda::DeviceBuffer rows_;            // [S <= T, hidden] bf16, the final-normed sample rows
-  cuda::DeviceBuffer logits_;          // [S <= T, vocab] f32
+  cuda::DeviceBuffer logits_;          // [S <= T, vocab] f32 (tensor parallel: rank 0 only)
+  cuda::DeviceBuffer logits_local_;    // tensor parallel: [S, vocab rows] f32, this rank's
+  cuda::DeviceBuffer logits_gathered_;  // tensor parallel: [tp_size, S, vocab rows] f32
   cuda::DeviceBuffer error_;           // [1] i32, the embedding lookups' out-of-range flag
   cuda::DeviceBuffer attn_workspace_;  // u8, grown to the largest split-K need seen
 

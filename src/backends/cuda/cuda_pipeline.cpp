@@ -45,7 +45,7 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
 #else
   NF_CHECK(fi_attn_ != nullptr,
            "--pipeline: nano-batch schedules need FlashInfer attention (--attention flashinfer)");
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const int64_t T = b.num_tokens(), H = c.hidden_size, V = c.vocab_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
@@ -158,10 +158,25 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
   const TensorView h = h_.view(DType::kBf16, {T, H});
   // ids_ may be padded to a CUDA-graph bucket; the pipeline runs on the T rows.
   cuda::embedding_lookup(span_slice(ids_, 0, T), embed_.view(DType::kBf16, {V, H}), residual,
-                         error_.view(DType::kI32, {1}), stream_);
+                         error_.view(DType::kI32, {1}), stream_, vocab_begin_, config_.vocab_size);
+  all_reduce(residual, stream_, "embedding_allreduce");
+  // Tensor parallel: the all-reduces after o_proj and down_proj run on comm_stream_, one
+  // nano-batch's while the others' GEMMs go on (NCCL's CTAs bounded by --tp-comm-ctas).
+  const bool tp = opts_.tp_size > 1;
+  if (tp && comm_stream_ == nullptr) {
+    int least = 0, greatest = 0;
+    NF_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    NF_CUDA_CHECK(cudaStreamCreateWithPriority(&comm_stream_, cudaStreamNonBlocking, greatest));
+  }
+  while (tp && comm_events_.size() < 2 * plan.ops.size()) {
+    cudaEvent_t e = nullptr;
+    NF_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    comm_events_.push_back(e);
+  }
   NF_CUDA_CHECK(cudaEventRecord(nano_fork_, stream_));
   for (int s = 1; s < streams; ++s)
     NF_CUDA_CHECK(cudaStreamWaitEvent(lanes[static_cast<size_t>(s)]->stream, nano_fork_, 0));
+  if (tp) NF_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, nano_fork_, 0));
 
   // Period by period (runtime/pipeline.h): each nano-operation waits for the instances it
   // needs, of its layer and, for qkv, of the layer before.
@@ -177,13 +192,27 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
         NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, event(static_cast<size_t>(d), layer - 1), 0));
     gemm.set_sm_count_target(pop.op.sm_target > 0 ? pop.op.sm_target : lane_sms[lane]);
     run_nano_op(b, plan, pop.op, static_cast<size_t>(layer), ns.stream, gemm);
-    NF_CUDA_CHECK(cudaEventRecord(event(i, layer), ns.stream));
+    if (tp && (pop.op.stage == Stage::kO || pop.op.stage == Stage::kFfn)) {
+      // The op is done once its rows are summed over the ranks.
+      const PipelinePlan::Range& r = plan.range(pop.op);
+      cudaEvent_t gemm_done = comm_events_[2 * i + (layer & 1)];
+      NF_CUDA_CHECK(cudaEventRecord(gemm_done, ns.stream));
+      NF_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, gemm_done, 0));
+      all_reduce(row_slice(h, r.begin, r.end - r.begin), comm_stream_, "");
+      NF_CUDA_CHECK(cudaEventRecord(event(i, layer), comm_stream_));
+    } else {
+      NF_CUDA_CHECK(cudaEventRecord(event(i, layer), ns.stream));
+    }
   });
   gemm_->set_sm_count_target(0);
   for (int s = 1; s < streams; ++s) {
     NanoStream& ns = *lanes[static_cast<size_t>(s)];
     NF_CUDA_CHECK(cudaEventRecord(ns.done, ns.stream));
     NF_CUDA_CHECK(cudaStreamWaitEvent(stream_, ns.done, 0));
+  }
+  if (tp) {
+    NF_CUDA_CHECK(cudaEventRecord(nano_fork_, comm_stream_));
+    NF_CUDA_CHECK(cudaStreamWaitEvent(stream_, nano_fork_, 0));
   }
   cuda::add_rms_norm(h, residual, final_norm_.view(DType::kBf16, {H}), h, eps, stream_);
   // The op profile sees the overlapped layers as one op.
@@ -196,7 +225,7 @@ void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan,
 #ifndef NANOFLOW_HAVE_FLASHINFER
   (void)b, (void)plan, (void)op, (void)layer, (void)stream, (void)gemm;
 #else
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const int64_t T = b.num_tokens(), H = c.hidden_size, hd = c.head_dim, nh = c.num_heads;
   const int64_t nkv = c.num_kv_heads, I = c.intermediate_size, qkv_w = (nh + 2 * nkv) * hd;
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -274,7 +303,7 @@ void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan,
 void CudaBackend::run_tc_decode(const ScheduledBatch& b, int r0, int r1, const int32_t* qo_indptr,
                                 const int32_t* page_indptr, size_t li, int splits,
                                 const TensorView& workspace, cudaStream_t stream) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t qkv_w = (nh + 2 * nkv) * hd, T = b.num_tokens(), n = r1 - r0;
   const int64_t row0 = b.seq_indptr[static_cast<size_t>(r0)];

@@ -7,8 +7,9 @@
 // (mma.sync.m16n8k16, fp32 accumulation) and spends its effort on keeping bytes in flight.
 //
 // Design. One CTA (4 warps) per (request, kv head, context split).
-//   - The query heads of the kv head (the GQA group, up to 16) are the MMA's 16 rows, scaled by
-//     scale * log2(e) and held as A fragments for the whole CTA (rows past the group are zero).
+//   - The query heads of the kv head (the GQA group, up to 16) are the MMA's 16 rows, held as A
+//     fragments for the whole CTA (rows past the group are zero); the fp32 scores are scaled by
+//     scale * log2(e) after the MMA.
 //   - The split's keys are walked in tiles of 64 (4 blocks of 16), kStages tiles in flight:
 //     cp.async 16-byte copies of K and V rows into shared memory (XOR-swizzled per 16-byte
 //     chunk, so that ldmatrix reads are conflict-free), zero-filled past the context.
@@ -129,14 +130,14 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Dec
   const int n_tiles = in_table && begin < end ? (end - begin + kTile - 1) / kTile : 0;
   const int h0 = kvh * p.group;
 
-  // Q: the group's heads, scaled, as bf16 rows of sq (zero rows past the group).
+  // Q: the group's heads as bf16 rows of sq (zero rows past the group), unscaled: scaling before
+  // the bf16 rounding would perturb large scores by ~2^-9 of their size (the scores are scaled
+  // in fp32 after the MMA instead).
   for (int c = tid; c < kRows * kChunks; c += kThreads) {
     const int row = c / kChunks, ch = c % kChunks;
     float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (row < p.group) {
       kernels::load_bf16x8(a.q + t * a.q_stride + static_cast<int64_t>(h0 + row) * kD + ch * 8, v);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] *= p.scale_log2;
     }
     kernels::store_bf16x8(sq + swz<kD>(row, ch), v);
   }
@@ -211,7 +212,7 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Dec
     for (int n = 0; n < 2; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        if (pos0 + n * 8 + (e & 1) >= end) s[n][e] = -INFINITY;
+        s[n][e] = pos0 + n * 8 + (e & 1) >= end ? -INFINITY : s[n][e] * p.scale_log2;
         mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
       }
     float alpha[2], m_use[2];

@@ -1,0 +1,173 @@
+#include "backends/cuda/cuda_tp_backend.h"
+
+#include <cuda_runtime_api.h>
+#include <fmt/core.h>
+
+#include <algorithm>
+
+#include "backends/cuda/cuda_check.h"
+#include "common/status.h"
+
+namespace nf {
+
+CudaTpBackend::CudaTpBackend(const ModelConfig& config, const WeightSource& weights,
+                             std::span<const float> rope_inv_freq, const CudaBackendConfig& opts,
+                             const CudaTpConfig& tp)
+    : config_(config) {
+  const int N = tp.tensor_parallel_size;
+  NF_CHECK(N >= 1, "--tensor-parallel-size {}", N);
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess) {
+    cudaGetLastError();
+    devices = 0;
+  }
+  if (devices < N)
+    fail("--tensor-parallel-size {}: {} CUDA device{} visible, one GPU per rank is needed", N,
+         devices, devices == 1 ? " is" : "s are");
+  std::vector<int> ids(static_cast<size_t>(N));
+  for (int r = 0; r < N; ++r) ids[static_cast<size_t>(r)] = r;
+  comms_ = cuda::make_nccl_communicators(ids, tp.comm_ctas);
+  ranks_.resize(static_cast<size_t>(N));
+  errors_.assign(static_cast<size_t>(N), nullptr);
+  for (int r = 0; r < N; ++r) threads_.emplace_back([this, r] { worker(r); });
+  // Every rank loads its shard and sizes its pool; the engine uses the smallest pool's block
+  // count, so that a block id is valid on all.
+  try {
+    run_all([&](int r) {
+      CudaBackendConfig o = opts;
+      o.device = r;
+      o.tp_rank = r;
+      o.tp_size = N;
+      o.comm = comms_[static_cast<size_t>(r)].get();
+      ranks_[static_cast<size_t>(r)] =
+          std::make_unique<CudaBackend>(config, weights, rope_inv_freq, o);
+    });
+  } catch (...) {
+    ranks_.clear();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    job_cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+    throw;
+  }
+  num_blocks_ = ranks_[0]->num_kv_blocks();
+  for (const auto& r : ranks_) num_blocks_ = std::min(num_blocks_, r->num_kv_blocks());
+  fmt::print(stderr, "CUDA tensor parallel: {} ranks on devices 0-{}, NCCL, {} KV blocks each\n",
+             N, N - 1, num_blocks_);
+}
+
+CudaTpBackend::~CudaTpBackend() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  job_cv_.notify_all();
+  for (std::thread& t : threads_) t.join();
+  ranks_.clear();  // before the communicators they use
+  comms_.clear();
+}
+
+void CudaTpBackend::worker(int rank) {
+  uint64_t seen = 0;
+  bool device_set = false;
+  while (true) {
+    const std::function<void(int)>* fn = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      job_cv_.wait(lock, [&] { return stop_ || job_id_ != seen; });
+      if (stop_) return;
+      seen = job_id_;
+      fn = job_;
+    }
+    try {
+      if (!device_set) {
+        NF_CUDA_CHECK(cudaSetDevice(rank));
+        device_set = true;
+      }
+      (*fn)(rank);
+    } catch (...) {
+      errors_[static_cast<size_t>(rank)] = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (--pending_ == 0) done_cv_.notify_all();
+    }
+  }
+}
+
+void CudaTpBackend::run_all(const std::function<void(int)>& fn) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::fill(errors_.begin(), errors_.end(), nullptr);
+    job_ = &fn;
+    pending_ = static_cast<int>(threads_.size());
+    ++job_id_;
+  }
+  job_cv_.notify_all();
+  std::unique_lock<std::mutex> lock(mu_);
+  done_cv_.wait(lock, [&] { return pending_ == 0; });
+  job_ = nullptr;
+  // A rank that failed before its collectives leaves the others' NCCL calls waiting; every
+  // check that can fail on a batch runs before the first collective, on every rank alike, so
+  // they fail together (a device fault mid-forward is fatal, as in other NCCL engines).
+  for (const std::exception_ptr& e : errors_)
+    if (e) std::rethrow_exception(e);
+}
+
+void CudaTpBackend::forward(const ScheduledBatch& batch, std::span<float> logits) {
+  run_all([&](int r) {
+    ranks_[static_cast<size_t>(r)]->forward(batch, r == 0 ? logits : std::span<float>());
+  });
+}
+
+void CudaTpBackend::forward_sample(const ScheduledBatch& batch, const DeviceSampleBatch& sampling,
+                                   DeviceSampleResult& out) {
+  std::vector<DeviceSampleResult> others(ranks_.size() - 1);
+  run_all([&](int r) {
+    ranks_[static_cast<size_t>(r)]->forward_sample(
+        batch, sampling, r == 0 ? out : others[static_cast<size_t>(r - 1)]);
+  });
+}
+
+void CudaTpBackend::set_pipeline(const PipelineConfig& pipeline) {
+  run_all([&](int r) { ranks_[static_cast<size_t>(r)]->set_pipeline(pipeline); });
+}
+
+size_t CudaTpBackend::kv_block_bytes() const {
+  return ranks_[0]->kv_block_bytes();
+}
+
+uint64_t CudaTpBackend::start_kv_save(std::span<const int32_t> blocks,
+                                      std::span<std::byte* const> dst) {
+  std::vector<uint64_t> tickets;
+  for (auto& r : ranks_) tickets.push_back(r->start_kv_save(blocks, dst));
+  std::lock_guard<std::mutex> lock(kv_mu_);
+  kv_copies_.emplace(++kv_tickets_, std::move(tickets));
+  return kv_tickets_;
+}
+
+uint64_t CudaTpBackend::start_kv_load(std::span<const int32_t> blocks,
+                                      std::span<const std::byte* const> src) {
+  std::vector<uint64_t> tickets;
+  for (auto& r : ranks_) tickets.push_back(r->start_kv_load(blocks, src));
+  std::lock_guard<std::mutex> lock(kv_mu_);
+  kv_copies_.emplace(++kv_tickets_, std::move(tickets));
+  return kv_tickets_;
+}
+
+void CudaTpBackend::wait_kv_copy(uint64_t ticket) {
+  std::vector<uint64_t> tickets;
+  {
+    std::lock_guard<std::mutex> lock(kv_mu_);
+    auto it = kv_copies_.find(ticket);
+    NF_CHECK(it != kv_copies_.end(), "wait_kv_copy: no copy {} in flight", ticket);
+    tickets = std::move(it->second);
+    kv_copies_.erase(it);
+  }
+  for (size_t r = 0; r < ranks_.size(); ++r) ranks_[r]->wait_kv_copy(tickets[r]);
+}
+
+}  // namespace nf
