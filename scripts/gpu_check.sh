@@ -12,7 +12,8 @@
 # Environment: BUILD (build dir, default build-gpu), JOBS (16), BENCHES (see below; default
 # llama3-8b at 1024/512 with NUM_REQUESTS=256 requests), CPU_TESTS (1: also the CPU ctest),
 # NF_REAL_SIZE_TESTS (default 1: GPU vs CPU engine on dummy llama3-8b/qwen2-7b), BENCH_TIMEOUT and
-# TEST_TIMEOUT (seconds, default 300 and 600), NF_GIT_COMMIT (recorded when there is no .git),
+# TEST_TIMEOUT (seconds, default 300 and 600), NF_GIT_COMMIT (the commit results record; set it
+# where the copy's .git may be stale or absent, as on the device machines),
 # KERNEL_BENCHES (a gtest filter of the disabled kernel timings in tests/kernels/test_kernel_bench.cpp,
 # e.g. 'Bench.DISABLED_Gemm:Bench.DISABLED_Elementwise'; run after the tests, log kernel_bench.log),
 # TUNE (a model preset, e.g. llama3-8b: `nanoflow tune` before the benchmarks, writing
