@@ -582,6 +582,21 @@ TEST(CudaTensorParallel, KvOffloadAcrossRanks) {
   EXPECT_GT(st_on.kv_host_hit_tokens + st_on.kv_disk_hit_tokens, 0);
 }
 
+// Listing the devices leaves the caller's current device current: it once left the last one
+// current, and on a two-GPU machine a test's later buffers and kernel then went to the other
+// GPU than its earlier buffers (an illegal address).
+TEST(CudaDevices, ListingKeepsTheCurrentDevice) {
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  for (int d = 0; d < cuda_devices(); ++d) {
+    ASSERT_EQ(cudaSetDevice(d), cudaSuccess);
+    EXPECT_EQ(nf::cuda::list_devices().size(), static_cast<size_t>(cuda_devices()));
+    int current = -1;
+    ASSERT_EQ(cudaGetDevice(&current), cudaSuccess);
+    EXPECT_EQ(current, d);
+  }
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+}
+
 // More ranks than GPUs is a clear error (runs on any GPU count).
 TEST(CudaTensorParallel, MoreRanksThanGpusIsAClearError) {
   if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";

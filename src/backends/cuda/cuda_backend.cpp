@@ -577,6 +577,11 @@ bool CudaBackend::run_model(const ScheduledBatch& b) {
   const BatchPlan bp = plan_batch(b, opts_.pipeline, grouped_);
   const ScheduledBatch& run = *bp.batch;
   const int64_t max_context = upload_metadata(run);
+  if (profiling_) {  // serial and nano-batch schedules alike
+    std::lock_guard<std::mutex> lock(profile_mu_);
+    profiled_tokens_ += run.num_tokens();
+    profiled_decode_rows_ += run.num_decodes();
+  }
   mark("metadata_upload", 0, 0);
   NF_CUDA_CHECK(cudaMemsetAsync(error_.data(), 0, sizeof(int32_t), stream_));
   if (!bp.schedule->is_serial()) {
@@ -902,9 +907,6 @@ void CudaBackend::run_layers(const ScheduledBatch& b, int64_t max_context) {
       attn_bytes_[g] += 2.0 * b.context_lens[r] * nkv * hd * 2 +
                         4.0 * (b.seq_indptr[r + 1] - b.seq_indptr[r]) * nh * hd;
     }
-    std::lock_guard<std::mutex> lock(profile_mu_);
-    profiled_tokens_ += T;
-    profiled_decode_rows_ += b.num_decodes();
   }
   const int L = static_cast<int>(layers_.size());
   for (int s = 0; s <= L; ++s) {

@@ -11,6 +11,11 @@ std::vector<DeviceInfo> list_devices() {
     cudaGetLastError();  // clear the sticky "no device" error
     return out;
   }
+  // Free memory needs each device current in turn: the caller's current device is restored
+  // after (on a multi-GPU host, leaving the last one current would send the caller's later
+  // allocations and launches to another GPU than its earlier ones).
+  int current = 0;
+  const bool have_current = cudaGetDevice(&current) == cudaSuccess;
   for (int i = 0; i < n; ++i) {
     cudaDeviceProp prop{};
     if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
@@ -24,6 +29,7 @@ std::vector<DeviceInfo> list_devices() {
     if (cudaSetDevice(i) == cudaSuccess) cudaMemGetInfo(&d.free_memory, &d.total_memory);
     out.push_back(d);
   }
+  if (have_current) cudaSetDevice(current);
   return out;
 }
 
