@@ -6,17 +6,14 @@
 //    when send and recv differ). A backend runs its single-rank path through it unchanged.
 //  - CpuCommunicator (runtime/cpu_communicator.h): N ranks that are N threads of one process,
 //    sharing host memory; exact and deterministic (fixed rank-order sums). The test oracle.
-//  - NcclCommunicator (to come, with the multi-GPU CUDA backend): one ncclComm_t per GPU, made
-//    once by ncclCommInitAll in the process that drives every GPU of the host, one host thread
-//    and one stream set per GPU (rank r = device r). The calls map one to one:
-//    all_reduce_sum -> ncclAllReduce(ncclSum), all_gather -> ncclAllGather, barrier -> a
-//    one-element all-reduce. It adds what the CPU does not need: pointers are device
-//    pointers, each call takes the rank's communication stream and returns once the collective
-//    is enqueued (ordered after earlier work on that stream, not finished), and a bf16 overload
-//    of all_reduce_sum (ncclBfloat16) next to the fp32 one. The nano-batch pipeline puts those
-//    calls on a stream of their own with a bounded SM share, so the collective of one
-//    nano-batch overlaps the GEMMs of another; the interface stays per call, so nothing here
-//    changes for that.
+//  - NcclCommunicator (backends/cuda/nccl_communicator.h): one NCCL communicator per GPU, made
+//    together by the process that drives every GPU of the host, with one host thread and one
+//    stream set per GPU (rank r = device r). all_reduce_sum -> ncclAllReduce(ncclSum),
+//    all_gather -> ncclAllGather, barrier -> a one-element all-reduce. Pointers are device
+//    pointers, and each call returns once the collective is enqueued on the rank's stream (in
+//    order after earlier work there, not finished). It adds the calls the CUDA backend makes:
+//    a bf16 all-reduce and an fp32 all-gather on a given stream, which the nano-batch pipeline
+//    puts on a communication stream beside other nano-batches' GEMMs.
 //
 // Contract of every collective: all ranks of the group call it, in the same order, with the same
 // n; it returns (on the CPU: completes) when this rank's result is in place. Results are the

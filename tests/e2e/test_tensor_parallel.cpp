@@ -255,20 +255,20 @@ TEST(TensorParallel, NonDivisibleSizeFailsClearly) {
   }
 }
 
-// Several GPUs are not supported yet: CUDA with TP > 1 is refused before anything is loaded.
-TEST(TensorParallel, CudaRefusesSeveralRanks) {
+// CUDA runs one rank per GPU: more ranks than the host has GPUs is refused, naming the need,
+// before any weight is read (the tensor-parallel runs themselves are GPU tests:
+// tests/kernels/test_cuda_backend.cpp, CudaTensorParallel.*).
+TEST(TensorParallel, CudaNeedsAGpuPerRank) {
 #ifndef NANOFLOW_HAVE_CUDA
   GTEST_SKIP() << "CPU-only build: --device cuda is refused for another reason";
 #else
-  EngineConfig c = engine_config(kSource / "tests/fixtures/models/llama3-tiny", 2);
+  EngineConfig c = engine_config(kSource / "tests/fixtures/models/llama3-tiny", 64);
   c.device = "cuda";
   try {
     Engine::create(c);
-    ADD_FAILURE() << "CUDA with TP=2 was accepted";
+    ADD_FAILURE() << "CUDA with TP=64 was accepted";
   } catch (const nf::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("tensor parallelism on CUDA needs several GPUs"),
-              std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("one GPU per rank"), std::string::npos) << e.what();
   }
 #endif
 }

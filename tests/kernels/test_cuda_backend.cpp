@@ -457,9 +457,9 @@ std::vector<int> tp_sizes(const nf::ModelConfig& c) {
   return out;
 }
 
-#define SKIP_WITHOUT_TP()                                                         \
-  do {                                                                            \
-    if (!nf::cuda::have_nccl()) GTEST_SKIP() << "built without NCCL";             \
+#define SKIP_WITHOUT_TP()                                                        \
+  do {                                                                           \
+    if (!nf::cuda::have_nccl()) GTEST_SKIP() << "built without NCCL";            \
     if (cuda_devices() < 2) GTEST_SKIP() << cuda_devices() << " CUDA device(s)"; \
   } while (0)
 
@@ -479,8 +479,8 @@ TEST(CudaTensorParallel, GoldenFixturesMatchTransformers) {
         EngineConfig c = engine_config(g.model, "cuda");
         c.tensor_parallel_size = n;
         c.cuda_graphs = graphs;
-        expect_golden_parity(g, c, std::string(name) + " TP=" + std::to_string(n) +
-                                       (graphs ? "" : " no graphs"));
+        expect_golden_parity(
+            g, c, std::string(name) + " TP=" + std::to_string(n) + (graphs ? "" : " no graphs"));
         ++ran;
       }
     }
@@ -528,11 +528,16 @@ TEST(CudaTensorParallel, AgreesWithOneGpu) {
         c.cuda_graphs = variant != 1;
         if (variant == 2) c.pipeline_file = sched.string();
         const std::string what = family + " TP=" + std::to_string(n) +
-                                 (variant == 1 ? " no graphs" : variant == 2 ? " nano-batch" : "");
-        const nf::testing::RunDiff d = nf::testing::compare_runs(base, Engine::create(c)->generate(reqs));
+                                 (variant == 1   ? " no graphs"
+                                  : variant == 2 ? " nano-batch"
+                                                 : "");
+        const nf::testing::RunDiff d =
+            nf::testing::compare_runs(base, Engine::create(c)->generate(reqs));
         for (const std::string& f : d.failures) ADD_FAILURE() << what << ": " << f;
-        std::printf("REPORT %s vs one GPU: %zu/%zu steps with the same token, max |top-1 logprob "
-                    "diff| %.3e\n", what.c_str(), d.same, d.steps, d.max_diff);
+        std::printf(
+            "REPORT %s vs one GPU: %zu/%zu steps with the same token, max |top-1 logprob "
+            "diff| %.3e\n",
+            what.c_str(), d.same, d.steps, d.max_diff);
         EXPECT_LE(d.max_diff, kBf16Logprob) << what;
         ++ran;
       }
@@ -573,11 +578,12 @@ TEST(CudaTensorParallel, KvOffloadAcrossRanks) {
   fs::remove_all(dir);
   const nf::testing::RunDiff d = nf::testing::compare_runs(off, on);
   for (const std::string& f : d.failures) ADD_FAILURE() << f;
-  std::printf("REPORT CUDA TP=2 with KV offload vs one GPU without: %zu/%zu steps with the same "
-              "token, max |top-1 logprob diff| %.3e; prompt tokens from the host tier %lld, disk "
-              "tier %lld\n",
-              d.same, d.steps, d.max_diff, static_cast<long long>(st_on.kv_host_hit_tokens),
-              static_cast<long long>(st_on.kv_disk_hit_tokens));
+  std::printf(
+      "REPORT CUDA TP=2 with KV offload vs one GPU without: %zu/%zu steps with the same "
+      "token, max |top-1 logprob diff| %.3e; prompt tokens from the host tier %lld, disk "
+      "tier %lld\n",
+      d.same, d.steps, d.max_diff, static_cast<long long>(st_on.kv_host_hit_tokens),
+      static_cast<long long>(st_on.kv_disk_hit_tokens));
   EXPECT_EQ(d.steps, 6u * 3 * 8);
   EXPECT_GT(st_on.kv_host_hit_tokens + st_on.kv_disk_hit_tokens, 0);
 }

@@ -91,8 +91,7 @@ CudaBackend::CudaBackend(const ModelConfig& model, const WeightSource& w,
   NF_CHECK(N >= 1 && rank >= 0 && rank < N, "tensor-parallel rank {} of {}", rank, N);
   NF_CHECK(N == 1 || opts_.comm != nullptr, "tensor-parallel rank {} of {} without a communicator",
            rank, N);
-  if (model.num_heads % N != 0 || model.num_kv_heads % N != 0 ||
-      model.intermediate_size % N != 0) {
+  if (model.num_heads % N != 0 || model.num_kv_heads % N != 0 || model.intermediate_size % N != 0) {
     fail(
         "--tensor-parallel-size {}: the model has {} attention heads, {} KV heads and an "
         "intermediate size of {}; the CUDA backend splits whole heads and equal FFN shares "
@@ -124,8 +123,8 @@ CudaBackend::CudaBackend(const ModelConfig& model, const WeightSource& w,
   // Logits: [T, vocab] f32 on rank 0; with several ranks also the rank's [T, V] and the
   // gathered [N, T, V].
   const int64_t logit_floats = (rank == 0 ? Vall : 0) + (N > 1 ? (N + 1) * V : 0);
-  const size_t act_bytes = static_cast<size_t>(T) *
-                           (2 * (2 * H + qkv_w + nh * hd + 3 * I + H) + 4 * static_cast<size_t>(logit_floats));
+  const size_t act_bytes = static_cast<size_t>(T) * (2 * (2 * H + qkv_w + nh * hd + 3 * I + H) +
+                                                     4 * static_cast<size_t>(logit_floats));
   const size_t need = weight_bytes(c) + act_bytes + cuda::Gemm::kDefaultWorkspace;
   size_t free_b = 0, total_b = 0;
   NF_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
@@ -173,13 +172,13 @@ CudaBackend::CudaBackend(const ModelConfig& model, const WeightSource& w,
     const std::string p = "model.layers." + std::to_string(i) + ".";
     Layer& l = layers_[static_cast<size_t>(i)];
     l.attn_norm = upload(w, {whole(p + "input_layernorm.weight", H)});
-    l.w_qkv = upload(w, {rows(p + "self_attn.q_proj.weight", NH, H),
-                         rows(p + "self_attn.k_proj.weight", NKV, H),
-                         rows(p + "self_attn.v_proj.weight", NKV, H)});
+    l.w_qkv = upload(
+        w, {rows(p + "self_attn.q_proj.weight", NH, H), rows(p + "self_attn.k_proj.weight", NKV, H),
+            rows(p + "self_attn.v_proj.weight", NKV, H)});
     if (c.qkv_bias) {
-      l.b_qkv = upload(w, {rows(p + "self_attn.q_proj.bias", NH, 1),
-                           rows(p + "self_attn.k_proj.bias", NKV, 1),
-                           rows(p + "self_attn.v_proj.bias", NKV, 1)});
+      l.b_qkv = upload(
+          w, {rows(p + "self_attn.q_proj.bias", NH, 1), rows(p + "self_attn.k_proj.bias", NKV, 1),
+              rows(p + "self_attn.v_proj.bias", NKV, 1)});
     }
     l.w_o = upload(w, {cols(p + "self_attn.o_proj.weight", H, NH)});
     l.ffn_norm = upload(w, {whole(p + "post_attention_layernorm.weight", H)});
@@ -386,7 +385,8 @@ CudaBackend::~CudaBackend() {
   clear_graphs();
 }
 
-cuda::DeviceBuffer CudaBackend::upload(const WeightSource& w, const std::vector<WeightPart>& parts) {
+cuda::DeviceBuffer CudaBackend::upload(const WeightSource& w,
+                                       const std::vector<WeightPart>& parts) {
   int64_t total = 0;
   for (const WeightPart& p : parts) total += (p.r1 - p.r0 + p.pad_rows) * (p.c1 - p.c0);
   cuda::DeviceBuffer out(static_cast<size_t>(total) * 2);
@@ -598,8 +598,8 @@ bool CudaBackend::run_model(const ScheduledBatch& b) {
                            error_.view(DType::kI32, {1}), stream_);
     const cuda::DeviceBuffer& head = lm_head_.data() != nullptr ? lm_head_ : embed_;
     const int N = opts_.tp_size;
-    const TensorView y = N == 1 ? logits_.view(DType::kF32, {S, V})
-                                : logits_local_.view(DType::kF32, {S, V});
+    const TensorView y =
+        N == 1 ? logits_.view(DType::kF32, {S, V}) : logits_local_.view(DType::kF32, {S, V});
     gemm_->run({.x = rows, .w = head.view(DType::kBf16, {V, H}), .y = y}, stream_);
     mark("lm_head_gemm", 2.0 * S * H * V, 2.0 * V * H + 4.0 * S * V);
     if (N > 1) {

@@ -55,8 +55,8 @@ CudaTpBackend::CudaTpBackend(const ModelConfig& config, const WeightSource& weig
   }
   num_blocks_ = ranks_[0]->num_kv_blocks();
   for (const auto& r : ranks_) num_blocks_ = std::min(num_blocks_, r->num_kv_blocks());
-  fmt::print(stderr, "CUDA tensor parallel: {} ranks on devices 0-{}, NCCL, {} KV blocks each\n",
-             N, N - 1, num_blocks_);
+  fmt::print(stderr, "CUDA tensor parallel: {} ranks on devices 0-{}, NCCL, {} KV blocks each\n", N,
+             N - 1, num_blocks_);
 }
 
 CudaTpBackend::~CudaTpBackend() {

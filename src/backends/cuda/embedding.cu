@@ -43,11 +43,11 @@ void launch::embedding(const int32_t* ids, const bf16* table, bf16* out, int32_t
   const int threads = static_cast<int>(std::min<int64_t>(256, kernels::ceil_div(per_row, 32) * 32));
   const dim3 grid(static_cast<unsigned>(tokens));
   if (vec) {
-    embedding_kernel<8><<<grid, threads, 0, stream>>>(ids, table, out, error, rows, first_id, vocab,
-                                                        hidden);
+    embedding_kernel<8>
+        <<<grid, threads, 0, stream>>>(ids, table, out, error, rows, first_id, vocab, hidden);
   } else {
-    embedding_kernel<1><<<grid, threads, 0, stream>>>(ids, table, out, error, rows, first_id, vocab,
-                                                        hidden);
+    embedding_kernel<1>
+        <<<grid, threads, 0, stream>>>(ids, table, out, error, rows, first_id, vocab, hidden);
   }
   NF_CUDA_CHECK_LAUNCH();
 }

@@ -14,8 +14,7 @@ namespace nf::cuda::launch {
 using bf16 = __nv_bfloat16;
 
 void embedding(const int32_t* ids, const bf16* table, bf16* out, int32_t* error, int64_t tokens,
-               int64_t rows, int64_t first_id, int64_t vocab, int64_t hidden,
-               cudaStream_t stream);
+               int64_t rows, int64_t first_id, int64_t vocab, int64_t hidden, cudaStream_t stream);
 
 // residual == nullptr: plain RMSNorm of x; else residual += x first and the norm is of residual.
 void rms_norm(const bf16* x, bf16* residual, const bf16* weight, bf16* out, int64_t tokens,

@@ -11,7 +11,9 @@ namespace nf::cuda {
 
 #ifdef NANOFLOW_HAVE_NCCL
 
-bool have_nccl() { return true; }
+bool have_nccl() {
+  return true;
+}
 
 struct NcclCommunicator::Impl {
   ncclComm_t comm = nullptr;
@@ -38,9 +40,15 @@ NcclCommunicator::~NcclCommunicator() {
   }
 }
 
-int NcclCommunicator::rank() const { return impl_->rank; }
-int NcclCommunicator::world_size() const { return impl_->world; }
-int NcclCommunicator::device() const { return impl_->device; }
+int NcclCommunicator::rank() const {
+  return impl_->rank;
+}
+int NcclCommunicator::world_size() const {
+  return impl_->world;
+}
+int NcclCommunicator::device() const {
+  return impl_->device;
+}
 
 void NcclCommunicator::all_reduce_sum(float* data, size_t n) {
   check(ncclAllReduce(data, data, n, ncclFloat32, ncclSum, impl_->comm, stream_), "all-reduce",
@@ -67,8 +75,7 @@ void NcclCommunicator::all_reduce_sum_bf16(void* data, size_t n, cudaStream_t st
 
 void NcclCommunicator::all_gather_f32(const float* send, float* recv, size_t n,
                                       cudaStream_t stream) {
-  check(ncclAllGather(send, recv, n, ncclFloat32, impl_->comm, stream), "all-gather",
-        impl_->comm);
+  check(ncclAllGather(send, recv, n, ncclFloat32, impl_->comm, stream), "all-gather", impl_->comm);
 }
 
 std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_communicators(
@@ -105,15 +112,23 @@ std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_communicators(
 
 #else  // no NCCL in this build
 
-bool have_nccl() { return false; }
+bool have_nccl() {
+  return false;
+}
 
 struct NcclCommunicator::Impl {};
 
 NcclCommunicator::NcclCommunicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 NcclCommunicator::~NcclCommunicator() = default;
-int NcclCommunicator::rank() const { return 0; }
-int NcclCommunicator::world_size() const { return 1; }
-int NcclCommunicator::device() const { return 0; }
+int NcclCommunicator::rank() const {
+  return 0;
+}
+int NcclCommunicator::world_size() const {
+  return 1;
+}
+int NcclCommunicator::device() const {
+  return 0;
+}
 void NcclCommunicator::all_reduce_sum(float*, size_t) {}
 void NcclCommunicator::all_gather(const float*, float*, size_t) {}
 void NcclCommunicator::barrier() {}
