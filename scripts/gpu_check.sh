@@ -34,6 +34,8 @@ NUM_REQUESTS=${NUM_REQUESTS:-256}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}  # seconds per step, so that a slow step cannot hide the rest
 TEST_TIMEOUT=${TEST_TIMEOUT:-600}
 mkdir -p "$OUT"
+[ -z "${NF_GIT_COMMIT:-}" ] && echo "gpu_check: NF_GIT_COMMIT is not set; results record this copy's" \
+  "git HEAD ($(git rev-parse --short HEAD 2>/dev/null || echo none)), which a device copy may have stale" >&2
 export NF_REAL_SIZE_TESTS=${NF_REAL_SIZE_TESTS:-1}
 
 cmake_extra=()
