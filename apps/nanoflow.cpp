@@ -117,10 +117,15 @@ struct EngineOptions {
         ->check(CLI::Range(1, 256))
         ->capture_default_str();
     app->add_option("--tp-comm-ctas", engine.tp_comm_ctas,
-                    "CUDA tensor parallel: CTAs (so SMs) each NCCL collective may use, leaving "
-                    "the rest to the GEMMs it overlaps in a nano-batch schedule (0: NCCL's "
-                    "choice)")
+                    "CUDA tensor parallel: CTAs (so SMs) each all-reduce may use, leaving the "
+                    "rest to the GEMMs it overlaps in a nano-batch schedule (0: NCCL's choice, "
+                    "or 16 with --tp-allreduce peer)")
         ->check(CLI::Range(0, 64))
+        ->capture_default_str();
+    app->add_option("--tp-allreduce", engine.tp_allreduce,
+                    "CUDA tensor parallel: the all-reduces through NCCL (nccl), or one-shot over "
+                    "NVLink peer memory (peer; experimental)")
+        ->check(CLI::IsMember({"nccl", "peer"}))
         ->capture_default_str();
     app->add_flag("!--no-prefix-caching", engine.enable_prefix_caching,
                   "Do not reuse the KV cache of shared prompt prefixes");
@@ -506,8 +511,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   tu->add_option("--tp-comm-ctas", tune.tp_comm_ctas,
-                 "With --tensor-parallel-size: NCCL CTAs per collective (0: NCCL's choice)")
+                 "With --tensor-parallel-size: CTAs per all-reduce (0: NCCL's choice, or 16 with "
+                 "--tp-allreduce peer)")
       ->check(CLI::Range(0, 64))
+      ->capture_default_str();
+  tu->add_option("--tp-allreduce", tune.tp_allreduce,
+                 "With --tensor-parallel-size: nccl, or peer (experimental)")
+      ->check(CLI::IsMember({"nccl", "peer"}))
       ->capture_default_str();
   tu->add_option("--output", tune_output, "Schedule file to write (with every timing)")->required();
   CLI::App* sv = app.add_subcommand("serve", "OpenAI-compatible HTTP server");

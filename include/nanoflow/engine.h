@@ -41,7 +41,8 @@ struct EngineConfig {
   int threads = 0;                 // CPU backend threads; 0: all hardware threads
   int tensor_parallel_size = 1;    // ranks the model is split over: CUDA, one GPU each (devices
                                    // 0..N-1, NCCL); CPU, threads of one process
-  int tp_comm_ctas = 0;            // CUDA tensor parallel: NCCL CTAs per collective (0: NCCL's)
+  int tp_comm_ctas = 0;            // CUDA tensor parallel: CTAs per all-reduce (0: the default)
+  std::string tp_allreduce = "nccl";  // CUDA tensor parallel: nccl | peer (experimental)
   bool enable_prefix_caching = true;  // reuse the KV of full blocks with the same prefix
   bool async_schedule = true;      // plan step i+1 while step i runs (one step ahead)
   // Admission of waiting requests: "peak" (only while the projected peak KV use of the running

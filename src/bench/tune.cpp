@@ -32,6 +32,7 @@ nlohmann::json run_tune(const TuneConfig& tc) {
     CudaTpConfig tp;
     tp.tensor_parallel_size = tc.tensor_parallel_size;
     tp.comm_ctas = tc.tp_comm_ctas;
+    tp.allreduce = tc.tp_allreduce;
     backend = std::make_unique<CudaTpBackend>(model.config, *model.weights, inv_freq, bc, tp);
   } else {
     backend = std::make_unique<CudaBackend>(model.config, *model.weights, inv_freq, bc);
@@ -41,6 +42,7 @@ nlohmann::json run_tune(const TuneConfig& tc) {
   r.report["attention"] = tc.attention;
   r.report["tensor_parallel_size"] = tc.tensor_parallel_size;
   r.report["tp_comm_ctas"] = tc.tp_comm_ctas;
+  r.report["tp_allreduce"] = tc.tp_allreduce;
   return r.report;
 #endif
 }

@@ -19,6 +19,7 @@ struct TuneConfig {
   // which run beside the other nano-batches' GEMMs (as --tensor-parallel-size, --tp-comm-ctas).
   int tensor_parallel_size = 1;
   int tp_comm_ctas = 0;
+  std::string tp_allreduce = "nccl";
   TuneOptions options;  // batch size, budget, repeats, min gain
 };
 

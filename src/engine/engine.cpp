@@ -371,6 +371,7 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
       nf::CudaTpConfig tp;
       tp.tensor_parallel_size = config.tensor_parallel_size;
       tp.comm_ctas = config.tp_comm_ctas;
+      tp.allreduce = config.tp_allreduce;
       backend =
           std::make_unique<nf::CudaTpBackend>(model.config, *model.weights, inv_freq, cuda, tp);
     } else {

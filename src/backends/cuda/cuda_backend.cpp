@@ -17,6 +17,7 @@
 #include "backends/cuda/kv_copy.h"
 #include "backends/cuda/nccl_communicator.h"
 #include "backends/cuda/norm.h"
+#include "backends/cuda/peer_allreduce.h"
 #include "backends/cuda/rope.h"
 #include "common/half.h"
 #include "common/status.h"
@@ -982,7 +983,12 @@ void CudaBackend::run_segment(int s, int64_t Tp) {
 
 void CudaBackend::all_reduce(const TensorView& x, cudaStream_t stream, const char* op) {
   if (opts_.tp_size == 1) return;
-  opts_.comm->all_reduce_sum_bf16(x.data, static_cast<size_t>(x.numel()), stream);
+  const size_t n = static_cast<size_t>(x.numel());
+  if (opts_.peer_allreduce != nullptr && opts_.peer_allreduce->accepts(x.data, n)) {
+    opts_.peer_allreduce->all_reduce(x.data, n, stream);
+  } else {
+    opts_.comm->all_reduce_sum_bf16(x.data, n, stream);
+  }
   // Bytes of a ring all-reduce per rank: 2 (N - 1) / N of the tensor each way.
   const double N = opts_.tp_size;
   if (stream == stream_) mark(op, 0, 2.0 * (N - 1) / N * 2.0 * static_cast<double>(x.numel()));

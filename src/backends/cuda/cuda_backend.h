@@ -30,6 +30,7 @@ class BatchAttention;
 }
 namespace nf::cuda {
 class NcclCommunicator;
+class PeerAllReduce;
 }
 
 namespace nf {
@@ -66,6 +67,9 @@ struct CudaBackendConfig {
   // returns logits and samples. tp_size 1: the whole model, no collectives.
   int tp_rank = 0, tp_size = 1;
   cuda::NcclCommunicator* comm = nullptr;
+  // When set (--tp-allreduce peer), the bf16 all-reduces it accepts go through it instead of
+  // NCCL (peer_allreduce.h); the all-gather stays NCCL's.
+  cuda::PeerAllReduce* peer_allreduce = nullptr;
 };
 
 class CudaBackend final : public Backend {

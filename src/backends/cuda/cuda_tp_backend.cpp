@@ -26,7 +26,17 @@ CudaTpBackend::CudaTpBackend(const ModelConfig& config, const WeightSource& weig
          devices, devices == 1 ? " is" : "s are");
   std::vector<int> ids(static_cast<size_t>(N));
   for (int r = 0; r < N; ++r) ids[static_cast<size_t>(r)] = r;
-  comms_ = cuda::make_nccl_communicators(ids, tp.comm_ctas);
+  if (tp.allreduce != "nccl" && tp.allreduce != "peer")
+    fail("--tp-allreduce {}: nccl or peer", tp.allreduce);
+  comms_ = cuda::make_nccl_communicators(ids, tp.allreduce == "nccl" ? tp.comm_ctas : 0);
+  if (tp.allreduce == "peer") {
+    std::string why;
+    // Room for the largest all-reduce: the residual stream of a full batch.
+    peer_ = cuda::PeerAllReduce::create(
+        ids, static_cast<size_t>(opts.max_batch_tokens) * static_cast<size_t>(config.hidden_size),
+        tp.comm_ctas, &why);
+    if (peer_.empty()) fail("--tp-allreduce peer: {}", why);
+  }
   ranks_.resize(static_cast<size_t>(N));
   errors_.assign(static_cast<size_t>(N), nullptr);
   for (int r = 0; r < N; ++r) threads_.emplace_back([this, r] { worker(r); });
@@ -39,6 +49,7 @@ CudaTpBackend::CudaTpBackend(const ModelConfig& config, const WeightSource& weig
       o.tp_rank = r;
       o.tp_size = N;
       o.comm = comms_[static_cast<size_t>(r)].get();
+      if (!peer_.empty()) o.peer_allreduce = peer_[static_cast<size_t>(r)].get();
       ranks_[static_cast<size_t>(r)] =
           std::make_unique<CudaBackend>(config, weights, rope_inv_freq, o);
     });
@@ -55,8 +66,10 @@ CudaTpBackend::CudaTpBackend(const ModelConfig& config, const WeightSource& weig
   }
   num_blocks_ = ranks_[0]->num_kv_blocks();
   for (const auto& r : ranks_) num_blocks_ = std::min(num_blocks_, r->num_kv_blocks());
-  fmt::print(stderr, "CUDA tensor parallel: {} ranks on devices 0-{}, NCCL, {} KV blocks each\n", N,
-             N - 1, num_blocks_);
+  fmt::print(stderr,
+             "CUDA tensor parallel: {} ranks on devices 0-{}, {} all-reduce, {} KV blocks "
+             "each\n",
+             N, N - 1, peer_.empty() ? "NCCL" : "peer", num_blocks_);
 }
 
 CudaTpBackend::~CudaTpBackend() {
@@ -67,6 +80,7 @@ CudaTpBackend::~CudaTpBackend() {
   job_cv_.notify_all();
   for (std::thread& t : threads_) t.join();
   ranks_.clear();  // before the communicators they use
+  peer_.clear();
   comms_.clear();
 }
 

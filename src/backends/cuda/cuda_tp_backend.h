@@ -12,20 +12,25 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/nccl_communicator.h"
+#include "backends/cuda/peer_allreduce.h"
 
 namespace nf {
 
 struct CudaTpConfig {
   int tensor_parallel_size = 2;  // ranks, on CUDA devices 0 .. N-1
-  // NCCL's CTAs per collective (the SMs an all-reduce may take from the GEMMs it overlaps);
-  // 0: NCCL's choice.
+  // CTAs per collective (the SMs an all-reduce may take from the GEMMs it overlaps): NCCL's
+  // maxCTAs, or the peer all-reduce's grid; 0: NCCL's choice, 16 for the peer all-reduce.
   int comm_ctas = 0;
+  // The bf16 all-reduces: "nccl", or "peer" (experimental: one-shot over NVLink peer memory,
+  // peer_allreduce.h; the LM head's all-gather stays NCCL's).
+  std::string allreduce = "nccl";
 };
 
 class CudaTpBackend final : public Backend {
@@ -69,6 +74,7 @@ class CudaTpBackend final : public Backend {
   ModelConfig config_;
   int64_t num_blocks_ = 0;
   std::vector<std::unique_ptr<cuda::NcclCommunicator>> comms_;
+  std::vector<std::unique_ptr<cuda::PeerAllReduce>> peer_;  // --tp-allreduce peer
   std::vector<std::unique_ptr<CudaBackend>> ranks_;
   std::mutex kv_mu_;
   uint64_t kv_tickets_ = 0;
