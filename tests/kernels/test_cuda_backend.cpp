@@ -602,9 +602,9 @@ TEST(CudaTensorParallel, PeerAllReduceSumsInRankOrder) {
       for (int r = 0; r < n; ++r) {
         std::vector<uint16_t> got(elems);
         ASSERT_EQ(cudaSetDevice(r), cudaSuccess);
-        ASSERT_EQ(cudaMemcpy(got.data(), bufs[static_cast<size_t>(r)], elems * 2,
-                             cudaMemcpyDeviceToHost),
-                  cudaSuccess);
+        ASSERT_EQ(
+            cudaMemcpy(got.data(), bufs[static_cast<size_t>(r)], elems * 2, cudaMemcpyDeviceToHost),
+            cudaSuccess);
         size_t bad = 0;
         for (size_t i = 0; i < elems; ++i) bad += got[i] != want[i];
         EXPECT_EQ(bad, 0u) << "rank " << r << " of " << n << ", " << elems << " elements, call "
