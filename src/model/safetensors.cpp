@@ -98,11 +98,26 @@ class SafetensorsSource final : public WeightSource {
 
   void read_f32(const std::string& n, std::span<float> dst) const override {
     check_readable(n);
-    const Entry& e = get(n);
-    const int64_t count = tensor_numel(e.shape);
+    const int64_t count = tensor_numel(get(n).shape);
     if (static_cast<int64_t>(dst.size()) != count)
       fail("{}: has {} elements, the destination {}", tensor_label(n), count, dst.size());
-    const uint8_t* p = e.data;
+    convert(get(n), 0, dst);
+  }
+
+  // Only the rows' bytes are read and converted.
+  void read_rows_f32(const std::string& n, int64_t row_begin, int64_t row_end,
+                     std::span<float> dst) const override {
+    check_readable(n);
+    const int64_t cols = checked_row_width(*this, n, row_begin, row_end, dst.size());
+    convert(get(n), row_begin * cols, dst);
+  }
+
+ private:
+  struct Entry;
+  // dst[j] = element first + j of the tensor, as fp32.
+  static void convert(const Entry& e, int64_t first, std::span<float> dst) {
+    const int64_t count = static_cast<int64_t>(dst.size());
+    const uint8_t* p = e.data + first * (e.dtype == "F32" ? 4 : 2);
     if (e.dtype == "F32") {
       std::memcpy(dst.data(), p, static_cast<size_t>(count) * 4);
     } else if (e.dtype == "F16") {
@@ -112,7 +127,6 @@ class SafetensorsSource final : public WeightSource {
     }
   }
 
- private:
   struct Entry {
     const MappedFile* file;
     std::string dtype;

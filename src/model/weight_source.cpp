@@ -16,6 +16,31 @@ std::string WeightSource::tensor_label(const std::string& name) const {
   return fmt::format("{}: tensor '{}'", describe(), name);
 }
 
+// The row width of a tensor seen as [shape[0], rest], after checking a row range and dst.
+int64_t checked_row_width(const WeightSource& w, const std::string& name, int64_t row_begin,
+                          int64_t row_end, size_t dst_size) {
+  const std::vector<int64_t> s = w.shape(name);
+  const int64_t numel = tensor_numel(s), rows = s.empty() ? 1 : s[0];
+  const int64_t cols = rows > 0 ? numel / rows : 0;
+  if (row_begin < 0 || row_end < row_begin || row_end > rows)
+    fail("{}: rows [{}, {}) of a tensor of {} rows", w.tensor_label(name), row_begin, row_end,
+         rows);
+  if (static_cast<int64_t>(dst_size) != (row_end - row_begin) * cols)
+    fail("{}: rows [{}, {}) are {} elements, the destination {}", w.tensor_label(name), row_begin,
+         row_end, (row_end - row_begin) * cols, dst_size);
+  return cols;
+}
+
+void WeightSource::read_rows_f32(const std::string& name, int64_t row_begin, int64_t row_end,
+                                 std::span<float> dst) const {
+  const int64_t cols = checked_row_width(*this, name, row_begin, row_end, dst.size());
+  const int64_t numel = tensor_numel(shape(name));
+  if (row_begin == 0 && row_end * cols == numel) return read_f32(name, dst);
+  std::vector<float> all(static_cast<size_t>(numel));
+  read_f32(name, all);
+  std::copy_n(all.begin() + row_begin * cols, dst.size(), dst.begin());
+}
+
 std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t q = c.num_heads * hd, kv = c.num_kv_heads * hd;
@@ -86,6 +111,20 @@ class DummySource final : public WeightSource {
     const auto& s = get(n);
     if (static_cast<int64_t>(dst.size()) != tensor_numel(s))
       fail("{}: has {} elements, the destination {}", tensor_label(n), tensor_numel(s), dst.size());
+    fill(n, 0, dst);
+  }
+
+  // Element i of the tensor is a function of i alone, so a row range is generated directly.
+  void read_rows_f32(const std::string& n, int64_t row_begin, int64_t row_end,
+                     std::span<float> dst) const override {
+    const int64_t cols = checked_row_width(*this, n, row_begin, row_end, dst.size());
+    fill(n, static_cast<size_t>(row_begin * cols), dst);
+  }
+
+ private:
+  // dst[j] = element first + j of tensor n.
+  void fill(const std::string& n, size_t first, std::span<float> dst) const {
+    const auto& s = get(n);
     float lo, hi;
     if (s.size() == 1 && n.ends_with("norm.weight")) {
       lo = 0.9f, hi = 1.1f;
@@ -97,24 +136,23 @@ class DummySource final : public WeightSource {
     }
     uint64_t key = 1469598103934665603ull ^ splitmix64(seed_);  // FNV-1a of the name
     for (char ch : n) key = (key ^ static_cast<uint8_t>(ch)) * 1099511628211ull;
-    auto fill = [&](size_t begin, size_t end) {
+    auto range = [&](size_t begin, size_t end) {
       for (size_t i = begin; i < end; ++i) {
-        const uint64_t h = splitmix64(key + i);
+        const uint64_t h = splitmix64(key + first + i);
         const float u = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);  // [0, 1)
         dst[i] = lo + (hi - lo) * u;
       }
     };
     const size_t total = dst.size();
     const size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), 16);
-    if (total < (size_t{1} << 20) || threads == 1) return fill(0, total);
+    if (total < (size_t{1} << 20) || threads == 1) return range(0, total);
     std::vector<std::thread> pool;
     const size_t chunk = (total + threads - 1) / threads;
     for (size_t t = 0; t < threads; ++t)
-      pool.emplace_back(fill, std::min(total, t * chunk), std::min(total, (t + 1) * chunk));
+      pool.emplace_back(range, std::min(total, t * chunk), std::min(total, (t + 1) * chunk));
     for (auto& th : pool) th.join();
   }
 
- private:
   const std::vector<int64_t>& get(const std::string& n) const {
     auto it = shapes_.find(n);
     if (it == shapes_.end()) fail("{}: tensor '{}' is missing", name_, n);

@@ -37,6 +37,12 @@ class WeightSource {
   virtual void check_readable(const std::string& name) const = 0;
   // Converts or dequantizes the tensor into dst (exactly numel floats). Throws nf::Error.
   virtual void read_f32(const std::string& name, std::span<float> dst) const = 0;
+  // Rows [row_begin, row_end) of the tensor seen as [shape[0], numel / shape[0]] (a
+  // tensor-parallel rank's share of the output features), into dst (exactly that many rows).
+  // The default reads the whole tensor and copies the rows; safetensors and dummy weights read
+  // only the rows. Throws nf::Error for a range outside the tensor.
+  virtual void read_rows_f32(const std::string& name, int64_t row_begin, int64_t row_end,
+                             std::span<float> dst) const;
   // The file or directory, for messages.
   virtual std::string describe() const = 0;
   // "<file>: tensor '<name as stored in that file>'", the prefix of a message about one tensor.
@@ -47,6 +53,11 @@ struct TensorSpec {
   std::string name;
   std::vector<int64_t> shape;
 };
+
+// For read_rows_f32: the row width of `name` seen as [shape[0], numel / shape[0]], after checking
+// that [row_begin, row_end) is inside it and that dst_size is exactly those rows.
+int64_t checked_row_width(const WeightSource& w, const std::string& name, int64_t row_begin,
+                          int64_t row_end, size_t dst_size);
 
 // Every tensor the model needs, with its shape, in file order (embedding, layers, norm, head).
 std::vector<TensorSpec> expected_tensors(const ModelConfig& c);

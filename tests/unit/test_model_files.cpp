@@ -78,6 +78,55 @@ TEST(Safetensors, SingleFileDtypes) {
   EXPECT_THROW(w->shape("e"), Error);
 }
 
+// Row ranges (a tensor-parallel rank's share) equal the same rows of the whole tensor, for
+// every source: safetensors in each dtype (only the rows are converted), dummy weights (the rows
+// are generated directly), and GGUF through the default (whole read, then the rows, with the
+// Q/K un-permutation). A range outside the tensor or a wrong destination is an error.
+TEST(WeightSource, RowRangesEqualTheRowsOfTheWholeTensor) {
+  auto expect_rows = [](const WeightSource& w, const std::string& name) {
+    const std::vector<int64_t> shape = w.shape(name);
+    const int64_t numel = tensor_numel(shape), rows = shape[0], cols = numel / rows;
+    std::vector<float> all(static_cast<size_t>(numel));
+    w.read_f32(name, all);
+    for (auto [r0, r1] : std::vector<std::pair<int64_t, int64_t>>{{0, rows},
+                                                                  {0, 1},
+                                                                  {rows / 2, rows},
+                                                                  {rows / 3, 2 * rows / 3},
+                                                                  {rows - 1, rows},
+                                                                  {rows / 2, rows / 2}}) {
+      std::vector<float> part(static_cast<size_t>((r1 - r0) * cols));
+      w.read_rows_f32(name, r0, r1, part);
+      EXPECT_TRUE(std::equal(part.begin(), part.end(), all.begin() + r0 * cols))
+          << name << " rows [" << r0 << ", " << r1 << ")";
+    }
+    std::vector<float> one(static_cast<size_t>(cols));
+    EXPECT_THROW(w.read_rows_f32(name, rows, rows + 1, one), Error) << name;
+    EXPECT_THROW(w.read_rows_f32(name, -1, 0, {}), Error) << name;
+    std::vector<float> wrong(static_cast<size_t>(cols) + 1);
+    EXPECT_THROW(w.read_rows_f32(name, 0, 1, wrong), Error) << name;
+  };
+  const fs::path dir = fresh_dir("st_rows");
+  std::vector<float> v(7 * 5);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = 0.1f * static_cast<float>(i) - 1.0f;
+  write_bytes(dir / "model.safetensors",
+              safetensors_bytes(
+                  {{"a", {7, 5}, v, "F32"}, {"b", {7, 5}, v, "F16"}, {"c", {35}, v, "BF16"}}));
+  auto st = open_safetensors((dir / "model.safetensors").string());
+  for (const char* name : {"a", "b", "c"}) expect_rows(*st, name);
+
+  const ModelConfig c = parse_hf_config(tiny_llama_config(), "config.json");
+  auto dummy = open_dummy_weights(c, "dummy:test");
+  for (const auto& t : expected_tensors(c)) expect_rows(*dummy, t.name);
+
+  if (fs::exists(kSmol)) {
+    auto m = load_model(kSmol);
+    ASSERT_TRUE(m.ok()) << m.error();
+    for (const char* name : {"model.layers.0.self_attn.q_proj.weight",
+                             "model.layers.0.self_attn.k_proj.weight", "model.norm.weight"})
+      expect_rows(*m.value().weights, name);
+  }
+}
+
 TEST(Safetensors, WholeModelSingleAndSharded) {
   const json cfg = tiny_llama_config();
   const ModelConfig c = parse_hf_config(cfg, "config.json");

@@ -393,16 +393,23 @@ cuda::DeviceBuffer CudaBackend::upload(const WeightSource& w,
   cuda::DeviceBuffer out(static_cast<size_t>(total) * 2);
   int64_t off = 0;
   for (const WeightPart& p : parts) {
-    const size_t n = static_cast<size_t>(p.rows * p.cols);
     const int64_t width = p.c1 - p.c0, take = (p.r1 - p.r0) * width;
     const size_t part = static_cast<size_t>(take + p.pad_rows * width);
-    if (staging_f32_.size() < n) staging_f32_.resize(n);
     if (staging_bf16_.size() < part) staging_bf16_.resize(part);
-    w.read_f32(p.name, std::span<float>(staging_f32_.data(), n));
     uint16_t* dst = staging_bf16_.data();
-    if (width == p.cols) {  // whole rows: one contiguous range
-      convert_bf16(staging_f32_.data() + p.r0 * p.cols, dst, static_cast<size_t>(take));
-    } else {
+    if (width == p.cols) {  // whole rows: read just those (a rank's share of the output features)
+      if (staging_f32_.size() < static_cast<size_t>(take)) staging_f32_.resize(take);
+      const std::span<float> rows(staging_f32_.data(), static_cast<size_t>(take));
+      if (p.r0 == 0 && p.r1 == p.rows) {
+        w.read_f32(p.name, rows);  // the whole tensor (`rows` and `cols` may be 1 x numel)
+      } else {
+        w.read_rows_f32(p.name, p.r0, p.r1, rows);
+      }
+      convert_bf16(staging_f32_.data(), dst, static_cast<size_t>(take));
+    } else {  // a block of columns (row-parallel o_proj, down_proj): the whole tensor is read
+      const size_t n = static_cast<size_t>(p.rows * p.cols);
+      if (staging_f32_.size() < n) staging_f32_.resize(n);
+      w.read_f32(p.name, std::span<float>(staging_f32_.data(), n));
       convert_bf16_cols(staging_f32_.data() + p.r0 * p.cols + p.c0, p.cols, dst, p.r1 - p.r0,
                         width);
     }
