@@ -559,8 +559,12 @@ TEST(CudaTensorParallel, PeerAllReduceSumsInRankOrder) {
   for (int r = 0; r < n; ++r) devices[static_cast<size_t>(r)] = r;
   std::string why;
   const size_t cap = size_t{1} << 20;
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
   auto ar = nf::cuda::PeerAllReduce::create(devices, cap, 16, &why);
   if (ar.empty()) GTEST_SKIP() << why;
+  int current = -1;
+  ASSERT_EQ(cudaGetDevice(&current), cudaSuccess);
+  EXPECT_EQ(current, 0) << "create() must leave the caller's device current";
   std::mt19937 rng(5);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   std::vector<cudaStream_t> streams(static_cast<size_t>(n));

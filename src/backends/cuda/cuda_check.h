@@ -13,6 +13,23 @@ namespace nf::cuda {
 [[noreturn]] void cublas_call_failed(cublasStatus_t st, const char* expr, const char* file,
                                      int line);
 
+// Restores the calling thread's current device when it goes out of scope: for code that makes
+// each GPU current in turn (setting up several GPUs), so that its caller's later allocations and
+// launches stay on the caller's device.
+class CurrentDeviceGuard {
+ public:
+  CurrentDeviceGuard() { ok_ = cudaGetDevice(&device_) == cudaSuccess; }
+  ~CurrentDeviceGuard() {
+    if (ok_) cudaSetDevice(device_);
+  }
+  CurrentDeviceGuard(const CurrentDeviceGuard&) = delete;
+  CurrentDeviceGuard& operator=(const CurrentDeviceGuard&) = delete;
+
+ private:
+  int device_ = 0;
+  bool ok_ = false;
+};
+
 }  // namespace nf::cuda
 
 #define NF_CUDA_CHECK(expr)                                                  \

@@ -1,6 +1,7 @@
-#include "backends/cuda/device.h"
-
 #include <cuda_runtime.h>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device.h"
 
 namespace nf::cuda {
 
@@ -14,8 +15,7 @@ std::vector<DeviceInfo> list_devices() {
   // Free memory needs each device current in turn: the caller's current device is restored
   // after (on a multi-GPU host, leaving the last one current would send the caller's later
   // allocations and launches to another GPU than its earlier ones).
-  int current = 0;
-  const bool have_current = cudaGetDevice(&current) == cudaSuccess;
+  const CurrentDeviceGuard keep;
   for (int i = 0; i < n; ++i) {
     cudaDeviceProp prop{};
     if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
@@ -29,7 +29,6 @@ std::vector<DeviceInfo> list_devices() {
     if (cudaSetDevice(i) == cudaSuccess) cudaMemGetInfo(&d.free_memory, &d.total_memory);
     out.push_back(d);
   }
-  if (have_current) cudaSetDevice(current);
   return out;
 }
 

@@ -82,6 +82,7 @@ std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_communicators(
     const std::vector<int>& devices, int max_ctas) {
   const int n = static_cast<int>(devices.size());
   NF_CHECK(n >= 1, "NCCL: no devices");
+  const CurrentDeviceGuard keep;
   ncclUniqueId id;
   check(ncclGetUniqueId(&id), "unique id");
   std::vector<std::unique_ptr<NcclCommunicator::Impl>> impls;

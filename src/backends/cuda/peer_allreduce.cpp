@@ -29,6 +29,7 @@ std::vector<std::unique_ptr<PeerAllReduce>> PeerAllReduce::create(const std::vec
         return {};
       }
     }
+  const CurrentDeviceGuard keep;
   std::vector<std::unique_ptr<PeerAllReduce>> out;
   for (int r = 0; r < n; ++r) {
     const int dev = devices[static_cast<size_t>(r)];
