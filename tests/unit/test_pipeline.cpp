@@ -96,6 +96,26 @@ TEST(Pipeline, SerialPlanIsOneNanoOperationPerStage) {
   EXPECT_EQ(p.nano[1][0].req_end, 4);
 }
 
+// The schedule files kept with the benchmark results (bench/schedules/) load and plan a batch,
+// so that their runs can be repeated.
+TEST(Pipeline, BenchScheduleFilesLoadAndPlan) {
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(kSource / "bench/schedules")) {
+    if (e.path().extension() != ".json") continue;
+    SCOPED_TRACE(e.path().string());
+    const nf::PipelineConfig pc = nf::load_pipeline_file(e.path().string());
+    ASSERT_FALSE(pc.schedules.empty());
+    const nf::ScheduledBatch b = make_batch(64, 40, {300, 700});
+    for (const PipelineSchedule& sched : pc.schedules) {
+      EXPECT_FALSE(sched.is_serial()) << sched.name;
+      const PipelinePlan p = nf::plan_pipeline(b, sched);
+      EXPECT_GE(p.ops.size(), static_cast<size_t>(nf::kNumStages)) << sched.name;
+    }
+    ++files;
+  }
+  EXPECT_GE(files, 2);
+}
+
 TEST(Pipeline, DenseStagesCutRowsAtAlignedShares) {
   const nf::ScheduledBatch b = make_batch(0, 0, {1024, 1024});
   const PipelinePlan p = nf::plan_pipeline(b, nanoflow_like());
