@@ -183,11 +183,7 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
     // dense batch through its shard of each layer GEMM (heads and FFN over N), at once: the
     // optimum is the batch over the layers' time at the shard shapes (DESIGN.md's GEMM rate at
     // the dense batch size, of all N GPUs, over the model's FLOPs per token).
-    ModelConfig shard = mc;
-    const int N = std::max(1, ec.tensor_parallel_size);
-    shard.num_heads /= N;
-    shard.num_kv_heads = std::max<int64_t>(1, shard.num_kv_heads / N);
-    shard.intermediate_size /= N;
+    const ModelConfig shard = tensor_parallel_shard(mc, std::max(1, ec.tensor_parallel_size));
     const cuda::OptimumProfile opt =
         cuda::profile_optimum(shard, ec.max_batch_tokens, 0, cfg.optimum_sustain_s);
     j["optimum_tokens_per_s"] = opt.yardstick_tokens_per_s();

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
+
 namespace nf {
 
 class GgufFile;
@@ -55,6 +57,26 @@ ModelConfig preset_config(const std::string& name);
 std::vector<std::string> preset_names();
 // Checks sizes are positive and consistent; throws nf::Error naming `source` and the key.
 void validate_config(const ModelConfig& c, const std::string& source);
+
+// One tensor-parallel rank's shapes when whole heads and equal FFN shares are split over n GPUs:
+// heads, KV heads and the intermediate size over n, vocab_size the rank's block of vocabulary
+// rows, ceil(vocab / n). Throws nf::Error naming the counts when n does not divide all three.
+// Header-only: the CUDA library, which links before the model code, uses it.
+inline ModelConfig tensor_parallel_shard(const ModelConfig& c, int n) {
+  if (n < 1 || c.num_heads % n != 0 || c.num_kv_heads % n != 0 || c.intermediate_size % n != 0) {
+    fail(
+        "--tensor-parallel-size {}: the model has {} attention heads, {} KV heads and an "
+        "intermediate size of {}; the CUDA backend splits whole heads and equal FFN shares "
+        "across ranks, so all three must be divisible by {}",
+        n, c.num_heads, c.num_kv_heads, c.intermediate_size, n);
+  }
+  ModelConfig s = c;
+  s.num_heads /= n;
+  s.num_kv_heads /= n;
+  s.intermediate_size /= n;
+  s.vocab_size = (c.vocab_size + n - 1) / n;
+  return s;
+}
 
 // head_dim / 2 inverse frequencies with the configured scaling (as transformers computes them).
 std::vector<float> rope_inv_freq(const RopeConfig& rope, int64_t head_dim);

@@ -199,6 +199,32 @@ TEST(ModelConfig, ErrorsNameTheFileAndKey) {
   EXPECT_HAS(error_of([&] { parse_hf_config(json::array(), "c.json"); }), "c.json");
 }
 
+// A tensor-parallel rank's shapes (the CUDA backend's shards, and the optimum bench offline
+// profiles): heads, KV heads and FFN over n, a ceil(vocab / n) block of the vocabulary; a count
+// that n does not divide is an error naming it.
+TEST(ModelConfig, TensorParallelShard) {
+  const ModelConfig c = preset_config("llama3-70b");
+  const ModelConfig s = tensor_parallel_shard(c, 8);
+  EXPECT_EQ(s.num_heads, c.num_heads / 8);
+  EXPECT_EQ(s.num_kv_heads, 1);
+  EXPECT_EQ(s.intermediate_size, c.intermediate_size / 8);
+  EXPECT_EQ(s.vocab_size, (c.vocab_size + 7) / 8);
+  EXPECT_EQ(s.hidden_size, c.hidden_size);
+  EXPECT_EQ(s.head_dim, c.head_dim);
+  EXPECT_EQ(s.num_layers, c.num_layers);
+  const ModelConfig one = tensor_parallel_shard(c, 1);
+  EXPECT_EQ(one.num_heads, c.num_heads);
+  EXPECT_EQ(one.vocab_size, c.vocab_size);
+  try {
+    tensor_parallel_shard(c, 16);  // 8 KV heads
+    ADD_FAILURE() << "TP=16 with 8 KV heads was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("8 KV heads"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(tensor_parallel_shard(preset_config("smollm2-135m"), 2), Error);  // 9 heads
+  EXPECT_THROW(tensor_parallel_shard(c, 0), Error);
+}
+
 TEST(ModelConfig, Presets) {
   ModelConfig c = preset_config("llama3-8b");
   EXPECT_EQ(c.arch, ModelArch::Llama);

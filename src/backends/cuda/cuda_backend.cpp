@@ -82,7 +82,7 @@ void CudaBackend::PinnedFree::operator()(void* p) const {
 
 CudaBackend::CudaBackend(const ModelConfig& model, const WeightSource& w,
                          std::span<const float> rope_inv_freq, const CudaBackendConfig& opts)
-    : config_(model), local_(model), opts_(opts) {
+    : config_(model), opts_(opts) {
   NF_CHECK(opts_.block_size > 0, "block size {}", opts_.block_size);
   NF_CHECK(model.num_layers > 0, "model without layers");
   NF_CHECK(opts_.max_batch_tokens > 0, "max batch tokens {}", opts_.max_batch_tokens);
@@ -92,17 +92,7 @@ CudaBackend::CudaBackend(const ModelConfig& model, const WeightSource& w,
   NF_CHECK(N >= 1 && rank >= 0 && rank < N, "tensor-parallel rank {} of {}", rank, N);
   NF_CHECK(N == 1 || opts_.comm != nullptr, "tensor-parallel rank {} of {} without a communicator",
            rank, N);
-  if (model.num_heads % N != 0 || model.num_kv_heads % N != 0 || model.intermediate_size % N != 0) {
-    fail(
-        "--tensor-parallel-size {}: the model has {} attention heads, {} KV heads and an "
-        "intermediate size of {}; the CUDA backend splits whole heads and equal FFN shares "
-        "across ranks, so all three must be divisible by {}",
-        N, model.num_heads, model.num_kv_heads, model.intermediate_size, N);
-  }
-  local_.num_heads = model.num_heads / N;
-  local_.num_kv_heads = model.num_kv_heads / N;
-  local_.intermediate_size = model.intermediate_size / N;
-  local_.vocab_size = (model.vocab_size + N - 1) / N;
+  local_ = tensor_parallel_shard(model, N);
   vocab_begin_ = std::min<int64_t>(model.vocab_size, rank * local_.vocab_size);
   const ModelConfig& c = local_;
   int devices = 0;
