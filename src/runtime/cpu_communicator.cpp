@@ -81,21 +81,13 @@ CpuCommGroup::CpuCommGroup(int world_size)
       data_(static_cast<size_t>(std::max(world_size, 1)), nullptr),
       send_(static_cast<size_t>(std::max(world_size, 1)), nullptr),
       count_(static_cast<size_t>(std::max(world_size, 1)), 0),
-      errors_(static_cast<size_t>(std::max(world_size, 1))) {
+      threads_(std::max(world_size, 1), /*caller_is_rank0=*/true) {
   NF_CHECK(world_size >= 1, "CpuCommGroup: world size {}", world_size);
   for (int r = 0; r < world_size; ++r)
     comms_.push_back(std::make_unique<CpuCommunicator>(*this, r));
-  for (int r = 1; r < world_size; ++r) threads_.emplace_back([this, r] { worker_loop(r); });
 }
 
-CpuCommGroup::~CpuCommGroup() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  job_cv_.notify_all();
-  for (auto& t : threads_) t.join();
-}
+CpuCommGroup::~CpuCommGroup() = default;
 
 // A phase barrier: the last rank to arrive resets the count and advances the phase; the others
 // sleep on the phase (futex) until it moves. The acquire/release pairs on arrived_ and phase_
@@ -126,58 +118,15 @@ void CpuCommGroup::abort_collectives() {
   phase_.notify_all();
 }
 
-void CpuCommGroup::run_rank(int rank, const std::function<void(Communicator&)>& fn) {
-  try {
-    fn(*comms_[static_cast<size_t>(rank)]);
-  } catch (...) {
-    errors_[static_cast<size_t>(rank)] = std::current_exception();
-    int none = -1;
-    first_error_rank_.compare_exchange_strong(none, rank);
-    abort_collectives();
-  }
-}
-
 void CpuCommGroup::run(const std::function<void(Communicator&)>& fn) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job_ = &fn;
-    ++job_id_;
-    pending_ = world_size_ - 1;
-    std::fill(errors_.begin(), errors_.end(), nullptr);
-    first_error_rank_.store(-1);
-  }
-  job_cv_.notify_all();
-  run_rank(0, fn);
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    done_cv_.wait(lock, [&] { return pending_ == 0; });
-    job_ = nullptr;
-  }
-  const int failed = first_error_rank_.load();
-  if (failed >= 0) {
+  try {
+    threads_.run([&](int r) { fn(*comms_[static_cast<size_t>(r)]); },
+                 [this](int) { abort_collectives(); });
+  } catch (...) {
     // Every rank has returned: the barrier can start afresh for the next run.
     arrived_.store(0);
     aborted_.store(false);
-    std::rethrow_exception(errors_[static_cast<size_t>(failed)]);
-  }
-}
-
-void CpuCommGroup::worker_loop(int rank) {
-  uint64_t seen = 0;
-  while (true) {
-    const std::function<void(Communicator&)>* fn = nullptr;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      job_cv_.wait(lock, [&] { return stop_ || job_id_ != seen; });
-      if (stop_) return;
-      seen = job_id_;
-      fn = job_;
-    }
-    run_rank(rank, *fn);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_all();
-    }
+    throw;
   }
 }
 

@@ -10,17 +10,14 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #include "runtime/communicator.h"
+#include "runtime/rank_threads.h"
 
 namespace nf {
 
@@ -66,8 +63,6 @@ class CpuCommGroup {
   // Returns once all ranks have arrived; throws nf::Error when the collectives were aborted.
   void wait();
   void abort_collectives();
-  void run_rank(int rank, const std::function<void(Communicator&)>& fn);
-  void worker_loop(int rank);
 
   const int world_size_;
   std::vector<std::unique_ptr<CpuCommunicator>> comms_;
@@ -82,16 +77,7 @@ class CpuCommGroup {
   std::atomic<uint32_t> phase_{0};
   std::atomic<bool> aborted_{false};
 
-  // run(): the job for the rank threads and the errors of its ranks.
-  std::mutex mu_;
-  std::condition_variable job_cv_, done_cv_;
-  const std::function<void(Communicator&)>* job_ = nullptr;
-  uint64_t job_id_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
-  std::vector<std::exception_ptr> errors_;  // [world_size]
-  std::atomic<int> first_error_rank_{-1};
-  std::vector<std::thread> threads_;  // ranks 1 .. world_size - 1
+  RankThreads threads_;  // rank 0 on the caller of run()
 };
 
 }  // namespace nf

@@ -7,11 +7,13 @@
 #include <cstring>
 #include <random>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
 #include "runtime/communicator.h"
 #include "runtime/cpu_communicator.h"
+#include "runtime/rank_threads.h"
 
 namespace {
 
@@ -45,6 +47,48 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 const size_t kSizes[] = {0, 1, 2, 3, 5, 7, 64, 513, 1000, 4097};
+
+// The rank threads of both backends: every rank always on the same thread (rank 0 on the
+// caller, or on a thread of its own), all ranks at once, and a failure reported from the rank
+// that failed first, after on_error ran on that rank's thread; usable again afterwards.
+TEST(RankThreads, RanksKeepTheirThreadsAndReportTheFirstFailure) {
+  for (bool caller_is_rank0 : {true, false}) {
+    SCOPED_TRACE(caller_is_rank0 ? "rank 0 on the caller" : "every rank on its own thread");
+    nf::RankThreads threads(4, caller_is_rank0);
+    EXPECT_EQ(threads.size(), 4);
+    std::vector<std::thread::id> first(4), again(4);
+    threads.run([&](int r) { first[static_cast<size_t>(r)] = std::this_thread::get_id(); });
+    threads.run([&](int r) { again[static_cast<size_t>(r)] = std::this_thread::get_id(); });
+    EXPECT_EQ(first, again);
+    EXPECT_EQ(first[0] == std::this_thread::get_id(), caller_is_rank0);
+    for (int a = 0; a < 4; ++a)
+      for (int b = a + 1; b < 4; ++b) EXPECT_NE(first[static_cast<size_t>(a)], first[static_cast<size_t>(b)]);
+
+    // Rank 2 fails; the others wait until on_error releases them, then rank 3 fails too.
+    std::atomic<bool> released{false};
+    std::atomic<int> on_error_rank{-1};
+    std::thread::id on_error_thread;
+    try {
+      threads.run(
+          [&](int r) {
+            if (r == 2) throw std::runtime_error("rank 2");
+            while (!released.load()) std::this_thread::yield();
+            if (r == 3) throw std::runtime_error("rank 3");
+          },
+          [&](int r) {
+            if (on_error_rank.exchange(r) == -1) on_error_thread = std::this_thread::get_id();
+            released.store(true);
+          });
+      ADD_FAILURE() << "no exception";
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "rank 2");
+    }
+    EXPECT_EQ(on_error_thread, first[2]);
+    std::atomic<int> ran{0};
+    threads.run([&](int) { ++ran; });
+    EXPECT_EQ(ran.load(), 4);
+  }
+}
 
 TEST(SingleRankCommunicator, IsANoOp) {
   nf::SingleRankCommunicator c;

@@ -38,32 +38,18 @@ CudaTpBackend::CudaTpBackend(const ModelConfig& config, const WeightSource& weig
     if (peer_.empty()) fail("--tp-allreduce peer: {}", why);
   }
   ranks_.resize(static_cast<size_t>(N));
-  errors_.assign(static_cast<size_t>(N), nullptr);
-  for (int r = 0; r < N; ++r) threads_.emplace_back([this, r] { worker(r); });
+  threads_ = std::make_unique<RankThreads>(N, /*caller_is_rank0=*/false);
   // Every rank loads its shard and sizes its pool; the engine uses the smallest pool's block
   // count, so that a block id is valid on all.
-  try {
-    run_all([&](int r) {
-      CudaBackendConfig o = opts;
-      o.device = r;
-      o.tp_rank = r;
-      o.tp_size = N;
-      o.comm = comms_[static_cast<size_t>(r)].get();
-      if (!peer_.empty()) o.peer_allreduce = peer_[static_cast<size_t>(r)].get();
-      ranks_[static_cast<size_t>(r)] =
-          std::make_unique<CudaBackend>(config, weights, rope_inv_freq, o);
-    });
-  } catch (...) {
-    ranks_.clear();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    job_cv_.notify_all();
-    for (std::thread& t : threads_) t.join();
-    threads_.clear();
-    throw;
-  }
+  threads_->run([&](int r) {
+    CudaBackendConfig o = opts;
+    o.device = r;
+    o.tp_rank = r;
+    o.tp_size = N;
+    o.comm = comms_[static_cast<size_t>(r)].get();
+    if (!peer_.empty()) o.peer_allreduce = peer_[static_cast<size_t>(r)].get();
+    ranks_[static_cast<size_t>(r)] = std::make_unique<CudaBackend>(config, weights, rope_inv_freq, o);
+  });
   num_blocks_ = ranks_[0]->num_kv_blocks();
   for (const auto& r : ranks_) num_blocks_ = std::min(num_blocks_, r->num_kv_blocks());
   fmt::print(stderr,
@@ -72,67 +58,12 @@ CudaTpBackend::CudaTpBackend(const ModelConfig& config, const WeightSource& weig
              N, N - 1, peer_.empty() ? "NCCL" : "peer", num_blocks_);
 }
 
-CudaTpBackend::~CudaTpBackend() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  job_cv_.notify_all();
-  for (std::thread& t : threads_) t.join();
-  ranks_.clear();  // before the communicators they use
-  peer_.clear();
-  comms_.clear();
-}
-
-void CudaTpBackend::worker(int rank) {
-  uint64_t seen = 0;
-  bool device_set = false;
-  while (true) {
-    const std::function<void(int)>* fn = nullptr;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      job_cv_.wait(lock, [&] { return stop_ || job_id_ != seen; });
-      if (stop_) return;
-      seen = job_id_;
-      fn = job_;
-    }
-    try {
-      if (!device_set) {
-        NF_CUDA_CHECK(cudaSetDevice(rank));
-        device_set = true;
-      }
-      (*fn)(rank);
-    } catch (...) {
-      errors_[static_cast<size_t>(rank)] = std::current_exception();
-    }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_all();
-    }
-  }
-}
-
-void CudaTpBackend::run_all(const std::function<void(int)>& fn) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::fill(errors_.begin(), errors_.end(), nullptr);
-    job_ = &fn;
-    pending_ = static_cast<int>(threads_.size());
-    ++job_id_;
-  }
-  job_cv_.notify_all();
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [&] { return pending_ == 0; });
-  job_ = nullptr;
-  // A rank that failed before its collectives leaves the others' NCCL calls waiting; every
-  // check that can fail on a batch runs before the first collective, on every rank alike, so
-  // they fail together (a device fault mid-forward is fatal, as in other NCCL engines).
-  for (const std::exception_ptr& e : errors_)
-    if (e) std::rethrow_exception(e);
-}
+// The rank threads stop first, then the ranks, then the communicators they use (members in
+// reverse order).
+CudaTpBackend::~CudaTpBackend() = default;
 
 void CudaTpBackend::forward(const ScheduledBatch& batch, std::span<float> logits) {
-  run_all([&](int r) {
+  threads_->run([&](int r) {
     ranks_[static_cast<size_t>(r)]->forward(batch, r == 0 ? logits : std::span<float>());
   });
 }
@@ -140,36 +71,36 @@ void CudaTpBackend::forward(const ScheduledBatch& batch, std::span<float> logits
 void CudaTpBackend::forward_sample(const ScheduledBatch& batch, const DeviceSampleBatch& sampling,
                                    DeviceSampleResult& out) {
   std::vector<DeviceSampleResult> others(ranks_.size() - 1);
-  run_all([&](int r) {
+  threads_->run([&](int r) {
     ranks_[static_cast<size_t>(r)]->forward_sample(
         batch, sampling, r == 0 ? out : others[static_cast<size_t>(r - 1)]);
   });
 }
 
 void CudaTpBackend::set_pipeline(const PipelineConfig& pipeline) {
-  run_all([&](int r) { ranks_[static_cast<size_t>(r)]->set_pipeline(pipeline); });
+  threads_->run([&](int r) { ranks_[static_cast<size_t>(r)]->set_pipeline(pipeline); });
 }
 
 size_t CudaTpBackend::kv_block_bytes() const {
   return ranks_[0]->kv_block_bytes();
 }
 
-uint64_t CudaTpBackend::start_kv_save(std::span<const int32_t> blocks,
-                                      std::span<std::byte* const> dst) {
+uint64_t CudaTpBackend::start_copies(const std::function<uint64_t(CudaBackend&)>& start) {
   std::vector<uint64_t> tickets;
-  for (auto& r : ranks_) tickets.push_back(r->start_kv_save(blocks, dst));
+  for (auto& r : ranks_) tickets.push_back(start(*r));
   std::lock_guard<std::mutex> lock(kv_mu_);
   kv_copies_.emplace(++kv_tickets_, std::move(tickets));
   return kv_tickets_;
 }
 
+uint64_t CudaTpBackend::start_kv_save(std::span<const int32_t> blocks,
+                                      std::span<std::byte* const> dst) {
+  return start_copies([&](CudaBackend& r) { return r.start_kv_save(blocks, dst); });
+}
+
 uint64_t CudaTpBackend::start_kv_load(std::span<const int32_t> blocks,
                                       std::span<const std::byte* const> src) {
-  std::vector<uint64_t> tickets;
-  for (auto& r : ranks_) tickets.push_back(r->start_kv_load(blocks, src));
-  std::lock_guard<std::mutex> lock(kv_mu_);
-  kv_copies_.emplace(++kv_tickets_, std::move(tickets));
-  return kv_tickets_;
+  return start_copies([&](CudaBackend& r) { return r.start_kv_load(blocks, src); });
 }
 
 void CudaTpBackend::wait_kv_copy(uint64_t ticket) {

@@ -6,20 +6,18 @@
 // block b is block b of every rank's pool.
 #pragma once
 
-#include <condition_variable>
-#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/nccl_communicator.h"
 #include "backends/cuda/peer_allreduce.h"
+#include "runtime/rank_threads.h"
 
 namespace nf {
 
@@ -67,9 +65,8 @@ class CudaTpBackend final : public Backend {
   int tensor_parallel_size() const { return static_cast<int>(ranks_.size()); }
 
  private:
-  // Runs fn(r) on every rank's thread and returns when all have; rethrows the first failure.
-  void run_all(const std::function<void(int)>& fn);
-  void worker(int rank);
+  // Starts one copy per rank (each its KV heads' share of the host blocks) under one ticket.
+  uint64_t start_copies(const std::function<uint64_t(CudaBackend&)>& start);
 
   ModelConfig config_;
   int64_t num_blocks_ = 0;
@@ -79,15 +76,10 @@ class CudaTpBackend final : public Backend {
   std::mutex kv_mu_;
   uint64_t kv_tickets_ = 0;
   std::unordered_map<uint64_t, std::vector<uint64_t>> kv_copies_;  // ticket -> ranks' tickets
-
-  std::mutex mu_;
-  std::condition_variable job_cv_, done_cv_;
-  const std::function<void(int)>* job_ = nullptr;
-  uint64_t job_id_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
-  std::vector<std::exception_ptr> errors_;
-  std::vector<std::thread> threads_;
+  // A thread per GPU. Every check that can reject a batch runs on every rank alike before the
+  // first collective, so the ranks fail together; a device fault in the middle of a forward
+  // leaves the others waiting in NCCL, fatal as in other NCCL engines.
+  std::unique_ptr<RankThreads> threads_;
 };
 
 }  // namespace nf
