@@ -349,21 +349,24 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaBackendRealSize, ::testing::Values("llama3-
                            return s;
                          });
 
-// KV offload on the GPU engine: multi-turn conversations through a pool too small to keep them,
-// so earlier turns' blocks come back from the host and disk tiers (copied out of and into the
-// paged cache); outputs agree with offload off by the top-5 rule.
-TEST(CudaBackend, KvOffloadAgreesWithOffloadOff) {
-  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
-  const fs::path model = kSource / "tests/fixtures/models/llama3-hd128";
-  if (!fs::exists(model)) GTEST_SKIP() << "no llama3-hd128 fixture";
-  const fs::path dir = fs::temp_directory_path() / ("nf_cuda_kv_" + std::to_string(getpid()));
+// KV offload on the CUDA engine against offload off: 6 multi-turn conversations (3 turns of 40
+// new prompt and 40 output tokens) through a 32-block pool too small to keep them, off at
+// `tp_off` ranks and on at `tp_on` ranks with a host tier of 8 blocks of the 2-layer model
+// (`kv_heads` KV heads of 128) over a disk tier, so earlier turns' blocks come back from the
+// tiers. The outputs must agree by the top-5 rule, and the tiers must serve prompt tokens.
+// Returns the stats of the run without offload and of the one with it.
+std::pair<nanoflow::EngineStats, nanoflow::EngineStats> expect_offload_agrees(
+    const fs::path& model, int kv_heads, int tp_off, int tp_on, const std::string& label) {
+  const fs::path dir = fs::temp_directory_path() /
+                       ("nf_cuda_kv_tp" + std::to_string(tp_on) + "_" + std::to_string(getpid()));
   fs::remove_all(dir);
-  auto run = [&](bool offload, nanoflow::EngineStats* st) {
+  auto run = [&](int tp, bool offload, nanoflow::EngineStats* st) {
     EngineConfig c = engine_config(model, "cuda");
+    c.tensor_parallel_size = tp;
     c.num_kv_blocks = 32;
     c.max_batch_tokens = 128;
     if (offload) {
-      c.kv_host_gb = 8.0 * 2 * 2 * 1 * 16 * 128 * 2 / 1e9;  // 8 blocks (2 layers, 1 KV head)
+      c.kv_host_gb = 8.0 * 2 * 2 * kv_heads * 16 * 128 * 2 / 1e9;
       c.kv_disk_dir = dir.string();
       c.kv_disk_gb = 0.1;
     }
@@ -374,17 +377,27 @@ TEST(CudaBackend, KvOffloadAgreesWithOffloadOff) {
     return all;
   };
   nanoflow::EngineStats st_off, st_on;
-  const auto off = run(false, &st_off);
-  const auto on = run(true, &st_on);
+  const auto off = run(tp_off, false, &st_off);
+  const auto on = run(tp_on, true, &st_on);
   fs::remove_all(dir);
   const nf::testing::RunDiff d = nf::testing::compare_runs(off, on);
-  for (const std::string& f : d.failures) ADD_FAILURE() << f;
-  std::printf("REPORT CUDA KV offload vs off: %zu/%zu steps with the same token, max |top-1 "
-              "logprob diff| %.3e; prompt tokens from the host tier %lld, disk tier %lld\n",
-              d.same, d.steps, d.max_diff, static_cast<long long>(st_on.kv_host_hit_tokens),
+  for (const std::string& f : d.failures) ADD_FAILURE() << label << ": " << f;
+  std::printf("REPORT %s: %zu/%zu steps with the same token, max |top-1 logprob diff| %.3e; "
+              "prompt tokens from the host tier %lld, disk tier %lld\n",
+              label.c_str(), d.same, d.steps, d.max_diff,
+              static_cast<long long>(st_on.kv_host_hit_tokens),
               static_cast<long long>(st_on.kv_disk_hit_tokens));
-  EXPECT_EQ(d.steps, 6u * 3 * 8);
-  EXPECT_GT(st_on.kv_host_hit_tokens + st_on.kv_disk_hit_tokens, 0);
+  EXPECT_EQ(d.steps, 6u * 3 * 8) << label;
+  EXPECT_GT(st_on.kv_host_hit_tokens + st_on.kv_disk_hit_tokens, 0) << label;
+  return {st_off, st_on};
+}
+
+// KV offload on the GPU engine (copied out of and into the paged cache) agrees with offload off.
+TEST(CudaBackend, KvOffloadAgreesWithOffloadOff) {
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  const fs::path model = kSource / "tests/fixtures/models/llama3-hd128";
+  if (!fs::exists(model)) GTEST_SKIP() << "no llama3-hd128 fixture";
+  const auto [st_off, st_on] = expect_offload_agrees(model, 1, 1, 1, "CUDA KV offload vs off");
   EXPECT_GT(st_on.cached_prompt_tokens, st_off.cached_prompt_tokens);
 }
 
@@ -632,38 +645,7 @@ TEST(CudaTensorParallel, KvOffloadAcrossRanks) {
   SKIP_WITHOUT_TP();
   const fs::path model = kSource / "tests/fixtures/models/llama2-hd128";
   if (!fs::exists(model)) GTEST_SKIP() << "no llama2-hd128 fixture";
-  const fs::path dir = fs::temp_directory_path() / ("nf_cuda_tp_kv_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  auto run = [&](int tp, bool offload, nanoflow::EngineStats* st) {
-    EngineConfig c = engine_config(model, "cuda");
-    c.tensor_parallel_size = tp;
-    c.num_kv_blocks = 32;
-    c.max_batch_tokens = 128;
-    if (offload) {
-      c.kv_host_gb = 8.0 * 2 * 2 * 2 * 16 * 128 * 2 / 1e9;  // 8 blocks (2 layers, 2 KV heads)
-      c.kv_disk_dir = dir.string();
-      c.kv_disk_gb = 0.1;
-    }
-    auto e = Engine::create(c);
-    std::vector<std::vector<int32_t>> history(6);
-    const auto all = nf::testing::conversation_turns(*e, history, 0, 3, 40, 40, 403);
-    *st = e->stats();
-    return all;
-  };
-  nanoflow::EngineStats st_off, st_on;
-  const auto off = run(1, false, &st_off);
-  const auto on = run(2, true, &st_on);
-  fs::remove_all(dir);
-  const nf::testing::RunDiff d = nf::testing::compare_runs(off, on);
-  for (const std::string& f : d.failures) ADD_FAILURE() << f;
-  std::printf(
-      "REPORT CUDA TP=2 with KV offload vs one GPU without: %zu/%zu steps with the same "
-      "token, max |top-1 logprob diff| %.3e; prompt tokens from the host tier %lld, disk "
-      "tier %lld\n",
-      d.same, d.steps, d.max_diff, static_cast<long long>(st_on.kv_host_hit_tokens),
-      static_cast<long long>(st_on.kv_disk_hit_tokens));
-  EXPECT_EQ(d.steps, 6u * 3 * 8);
-  EXPECT_GT(st_on.kv_host_hit_tokens + st_on.kv_disk_hit_tokens, 0);
+  expect_offload_agrees(model, 2, 1, 2, "CUDA TP=2 with KV offload vs one GPU without");
 }
 
 // Listing the devices leaves the caller's current device current: it once left the last one

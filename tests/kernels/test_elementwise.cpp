@@ -29,6 +29,28 @@ const int kTokenCounts[] = {1, 7, 97, 1000, 4097};
 
 class Elementwise : public test::KernelTest {};
 
+// embedding_lookup of `ids` in `table` ([rows, hidden], ids [first, first + rows); vocab < 0:
+// rows), into a poisoned output: the output rows and the error flag.
+struct Lookup {
+  std::vector<float> out;
+  int32_t error = 0;
+};
+Lookup lookup(const std::vector<int32_t>& ids, const std::vector<float>& table, int64_t rows,
+              int64_t hidden, int64_t first = 0, int64_t vocab = -1) {
+  const int64_t tokens = static_cast<int64_t>(ids.size());
+  auto d_table = upload_bf16(table);
+  auto d_ids = upload(ids);
+  cuda::DeviceBuffer d_out(tokens * hidden * 2), d_err(4);
+  test::poison(d_out);
+  NF_CUDA_CHECK(cudaMemset(d_err.data(), 0, 4));
+  cuda::embedding_lookup(TensorView(d_ids.data(), DType::kI32, {tokens}),
+                         TensorView(d_table.data(), DType::kBf16, {rows, hidden}),
+                         TensorView(d_out.data(), DType::kBf16, {tokens, hidden}),
+                         TensorView(d_err.data(), DType::kI32, {1}), nullptr, first, vocab);
+  test::sync();
+  return {download_bf16(d_out, tokens * hidden), download<int32_t>(d_err, 1)[0]};
+}
+
 TEST_F(Elementwise, EmbeddingGathersRows) {
   for (int64_t hidden : {4096, 97}) {  // 16-byte path and scalar path
     for (int tokens : kTokenCounts) {
@@ -38,23 +60,13 @@ TEST_F(Elementwise, EmbeddingGathersRows) {
       std::vector<int32_t> ids(tokens);
       std::uniform_int_distribution<int32_t> pick(0, vocab - 1);
       for (auto& id : ids) id = pick(rng_);
-      auto d_table = upload_bf16(table);
-      auto d_ids = upload(ids);
-      cuda::DeviceBuffer d_out(tokens * hidden * 2), d_err(4);
-      test::poison(d_out);
-      NF_CUDA_CHECK(cudaMemset(d_err.data(), 0, 4));
-      cuda::embedding_lookup(TensorView(d_ids.data(), DType::kI32, {tokens}),
-                             TensorView(d_table.data(), DType::kBf16, {vocab, hidden}),
-                             TensorView(d_out.data(), DType::kBf16, {tokens, hidden}),
-                             TensorView(d_err.data(), DType::kI32, {1}), nullptr);
-      test::sync();
-      const auto out = download_bf16(d_out, tokens * hidden);
+      const Lookup r = lookup(ids, table, vocab, hidden);
       size_t mismatches = 0;
       for (int t = 0; t < tokens; ++t)
         for (int64_t i = 0; i < hidden; ++i)
-          mismatches += !(out[t * hidden + i] == table[ids[t] * hidden + i]);  // NaN never equal
+          mismatches += !(r.out[t * hidden + i] == table[ids[t] * hidden + i]);  // NaN never equal
       EXPECT_EQ(mismatches, 0u);
-      EXPECT_EQ(download<int32_t>(d_err, 1)[0], 0);
+      EXPECT_EQ(r.error, 0);
     }
   }
 }
@@ -63,23 +75,13 @@ TEST_F(Elementwise, EmbeddingFlagsOutOfRangeIds) {
   const int64_t vocab = 50, hidden = 64;
   const auto table = test::randn_bf16(vocab * hidden, rng_);
   const std::vector<int32_t> ids = {3, -1, 49, 50, 1 << 30, 0};
-  auto d_table = upload_bf16(table);
-  auto d_ids = upload(ids);
   const int64_t tokens = static_cast<int64_t>(ids.size());
-  cuda::DeviceBuffer d_out(tokens * hidden * 2), d_err(4);
-  test::poison(d_out);
-  NF_CUDA_CHECK(cudaMemset(d_err.data(), 0, 4));
-  cuda::embedding_lookup(TensorView(d_ids.data(), DType::kI32, {tokens}),
-                         TensorView(d_table.data(), DType::kBf16, {vocab, hidden}),
-                         TensorView(d_out.data(), DType::kBf16, {tokens, hidden}),
-                         TensorView(d_err.data(), DType::kI32, {1}), nullptr);
-  test::sync();
-  EXPECT_EQ(download<int32_t>(d_err, 1)[0], 1);
-  const auto out = download_bf16(d_out, tokens * hidden);
+  const Lookup r = lookup(ids, table, vocab, hidden);
+  EXPECT_EQ(r.error, 1);
   for (int64_t t = 0; t < tokens; ++t) {
     const bool valid = ids[t] >= 0 && ids[t] < vocab;
     for (int64_t i = 0; i < hidden; ++i)
-      ASSERT_EQ(out[t * hidden + i], valid ? table[ids[t] * hidden + i] : 0.0f)
+      ASSERT_EQ(r.out[t * hidden + i], valid ? table[ids[t] * hidden + i] : 0.0f)
           << "token " << t << " column " << i;
   }
 }
@@ -91,42 +93,21 @@ TEST_F(Elementwise, EmbeddingVocabularyBlock) {
   const int64_t vocab = 50, rows = 13, hidden = 64;  // 4 ranks of 13 rows: 13, 13, 13, 11
   const std::vector<int32_t> ids = {0, 12, 13, 25, 26, 38, 39, 49, 7, 45};
   const int64_t tokens = static_cast<int64_t>(ids.size());
-  auto d_ids = upload(ids);
   for (int64_t first : {int64_t{0}, int64_t{13}, int64_t{39}}) {
     SCOPED_TRACE(testing::Message() << "first id " << first);
     const auto table = test::randn_bf16(rows * hidden, rng_);
-    auto d_table = upload_bf16(table);
-    cuda::DeviceBuffer d_out(tokens * hidden * 2), d_err(4);
-    test::poison(d_out);
-    NF_CUDA_CHECK(cudaMemset(d_err.data(), 0, 4));
-    cuda::embedding_lookup(TensorView(d_ids.data(), DType::kI32, {tokens}),
-                           TensorView(d_table.data(), DType::kBf16, {rows, hidden}),
-                           TensorView(d_out.data(), DType::kBf16, {tokens, hidden}),
-                           TensorView(d_err.data(), DType::kI32, {1}), nullptr, first, vocab);
-    test::sync();
-    EXPECT_EQ(download<int32_t>(d_err, 1)[0], 0);
-    const auto out = download_bf16(d_out, tokens * hidden);
+    const Lookup r = lookup(ids, table, rows, hidden, first, vocab);
+    EXPECT_EQ(r.error, 0);
     for (int64_t t = 0; t < tokens; ++t) {
       const int64_t row = ids[t] - first;
       const bool mine = row >= 0 && row < rows;
       for (int64_t i = 0; i < hidden; ++i)
-        ASSERT_EQ(out[t * hidden + i], mine ? table[row * hidden + i] : 0.0f)
+        ASSERT_EQ(r.out[t * hidden + i], mine ? table[row * hidden + i] : 0.0f)
             << "token " << t << " column " << i;
     }
   }
   // An id past the whole vocabulary is an error on every rank, also one whose block it is not.
-  const std::vector<int32_t> bad = {50};
-  auto d_bad = upload(bad);
-  const auto table = test::randn_bf16(rows * hidden, rng_);
-  auto d_table = upload_bf16(table);
-  cuda::DeviceBuffer d_out(hidden * 2), d_err(4);
-  NF_CUDA_CHECK(cudaMemset(d_err.data(), 0, 4));
-  cuda::embedding_lookup(TensorView(d_bad.data(), DType::kI32, {1}),
-                         TensorView(d_table.data(), DType::kBf16, {rows, hidden}),
-                         TensorView(d_out.data(), DType::kBf16, {1, hidden}),
-                         TensorView(d_err.data(), DType::kI32, {1}), nullptr, 0, vocab);
-  test::sync();
-  EXPECT_EQ(download<int32_t>(d_err, 1)[0], 1);
+  EXPECT_EQ(lookup({50}, test::randn_bf16(rows * hidden, rng_), rows, hidden, 0, vocab).error, 1);
 }
 
 TEST_F(Elementwise, RmsNormMatchesCpu) {
