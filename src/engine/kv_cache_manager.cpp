@@ -101,7 +101,6 @@ int32_t KvCacheManager::take_block() {
   }
   Block& b = blocks_[id];
   b.ref = 1;
-  ++b.generation;
   return id;
 }
 
@@ -181,28 +180,26 @@ std::vector<KvLoad> KvCacheManager::take_loads() {
   return out;
 }
 
-void KvCacheManager::end_hold(int32_t id) {
-  Block& b = blocks_[id];
-  --num_copying_;
-  if (b.ref > 0 || b.saving || b.loading) return;
-  lru_.push_back(id);  // registered: only an eviction from the LRU unregisters
-  b.lru = std::prev(lru_.end());
+void KvCacheManager::end_holds(std::span<const int32_t> ids, bool Block::*held, const char* call,
+                               const char* state) {
+  for (int32_t id : ids) {
+    NF_CHECK(id >= 0 && id < num_blocks_ && blocks_[id].*held, "{}: block {} is not {}", call, id,
+             state);
+    Block& b = blocks_[id];
+    b.*held = false;
+    --num_copying_;
+    if (b.ref > 0 || b.saving || b.loading) continue;
+    lru_.push_back(id);  // registered: only an eviction from the LRU unregisters
+    b.lru = std::prev(lru_.end());
+  }
 }
 
 void KvCacheManager::finish_saves(std::span<const int32_t> ids) {
-  for (int32_t id : ids) {
-    NF_CHECK(id >= 0 && id < num_blocks_ && blocks_[id].saving, "finish_saves: block {} is not saving", id);
-    blocks_[id].saving = false;
-    end_hold(id);
-  }
+  end_holds(ids, &Block::saving, "finish_saves", "saving");
 }
 
 void KvCacheManager::finish_loads(std::span<const int32_t> ids) {
-  for (int32_t id : ids) {
-    NF_CHECK(id >= 0 && id < num_blocks_ && blocks_[id].loading, "finish_loads: block {} is not loading", id);
-    blocks_[id].loading = false;
-    end_hold(id);
-  }
+  end_holds(ids, &Block::loading, "finish_loads", "loading");
 }
 
 bool KvCacheManager::loading_any(std::span<const int32_t> table) const {

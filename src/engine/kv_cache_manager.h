@@ -120,11 +120,14 @@ class KvCacheManager {
     bool saved = false;                // in the offload tiers (or queued for them)
     bool saving = false;               // held: its copy out is queued or running
     bool loading = false;              // held: its copy in is queued or running
-    uint32_t generation = 0;           // bumped each time the block is taken
   };
   int32_t take_block();
   void unregister(int32_t b);
-  void end_hold(int32_t b);  // a copy of the block finished
+  // The copies (`held`: saving or loading) of these blocks finished: each becomes evictable
+  // once nothing else holds it. `call` and `state` name them in the error for a block that was
+  // not held so.
+  void end_holds(std::span<const int32_t> ids, bool Block::*held, const char* call,
+                 const char* state);
 
   int64_t num_blocks_;
   int block_size_;
