@@ -11,6 +11,7 @@
 #include "backends/cuda/attention.h"
 #include "backends/cuda/device.h"
 #include "backends/cuda/flashinfer/fi_attention.h"
+#include "backends/cuda/launch.h"
 #include "kernel_test_util.h"
 
 namespace nf {
@@ -82,9 +83,19 @@ std::vector<float> reference(const Batch& b, float scale) {
   return out;
 }
 
-// Runs the kernel with `splits` context splits (0: the heuristic) and returns the output;
-// tensor_cores: the decode kernel (decode_attention.cu), for batches of decode rows.
-std::vector<float> run_gpu(const Batch& b, float scale, int splits, bool tensor_cores = false) {
+// Which kernel run_gpu runs: the plain one (attention.cu), or one of the tensor-core decode
+// kernels (decode_attention.cu, launch::kDecodeStreams / kDecodePerRequest) for decode rows.
+constexpr int kPlain = -1;
+constexpr int kDecodeKernels[] = {cuda::launch::kDecodeStreams, cuda::launch::kDecodePerRequest};
+const char* kernel_name(int kernel) {
+  return kernel == kPlain ? "plain" : kernel == cuda::launch::kDecodeStreams ? "tc streams"
+                                                                             : "tc per request";
+}
+
+// Runs `kernel` with `splits` context splits (0: the heuristic) and returns the output;
+// sm_count: the SMs the decode kernels may use (0: all).
+std::vector<float> run_gpu(const Batch& b, float scale, int splits, int kernel = kPlain,
+                           int sm_count = 0) {
   auto d_q = upload_bf16(b.q);
   auto d_cache = upload_bf16(b.cache);
   auto d_pos = upload(b.positions);
@@ -120,7 +131,9 @@ std::vector<float> run_gpu(const Batch& b, float scale, int splits, bool tensor_
   args.num_heads = b.heads;
   args.scale = scale;
   args.num_splits = splits;
-  if (tensor_cores) {
+  args.sm_count = sm_count;
+  if (kernel != kPlain) {
+    args.decode_kernel = kernel;
     cuda::paged_decode_attention(args, nullptr);
   } else {
     cuda::paged_attention(args, nullptr);
@@ -141,13 +154,13 @@ TEST_F(Attention, DecodeAcrossPageBoundaries) {
                                      {1000, 1}};
   for (const AttnCase& c : kCases) {
     for (int splits : {1, 0, 3}) {
-      for (bool tc : {false, true}) {
+      for (int kernel : {kPlain, kDecodeKernels[0], kDecodeKernels[1]}) {
         SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads << " D "
-                                        << c.head_dim << " splits " << splits
-                                        << (tc ? " tensor cores" : ""));
+                                        << c.head_dim << " splits " << splits << " "
+                                        << kernel_name(kernel));
         const Batch b = make_batch(c, reqs, rng_);
         const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-        test::expect_close(run_gpu(b, scale, splits, tc), reference(b, scale), kBf16Budget,
+        test::expect_close(run_gpu(b, scale, splits, kernel), reference(b, scale), kBf16Budget,
                            "decode");
       }
     }
@@ -198,25 +211,25 @@ TEST_F(Attention, PositionBeyondBlockTableGivesNan) {
   const AttnCase c{8, 8, 64};
   const int64_t row = static_cast<int64_t>(c.heads) * c.head_dim;
   // Row `bad` all NaN, the others finite.
-  auto expect_nan_row = [&](const Batch& b, bool tc, int64_t bad) {
+  auto expect_nan_row = [&](const Batch& b, int kernel, int64_t bad) {
     for (int splits : {1, 3}) {
-      const auto out = run_gpu(b, 0.125f, splits, tc);
+      const auto out = run_gpu(b, 0.125f, splits, kernel);
       for (int64_t t = 0; t < b.tokens; ++t) {
         const auto first = out.begin() + t * row;
         const size_t nans =
             std::count_if(first, first + row, [](float x) { return std::isnan(x); });
         EXPECT_EQ(nans, t == bad ? static_cast<size_t>(row) : 0u)
-            << "token " << t << " splits " << splits << (tc ? " tensor cores" : "");
+            << "token " << t << " splits " << splits << " " << kernel_name(kernel);
       }
     }
   };
   Batch b = make_batch(c, {{20, 2}, {5, 1}}, rng_);
   b.positions[1] = 40;  // the first request has 2 blocks (32 slots)
-  expect_nan_row(b, false, 1);
+  expect_nan_row(b, kPlain, 1);
   // The tensor-core decode kernel: decode rows, the second one past its single block.
   Batch d = make_batch(c, {{20, 1}, {5, 1}}, rng_);
   d.positions[1] = 40;
-  expect_nan_row(d, true, 1);
+  for (int kernel : kDecodeKernels) expect_nan_row(d, kernel, 1);
 }
 
 // The tensor-core decode kernel (also in DecodeAcrossPageBoundaries): long contexts, peaked
@@ -226,18 +239,21 @@ TEST_F(Attention, TensorCoreDecodeLongContextsAndPeakedScores) {
     const Batch b = make_batch(c, {{4097, 1}, {16385, 1}, {2, 1}}, rng_);
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
     const auto ref = reference(b, scale);
-    for (int splits : {1, 0, 64}) {
-      SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads << " D "
-                                      << c.head_dim << " splits " << splits);
-      test::expect_close(run_gpu(b, scale, splits, true), ref, kBf16Budget, "tc long");
-    }
+    for (int splits : {1, 0, 64})
+      for (int kernel : kDecodeKernels) {
+        SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads << " D "
+                                        << c.head_dim << " splits " << splits << " "
+                                        << kernel_name(kernel));
+        test::expect_close(run_gpu(b, scale, splits, kernel), ref, kBf16Budget, "tc long");
+      }
   }
   const AttnCase c{32, 8, 128};
   Batch b = make_batch(c, {{200, 1}, {1000, 1}}, rng_);
   for (auto& x : b.q) x = test::bf16_round(x * 4.0f);
   for (int splits : {1, 4})
-    test::expect_close(run_gpu(b, 1.0f, splits, true), reference(b, 1.0f), kBf16Budget,
-                       "tc peaked");
+    for (int kernel : kDecodeKernels)
+      test::expect_close(run_gpu(b, 1.0f, splits, kernel), reference(b, 1.0f), kBf16Budget,
+                         "tc peaked");
 }
 
 TEST_F(Attention, TensorCoreDecodeOnlyBatch) {
@@ -247,7 +263,44 @@ TEST_F(Attention, TensorCoreDecodeOnlyBatch) {
     SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads);
     const Batch b = make_batch(c, reqs, rng_);
     const float scale = 1.0f / std::sqrt(128.0f);
-    test::expect_close(run_gpu(b, scale, 0, true), reference(b, scale), kBf16Budget, "tc batch");
+    const auto ref = reference(b, scale);
+    for (int kernel : kDecodeKernels)
+      test::expect_close(run_gpu(b, scale, 0, kernel), ref, kBf16Budget, kernel_name(kernel));
+  }
+}
+
+// The streaming kernel on few SMs (each warp walks many items, its copies running ahead across
+// item boundaries), with NaN in every cache row no request owns: a block's rows past its
+// request's context, and whole blocks, must never reach the output (P = 0 times NaN is NaN).
+TEST_F(Attention, TensorCoreDecodeStreamsOnFewSmsIgnoreRowsPastTheContext) {
+  std::vector<Request> reqs;
+  for (int i = 0; i < 90; ++i) reqs.push_back({1 + (i * 53) % 700, 1});
+  for (const AttnCase& c : {AttnCase{32, 8, 128}, AttnCase{9, 3, 64}, AttnCase{16, 1, 128}}) {
+    Batch b = make_batch(c, reqs, rng_);
+    const auto ref = reference(b, 0.1f);
+    // NaN in the unused rows of each request's last block, and in the blocks nobody owns.
+    const int64_t row = c.head_dim, block = 2LL * c.kv_heads * kBlockSize * row;
+    std::vector<bool> owned(static_cast<size_t>(b.num_blocks), false);
+    for (size_t r = 0; r + 1 < b.block_indptr.size(); ++r) {
+      for (int32_t k = b.block_indptr[r]; k < b.block_indptr[r + 1]; ++k)
+        owned[static_cast<size_t>(b.block_ids[static_cast<size_t>(k)])] = true;
+      const int ctx = b.positions[r] + 1;
+      const int32_t last = b.block_ids[static_cast<size_t>(b.block_indptr[r + 1] - 1)];
+      for (int pos = ctx % kBlockSize; pos != 0 && pos < kBlockSize; ++pos)
+        for (int kvh = 0; kvh < 2 * c.kv_heads; ++kvh)
+          std::fill_n(b.cache.begin() + last * block + (kvh * kBlockSize + pos) * row, row, NAN);
+    }
+    for (int64_t k = 0; k < b.num_blocks; ++k)
+      if (!owned[static_cast<size_t>(k)])
+        std::fill_n(b.cache.begin() + k * block, block, NAN);
+    for (int sm_count : {1, 3})
+      for (int splits : {1, 2}) {
+        SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads << " D "
+                                        << c.head_dim << " SMs " << sm_count << " splits "
+                                        << splits);
+        test::expect_close(run_gpu(b, 0.1f, splits, cuda::launch::kDecodeStreams, sm_count), ref,
+                           kBf16Budget, "tc streams");
+      }
   }
 }
 

@@ -17,6 +17,7 @@
 #include "backends/cuda/device.h"
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/green_context.h"
+#include "backends/cuda/launch.h"
 #include "backends/cuda/norm.h"
 #include "backends/cuda/rope.h"
 #include "backends/cuda/sampling.h"
@@ -71,8 +72,8 @@ DeviceBuffer random_bf16(int64_t n, std::mt19937& rng) {
 class Bench : public test::KernelTest {};
 
 // Decode attention: `reqs` requests of `ctx` context, one new token each, 32/8 heads of 128;
-// tensor_cores: the decode kernel (decode_attention.cu) instead of the plain one.
-void bench_decode(int reqs, int ctx, std::mt19937& rng, bool tensor_cores = false) {
+// kernel: -1 the plain kernel, else a decode kernel of decode_attention.cu (launch::kDecode*).
+void bench_decode(int reqs, int ctx, std::mt19937& rng, int kernel = -1) {
   const int H = 32, KVH = 8, D = 128, bs = 16;
   const int nb_per = (ctx + bs - 1) / bs;
   const int64_t num_blocks = static_cast<int64_t>(reqs) * nb_per;
@@ -102,22 +103,26 @@ void bench_decode(int reqs, int ctx, std::mt19937& rng, bool tensor_cores = fals
   a.num_heads = H;
   a.scale = 0.088f;
   a.num_splits = splits;
+  a.decode_kernel = std::max(kernel, 0);
   const double ms = time_ms([&] {
-    if (tensor_cores) {
+    if (kernel >= 0) {
       cuda::paged_decode_attention(a, nullptr);
     } else {
       cuda::paged_attention(a, nullptr);
     }
   });
   const double bytes = static_cast<double>(reqs) * ctx * KVH * D * 2 * 2;
-  std::printf("decode attention%s %d x %d (splits %d): %.3f ms, %.2f TB/s of KV\n",
-              tensor_cores ? " (tensor cores)" : "", reqs, ctx, splits, ms, bytes / ms / 1e9);
+  const char* name = kernel < 0                                  ? ""
+                     : kernel == cuda::launch::kDecodeStreams ? " (tensor cores, streams)"
+                                                              : " (tensor cores, per request)";
+  std::printf("decode attention%s %d x %d (splits %d): %.3f ms, %.2f TB/s of KV\n", name, reqs,
+              ctx, splits, ms, bytes / ms / 1e9);
 }
 
 TEST_F(Bench, DISABLED_DecodeAttentionTensorCores) {
   for (const auto& [reqs, ctx] : {std::pair{683, 1280}, {401, 1280}, {256, 4096}, {64, 16384}}) {
-    bench_decode(reqs, ctx, rng_, false);
-    bench_decode(reqs, ctx, rng_, true);
+    for (int kernel : {-1, cuda::launch::kDecodePerRequest, cuda::launch::kDecodeStreams})
+      bench_decode(reqs, ctx, rng_, kernel);
   }
 }
 
@@ -232,7 +237,7 @@ class FiBatch {
   void run(int pool, cudaStream_t stream) { NF_CUDA_CHECK(try_run(pool, stream)); }
   // The same batch (decode rows only) on our tensor-core decode kernel, with `splits` context
   // splits (decode_attention.cu).
-  void run_tc(int pool, cudaStream_t stream, int splits = 1) {
+  void run_tc(int pool, cudaStream_t stream, int kernel, int sm_count = 0, int splits = 1) {
     const int64_t T = tokens(), B = static_cast<int64_t>(qo_.size()) - 1;
     const size_t ws = cuda::paged_attention_workspace_bytes(T, H, D, splits);
     if (ws_.bytes() < ws) ws_ = DeviceBuffer(ws);
@@ -250,6 +255,8 @@ class FiBatch {
     a.num_heads = H;
     a.scale = a_.sm_scale;
     a.num_splits = splits;
+    a.decode_kernel = kernel;
+    a.sm_count = sm_count;
     cuda::paged_decode_attention(a, stream);
   }
   int tokens() const { return qo_.back(); }
@@ -507,11 +514,12 @@ TEST_F(Bench, DISABLED_GreenContextOverlap) {
   cuda::Gemm gemm;
   int i = 0;
   const double gemm_full = median_ms([&] { gemm.run(g.args, nullptr); })[0];
-  // FlashInfer's decode kernel, then our tensor-core one (one split: the partition's CTAs).
-  for (const bool tc : {false, true}) {
+  // FlashInfer's decode kernel, then our tensor-core ones (one split: the partition's CTAs).
+  for (const int kernel : {-1, cuda::launch::kDecodePerRequest, cuda::launch::kDecodeStreams}) {
+    int sm_count = 0;  // the partition's, for the streaming kernel's grid
     auto attn = [&](cudaStream_t s) {
-      if (tc) {
-        d.run_tc(i++ % kPools, s);
+      if (kernel >= 0) {
+        d.run_tc(i++ % kPools, s, kernel, sm_count);
       } else {
         d.run(i++ % kPools, s);
       }
@@ -526,6 +534,7 @@ TEST_F(Bench, DISABLED_GreenContextOverlap) {
       }
       const cudaStream_t sa = parts->stream(0), sr = parts->stream(1);
       gemm.set_sm_count_target(parts->sm_count(1));
+      sm_count = parts->sm_count(0);
       const double attn_green = median_ms([&] { attn(sa); }, 9, kPools, sa)[0];
       const double gemm_green = median_ms([&] { gemm.run(g.args, sr); }, 9, 10, sr)[0];
       cudaEvent_t fork = nullptr, ja = nullptr, jr = nullptr;
@@ -545,13 +554,17 @@ TEST_F(Bench, DISABLED_GreenContextOverlap) {
           },
           9, kPools)[0];
       gemm.set_sm_count_target(0);
+      sm_count = 0;
       for (cudaEvent_t e : {fork, ja, jr}) NF_CUDA_CHECK(cudaEventDestroy(e));
       std::printf(
           "GREEN {\"kernel\":\"%s\",\"attention_sms\":%d,\"gemm_sms\":%d,"
           "\"attn_full_ms\":%.4f,\"gemm_full_ms\":%.4f,\"attn_green_ms\":%.4f,"
           "\"attn_green_TBps\":%.3f,\"attn_green_GBps_per_sm\":%.1f,\"gemm_green_ms\":%.4f,"
           "\"both_green_ms\":%.4f,\"both_over_serial_full\":%.3f}\n",
-          tc ? "tc" : "flashinfer", parts->sm_count(0), parts->sm_count(1), attn_full, gemm_full,
+          kernel < 0                                  ? "flashinfer"
+          : kernel == cuda::launch::kDecodeStreams ? "tc streams"
+                                                   : "tc per request",
+          parts->sm_count(0), parts->sm_count(1), attn_full, gemm_full,
           attn_green, d.kv_bytes() / attn_green / 1e9,
           d.kv_bytes() / attn_green / 1e6 / parts->sm_count(0), gemm_green, both,
           both / (attn_full + gemm_full));

@@ -1,6 +1,12 @@
 #include "backends/cuda/attention.h"
 
+#include <cuda.h>
+
 #include <algorithm>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "backends/cuda/launch.h"
 #include "common/status.h"
@@ -98,7 +104,56 @@ launch::AttentionLaunch attention_launch(const PagedAttentionArgs& args, const c
   a.scale = args.scale;
   a.num_splits = args.num_splits;
   a.workspace = ws > 0 ? args.workspace.ptr<float>() : nullptr;
+  a.num_blocks = kv.size(0);
   return a;
+}
+
+// The TMA descriptor of one layer's kv pool for the streaming decode kernel, made once per pool
+// (the driver call takes microseconds) and kept: pools live as long as the engine.
+//
+// One box is one block's K and V rows of one kv head, as [K|V][half][row][64 dims]: the head's
+// 128-byte halves of a row are split apart, so that with the 128-byte swizzle the rows of a
+// half are conflict-free for ldmatrix (decode_attention.cu addresses them so).
+struct KvMap {
+  alignas(64) CUtensorMap map;
+};
+const KvMap& kv_tensor_map(const launch::AttentionLaunch& a) {
+  using Encode = decltype(&cuTensorMapEncodeTiled);
+  static const Encode encode = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, CUDA_VERSION,
+                                         cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      p = nullptr;
+    return reinterpret_cast<Encode>(p);
+  }();
+  NF_CHECK(encode != nullptr,
+           "paged_decode_attention: the CUDA driver lacks cuTensorMapEncodeTiled (TMA); use "
+           "the per-request kernel");
+  static std::mutex mu;
+  static std::map<std::tuple<const void*, int64_t, int, int>, KvMap> maps;
+  const std::lock_guard lock(mu);
+  const auto key = std::tuple{static_cast<const void*>(a.kv), a.num_blocks, a.kv_heads, a.head_dim};
+  auto it = maps.find(key);
+  if (it != maps.end()) return it->second;
+  const auto D = static_cast<cuuint64_t>(a.head_dim), page = static_cast<cuuint64_t>(a.block_size);
+  const cuuint64_t dims[5] = {64, page, D / 64, static_cast<cuuint64_t>(a.kv_heads),
+                              2 * static_cast<cuuint64_t>(a.num_blocks)};
+  const cuuint64_t strides[4] = {D * 2, 128, page * D * 2,
+                                 static_cast<cuuint64_t>(a.kv_heads) * page * D * 2};
+  const cuuint32_t box[5] = {64, static_cast<cuuint32_t>(page), static_cast<cuuint32_t>(D / 64), 1,
+                             2};
+  const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
+  KvMap m;
+  std::memset(&m, 0, sizeof m);
+  const CUresult r = encode(&m.map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5,
+                            const_cast<launch::bf16*>(a.kv), dims, strides, box, element_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  NF_CHECK(r == CUDA_SUCCESS, "paged_decode_attention: cuTensorMapEncodeTiled failed ({})",
+           static_cast<int>(r));
+  return maps.emplace(key, m).first->second;
 }
 
 }  // namespace
@@ -110,7 +165,7 @@ void paged_attention(const PagedAttentionArgs& args, cudaStream_t stream) {
 
 void paged_decode_attention(const PagedAttentionArgs& args, cudaStream_t stream) {
   constexpr const char* op = "paged_decode_attention";
-  const launch::AttentionLaunch a = attention_launch(args, op);
+  launch::AttentionLaunch a = attention_launch(args, op);
   NF_CHECK(a.tokens == a.num_seqs, "{}: {} tokens for {} requests (decode rows only: one each)",
            op, a.tokens, a.num_seqs);
   NF_CHECK(a.block_size == launch::kDecodePage, "{}: blocks of {} tokens ({} is built)", op,
@@ -120,7 +175,15 @@ void paged_decode_attention(const PagedAttentionArgs& args, cudaStream_t stream)
            launch::kDecodeMaxGroup);
   NF_CHECK(a.q_stride % 8 == 0 && reinterpret_cast<uintptr_t>(a.q) % 16 == 0,
            "{}: q rows must be 16-byte aligned", op);
-  if (a.tokens > 0) launch::paged_decode_attention(a, stream);
+  NF_CHECK(args.decode_kernel == launch::kDecodeStreams ||
+               args.decode_kernel == launch::kDecodePerRequest,
+           "{}: decode_kernel {} (0: streams, 1: per request)", op, args.decode_kernel);
+  NF_CHECK(args.sm_count >= 0, "{}: sm_count {}", op, args.sm_count);
+  a.sm_count = args.sm_count;
+  a.decode_kernel = args.decode_kernel;
+  if (a.tokens == 0) return;
+  const KvMap* map = a.decode_kernel == launch::kDecodeStreams ? &kv_tensor_map(a) : nullptr;
+  launch::paged_decode_attention(a, map, stream);
 }
 
 }  // namespace nf::cuda

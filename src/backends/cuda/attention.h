@@ -28,6 +28,9 @@ struct PagedAttentionArgs {
   int num_heads = 0;        // H
   float scale = 0.0f;       // softmax scale, usually 1/sqrt(D)
   int num_splits = 1;       // context splits per (token, head), from paged_attention_num_splits
+  // paged_decode_attention only:
+  int sm_count = 0;  // SMs the stream may use (its green partition's); 0: the whole device's
+  int decode_kernel = 0;  // launch::kDecodeStreams (default) or launch::kDecodePerRequest
 };
 
 // Splits that keep every SM busy when few (token, kv head) pairs have long contexts;
@@ -42,7 +45,8 @@ void paged_attention(const PagedAttentionArgs& args, cudaStream_t stream);
 
 // The same for a batch of decode rows only (each request has one query token), on tensor cores
 // (decode_attention.cu): blocks of 16 tokens, up to 16 query heads per kv head. Splits as
-// above (each request's context is cut into num_splits ranges of whole 64-key tiles).
+// above (each request's context is cut into num_splits ranges of whole key tiles). The default
+// kernel runs one persistent CTA per SM of `sm_count` (its grid must fit the stream's SMs).
 void paged_decode_attention(const PagedAttentionArgs& args, cudaStream_t stream);
 
 }  // namespace nf::cuda

@@ -149,8 +149,9 @@ class CudaBackend final : public Backend {
   // The layers (and the final norm) as the nano-operations of `plan` on their streams; the
   // batch's metadata is uploaded and the embedding not yet run.
   void run_pipelined(const ScheduledBatch& b, const PipelinePlan& plan);
+  // stream_sms: the SMs of the stream's green partition (0: the whole GPU).
   void run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan, const NanoOp& op,
-                   size_t layer, cudaStream_t stream, cuda::Gemm& gemm);
+                   size_t layer, cudaStream_t stream, int stream_sms, cuda::Gemm& gemm);
   bool run_model(const ScheduledBatch& b);
   // The token count the dense ops run on: T, or its CUDA-graph bucket.
   int64_t padded_tokens(int64_t T) const;
@@ -173,7 +174,8 @@ class CudaBackend final : public Backend {
   // rebased to the run. splits > 1 needs `workspace` for r1 - r0 rows.
   void run_tc_decode(const ScheduledBatch& b, int r0, int r1, const int32_t* qo_indptr,
                      const int32_t* page_indptr, size_t li, int splits,
-                     const cuda::TensorView& workspace, cudaStream_t stream);
+                     const cuda::TensorView& workspace, cudaStream_t stream,
+                     int stream_sms = 0);
   bool tc_decode_ = false;
   void clear_graphs();
   void finish_step();

@@ -191,7 +191,7 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
       for (int d : pop.prev_deps)
         NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, event(static_cast<size_t>(d), layer - 1), 0));
     gemm.set_sm_count_target(pop.op.sm_target > 0 ? pop.op.sm_target : lane_sms[lane]);
-    run_nano_op(b, plan, pop.op, static_cast<size_t>(layer), ns.stream, gemm);
+    run_nano_op(b, plan, pop.op, static_cast<size_t>(layer), ns.stream, lane_sms[lane], gemm);
     if (tp && (pop.op.stage == Stage::kO || pop.op.stage == Stage::kFfn)) {
       // The op is done once its rows are summed over the ranks.
       const PipelinePlan::Range& r = plan.range(pop.op);
@@ -221,9 +221,9 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
 }
 
 void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan, const NanoOp& op,
-                              size_t layer, cudaStream_t stream, cuda::Gemm& gemm) {
+                              size_t layer, cudaStream_t stream, int stream_sms, cuda::Gemm& gemm) {
 #ifndef NANOFLOW_HAVE_FLASHINFER
-  (void)b, (void)plan, (void)op, (void)layer, (void)stream, (void)gemm;
+  (void)b, (void)plan, (void)op, (void)layer, (void)stream, (void)stream_sms, (void)gemm;
 #else
   const ModelConfig& c = local_;
   const int64_t T = b.num_tokens(), H = c.hidden_size, hd = c.head_dim, nh = c.num_heads;
@@ -263,7 +263,7 @@ void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan,
           // One split: runs of several nano-batches may overlap, and splits share a workspace.
           run_tc_decode(b, run.req_begin, run.req_end, meta,
                         meta + (run.req_end - run.req_begin + 1), static_cast<size_t>(layer), 1,
-                        cuda::TensorView(), stream);
+                        cuda::TensorView(), stream, stream_sms);
           continue;
         }
         cuda::fi::BatchAttention::RunArgs fa;
@@ -302,7 +302,8 @@ void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan,
 
 void CudaBackend::run_tc_decode(const ScheduledBatch& b, int r0, int r1, const int32_t* qo_indptr,
                                 const int32_t* page_indptr, size_t li, int splits,
-                                const TensorView& workspace, cudaStream_t stream) {
+                                const TensorView& workspace, cudaStream_t stream,
+                                int stream_sms) {
   const ModelConfig& c = local_;
   const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t qkv_w = (nh + 2 * nkv) * hd, T = b.num_tokens(), n = r1 - r0;
@@ -321,6 +322,7 @@ void CudaBackend::run_tc_decode(const ScheduledBatch& b, int r0, int r1, const i
   a.num_heads = static_cast<int>(nh);
   a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   a.num_splits = splits;
+  a.sm_count = stream_sms;
   cuda::paged_decode_attention(a, stream);
 }
 

@@ -20,6 +20,9 @@
 //   - At the end the 4 warps' (m, l, O) merge through shared memory; one split writes O / l in
 //     bf16, several write unnormalized O and (m, l) to the workspace in the layout of the plain
 //     kernel (attention.cu), whose combine pass merges them.
+#include <cuda.h>
+
+#include <algorithm>
 #include <cmath>
 
 #include "backends/cuda/cuda_check.h"
@@ -321,9 +324,417 @@ void launch_decode(const DecodeParams& p, cudaStream_t stream) {
   NF_CUDA_CHECK_LAUNCH();
 }
 
+// ---- The streaming kernel (launch::kDecodeStreams) -------------------------------------------
+//
+// Why a second kernel: in a green partition the per-request kernel above draws ~39 GB/s per SM
+// (bench/results/tc_decode_h200.json), because each CTA's loads wait on the CTA's barrier, its
+// start (query, block ids) and its end (the merge) are bare latency, and 8 warps per SM hold too
+// few bytes in flight. Overlap needs ~100 GB/s per SM in a partition of 24-32 SMs.
+//
+// Design: one persistent CTA per SM, each warp an independent stream of work items
+// (request, kv head, split), taken as item = warp + k * (all warps). A warp keeps its own ring of
+// kStreamStages tiles of 16 KB (32 keys at head_dim 128, 64 at 64) and fills it with TMA: lane 0
+// issues one bulk tensor copy per block (K and V rows of one kv head, 128-byte swizzled) and, for
+// an item's first tile, one bulk copy of the group's query rows, all completing on the stage's
+// mbarrier. The warp runs its copies kStreamStages - 1 tiles ahead of its math, across item
+// boundaries, and never waits on another warp. Block ids are read 32 at a time, one per lane,
+// a chunk ahead; an item's sizes two items ahead, so no dependent global load stalls the math.
+// The math is the per-request kernel's (16 padded rows, mma.sync, online softmax in the log2
+// domain), and a warp owns its item whole, so it writes its output with no merge.
+constexpr int kStreamStages = 3;
+constexpr int kStreamTileBytes = 16384;
+
+template <int kD>
+struct StreamCfg {
+  static constexpr int kHalves = kD / 64;  // 128-byte lines per key row
+  static constexpr int kKvBytes = kD * kPage * 2;  // K (or V) of one block, one head
+  static constexpr int kBlockBytes = 2 * kKvBytes;
+  static constexpr int kBlocksPerTile = kStreamTileBytes / kBlockBytes;
+  static constexpr int kKeys = kBlocksPerTile * kPage;  // keys per tile: 32 (hd128), 64 (hd64)
+  static_assert(kBlocksPerTile * kBlockBytes == kStreamTileBytes && 32 % kBlocksPerTile == 0);
+};
+
+// Per warp and stage: what the tile holds (written by the warp's lane 0 when it issues the copies).
+struct StreamRecord {
+  int n;      // tiles of the item; 0: an item with nothing to read; -1: the stream has ended
+  int j;      // this tile's index in the item
+  int b;      // request (= its query row)
+  int kvh;
+  int split;
+  int begin;  // the item's key range [begin, end)
+  int end;
+  int pad;
+};
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void tma_load_5d(uint32_t dst, const CUtensorMap* map, int c0, int c1,
+                                            int c2, int c3, int c4, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3, %4, %5, %6}], [%7];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes,
+                                          uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+          dst),
+      "l"(src), "r"(bytes), "r"(bar)
+      : "memory");
+}
+
+// Byte offset of (key, 16-byte chunk) of K (kv 0) or V (kv 1) in a stream tile: blocks of
+// [K|V][half][row][64 dims], each 128-byte line swizzled by its row (the TMA's 128-byte mode).
+template <int kD>
+__device__ __forceinline__ uint32_t stream_off(int kv, int key, int chunk) {
+  using C = StreamCfg<kD>;
+  const int r = key % kPage;
+  const int line = (kv * C::kHalves + (chunk >> 3)) * kPage + r;
+  return static_cast<uint32_t>((key / kPage) * C::kBlockBytes + line * 128 +
+                               (((chunk & 7) ^ (r & 7)) << 4));
+}
+
+struct StreamMeta {  // one item's request sizes, loaded ahead
+  int ctx = 0, p0 = 0, p1 = 0;
+};
+
+template <int kD>
+__global__ void __launch_bounds__(kThreads, 1)
+    decode_stream_kernel(const DecodeParams p, const __grid_constant__ CUtensorMap kv_map) {
+  using C = StreamCfg<kD>;
+  constexpr int kS = kStreamStages, kKeys = C::kKeys;
+  constexpr int kSN = kKeys / 8;  // n-tiles of S
+  constexpr int kNT = kD / 8;     // n-tiles of O
+  constexpr int kKS = kD / 16;    // k-steps of Q K^T
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const launch::AttentionLaunch& a = p.a;
+  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int group = p.group, splits = a.num_splits;
+  const uint32_t q_slot = static_cast<uint32_t>((group * kD * 2 + 15) & ~15);
+
+  // Layout (from a 1024-byte aligned base, as the swizzle needs): tiles [warp][stage], query
+  // slots [warp][stage], mbarriers [warp][stage], records [warp][stage].
+  const uint32_t raw = smem_addr(smem_raw);
+  const uint32_t base = (raw + 1023u) & ~1023u;
+  unsigned char* base_ptr = smem_raw + (base - raw);
+  const int ws0 = warp * kS;
+  const uint32_t tiles = base + static_cast<uint32_t>(ws0) * kStreamTileBytes;
+  const uint32_t qslots = base + static_cast<uint32_t>(warps * kS) * kStreamTileBytes +
+                          static_cast<uint32_t>(ws0) * q_slot;
+  const uint32_t bars_off = static_cast<uint32_t>(warps * kS) * (kStreamTileBytes + q_slot);
+  const uint32_t bars = base + bars_off + static_cast<uint32_t>(ws0) * 8;
+  StreamRecord* recs = reinterpret_cast<StreamRecord*>(base_ptr + bars_off + warps * kS * 8) + ws0;
+  unsigned char* tiles_ptr = base_ptr + (tiles - base);
+
+  if (lane == 0) {
+    for (int s = 0; s < kS; ++s) mbar_init(bars + 8 * s, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncwarp();
+
+  const int per_req = a.kv_heads * splits;
+  const int n_items = a.num_seqs * per_req;
+  const int stride = gridDim.x * warps;
+  const int gw = blockIdx.x * warps + warp;
+  auto load_meta = [&](int it) {
+    StreamMeta m;
+    if (it < n_items) {
+      const int b = it / per_req;
+      m.ctx = a.positions[b] + 1;
+      m.p0 = a.block_indptr[b];
+      m.p1 = a.block_indptr[b + 1];
+    }
+    return m;
+  };
+  // The key range of item `it` of request sizes m: [begin, end), in whole tiles from begin.
+  auto range = [&](int it, const StreamMeta& m, int* begin, int* end) {
+    const int split = it % splits;
+    const int tiles_all = (m.ctx + kKeys - 1) / kKeys;
+    const int per_split = (tiles_all + splits - 1) / splits;
+    *begin = split * per_split * kKeys;
+    *end = min(m.ctx, *begin + per_split * kKeys);
+    // A position past the block table reads nothing (output 0 / 0, as the other kernels).
+    const bool in_table = m.ctx <= (m.p1 - m.p0) * kPage;
+    return in_table && *begin < *end ? (*end - *begin + kKeys - 1) / kKeys : 0;
+  };
+  // 32 block ids from block `first` of the item's request (one per lane; 0 past `last`).
+  auto load_ids = [&](const StreamMeta& m, int first, int last) {
+    const int k = first + lane;
+    return k < last ? a.block_ids[m.p0 + k] : 0;
+  };
+
+  // The producer: the item and tile it issues next, and what it has loaded ahead.
+  int pit = gw, pj = 0, pn = 0, pbegin = 0, pend = 0, pchunk = 0, plast = 0;
+  StreamMeta pm, m1 = load_meta(gw), m2 = load_meta(gw + stride);
+  int ids = 0, ids_ahead = 0, ids_next_item = 0;
+  {
+    int b0 = 0, e0 = 0;
+    if (range(gw, m1, &b0, &e0) > 0) ids_next_item = load_ids(m1, b0 / kPage, (e0 + kPage - 1) / kPage);
+  }
+  auto start_item = [&](int it) {
+    pit = it;
+    pj = 0;
+    pm = m1;
+    pn = it < n_items ? range(it, pm, &pbegin, &pend) : 0;
+    pchunk = pbegin / kPage;
+    plast = (pend + kPage - 1) / kPage;
+    ids = ids_next_item;
+    ids_ahead = pn > 0 && pchunk + 32 < plast ? load_ids(pm, pchunk + 32, plast) : 0;
+    // The next item's first ids (its sizes were loaded an item ago), and the sizes after it.
+    m1 = m2;
+    int nb = 0, ne = 0;
+    ids_next_item = it + stride < n_items && range(it + stride, m1, &nb, &ne) > 0
+                        ? load_ids(m1, nb / kPage, (ne + kPage - 1) / kPage)
+                        : 0;
+    m2 = load_meta(it + 2 * stride);
+  };
+  start_item(gw);
+  // Issues the next tile of the stream into `stage` (all lanes call it; lane 0 issues).
+  auto issue = [&](int stage) {
+    StreamRecord r{};
+    if (pit >= n_items) {
+      r.n = -1;
+    } else {
+      const int b = pit / per_req, kvh = (pit / splits) % a.kv_heads, split = pit % splits;
+      r = StreamRecord{pn, pj, b, kvh, split, pbegin, pend, 0};
+      const uint32_t bar = bars + 8 * stage;
+      if (pn > 0) {
+        const int blk0 = pbegin / kPage + pj * C::kBlocksPerTile;
+        if (blk0 - pchunk >= 32) {  // the next chunk of ids (loaded a chunk ago)
+          pchunk += 32;
+          ids = ids_ahead;
+          ids_ahead = pchunk + 32 < plast ? load_ids(pm, pchunk + 32, plast) : 0;
+        }
+        int blocks = 0;
+        int id[C::kBlocksPerTile];
+#pragma unroll
+        for (int q = 0; q < C::kBlocksPerTile; ++q) {
+          id[q] = __shfl_sync(0xffffffffu, ids, blk0 - pchunk + q);
+          blocks += blk0 + q < plast ? 1 : 0;
+        }
+        if (lane == 0) {
+          const uint32_t qbytes = pj == 0 ? static_cast<uint32_t>(group * kD * 2) : 0u;
+          mbar_expect_tx(bar, static_cast<uint32_t>(blocks * C::kBlockBytes) + qbytes);
+          for (int q = 0; q < blocks; ++q)
+            tma_load_5d(tiles + stage * kStreamTileBytes + q * C::kBlockBytes, &kv_map, 0, 0, 0,
+                        kvh, 2 * id[q], bar);
+          if (pj == 0)
+            bulk_load(qslots + stage * q_slot,
+                      a.q + b * a.q_stride + static_cast<int64_t>(kvh) * group * kD, qbytes, bar);
+        }
+      } else if (lane == 0) {
+        mbar_expect_tx(bar, 0);  // nothing to read: the phase completes at once
+      }
+      if (++pj >= max(pn, 1)) start_item(pit + stride);
+    }
+    if (lane == 0) recs[stage] = r;
+  };
+
+#pragma unroll
+  for (int s = 0; s < kS - 1; ++s) issue(s);
+
+  const int g = lane >> 2, q4 = lane & 3;
+  uint32_t qf[kKS][4];
+  float o[kNT][4];
+  float m_run[2], l_run[2];
+  for (int i = 0;; ++i) {
+    issue((i + kS - 1) % kS);  // the stage consumed at i - 1
+    __syncwarp();
+    const int st = i % kS;
+    const StreamRecord r = recs[st];
+    if (r.n < 0) break;
+    mbar_wait(bars + 8 * st, static_cast<uint32_t>((i / kS) & 1));
+    if (r.j == 0) {
+#pragma unroll
+      for (int n = 0; n < kNT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+      m_run[0] = m_run[1] = -INFINITY;
+      l_run[0] = l_run[1] = 0.0f;
+      // Q as A fragments (rows past the group read row 0 and are zeroed).
+      const int m = lane >> 3, row = ((m & 1) << 3) + (lane & 7);
+      const uint32_t qrow = qslots + st * q_slot + (row < group ? row : 0) * kD * 2;
+#pragma unroll
+      for (int ks = 0; ks < kKS; ++ks) {
+        ldmatrix_x4(qf[ks], qrow + (2 * ks + (m >> 1)) * 16);
+        if (g >= group) qf[ks][0] = qf[ks][2] = 0;
+        if (g + 8 >= group) qf[ks][1] = qf[ks][3] = 0;
+      }
+    }
+    const int h0 = r.kvh * group;
+    if (r.n > 0) {
+      const int tile0 = r.begin + r.j * kKeys;
+      const int valid = min(kKeys, r.end - tile0);
+      const uint32_t tk = tiles + st * kStreamTileBytes;
+      if (valid < kKeys) {
+        // V rows past the context (a block's unused rows, or blocks not loaded) may hold
+        // anything, and P = 0 times NaN is NaN: zero them. The stage is a TMA destination
+        // again later, so order these writes before the async proxy's.
+        unsigned char* tv = tiles_ptr + st * kStreamTileBytes;
+        const int chunks = (kKeys - valid) * C::kHalves * 8;
+        for (int c = lane; c < chunks; c += 32) {
+          const int key = valid + c / (C::kHalves * 8), ch = c % (C::kHalves * 8);
+          *reinterpret_cast<uint4*>(tv + stream_off<kD>(1, key, ch)) = make_uint4(0, 0, 0, 0);
+        }
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncwarp();
+      }
+      // S = Q K^T over the tile's keys, 16 at a time.
+      float s[kSN][4];
+#pragma unroll
+      for (int n = 0; n < kSN; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+      {
+        const int m = lane >> 3;
+#pragma unroll
+        for (int kb = 0; kb < kKeys / 16; ++kb) {
+          const int key = kb * 16 + ((m >> 1) << 3) + (lane & 7);
+#pragma unroll
+          for (int ks = 0; ks < kKS; ++ks) {
+            uint32_t kf[4];
+            ldmatrix_x4(kf, tk + stream_off<kD>(0, key, 2 * ks + (m & 1)));
+            mma_16816(s[2 * kb], qf[ks], kf[0], kf[1]);
+            mma_16816(s[2 * kb + 1], qf[ks], kf[2], kf[3]);
+          }
+        }
+      }
+      // Online softmax (log2 domain) for rows g (s[.][0..1]) and g + 8 (s[.][2..3]).
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int n = 0; n < kSN; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[n][e] = n * 8 + 2 * q4 + (e & 1) >= valid ? -INFINITY : s[n][e] * p.scale_log2;
+          mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+        }
+      float alpha[2], m_use[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+        const float m_new = fmaxf(m_run[h], mx[h]);
+        m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
+        alpha[h] = exp2f(m_run[h] - m_use[h]);
+        m_run[h] = m_new;
+        l_run[h] *= alpha[h];
+      }
+#pragma unroll
+      for (int n = 0; n < kSN; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[n][e] = exp2f(s[n][e] - m_use[e >> 1]);
+          l_run[e >> 1] += s[n][e];
+        }
+#pragma unroll
+      for (int n = 0; n < kNT; ++n) {
+        o[n][0] *= alpha[0];
+        o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1];
+        o[n][3] *= alpha[1];
+      }
+      // O += P V, 16 keys per k-step; P re-packed from the S accumulators.
+      {
+        const int m = lane >> 3;
+#pragma unroll
+        for (int kb = 0; kb < kKeys / 16; ++kb) {
+          const uint32_t pf[4] = {pack_bf16(s[2 * kb][0], s[2 * kb][1]),
+                                  pack_bf16(s[2 * kb][2], s[2 * kb][3]),
+                                  pack_bf16(s[2 * kb + 1][0], s[2 * kb + 1][1]),
+                                  pack_bf16(s[2 * kb + 1][2], s[2 * kb + 1][3])};
+          const int key = kb * 16 + ((m & 1) << 3) + (lane & 7);
+#pragma unroll
+          for (int j = 0; j < kNT / 2; ++j) {
+            uint32_t vf[4];
+            ldmatrix_x4_trans(vf, tk + stream_off<kD>(1, key, 2 * j + (m >> 1)));
+            mma_16816(o[2 * j], pf, vf[0], vf[1]);
+            mma_16816(o[2 * j + 1], pf, vf[2], vf[3]);
+          }
+        }
+      }
+    }
+    if (r.n == 0 || r.j == r.n - 1) {  // the item's output: rows g and g + 8 of the group
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float l = l_run[h];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const int row = g + 8 * h;
+        if (row >= group) continue;
+        const int64_t head = h0 + row;
+        if (splits == 1) {
+          // l = 0 (nothing read) gives 0 / 0, NaN, as the other kernels.
+          const float inv = 1.0f / l;
+          bf16* out = a.out + static_cast<int64_t>(r.b) * a.num_heads * kD + head * kD + 2 * q4;
+#pragma unroll
+          for (int n = 0; n < kNT; ++n)
+            *reinterpret_cast<__nv_bfloat162*>(out + n * 8) =
+                __floats2bfloat162_rn(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
+        } else {
+          const int64_t slot = (static_cast<int64_t>(r.b) * a.num_heads + head) * splits + r.split;
+          float* acc = p.part_acc + slot * kD + 2 * q4;
+#pragma unroll
+          for (int n = 0; n < kNT; ++n)
+            *reinterpret_cast<float2*>(acc + n * 8) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
+          if (q4 == 0) {
+            p.part_ml[slot * 2] = m_run[h];
+            p.part_ml[slot * 2 + 1] = l;  // 0 for an empty split: the combine skips it
+          }
+        }
+      }
+    }
+    __syncwarp();  // every lane is done with stage st before it is refilled
+  }
+}
+
+// Dynamic shared memory of the streaming kernel for `warps` warps at `group`.
+template <int kD>
+size_t stream_smem_bytes(int warps, int group) {
+  const size_t q_slot = (static_cast<size_t>(group) * kD * 2 + 15) & ~size_t{15};
+  return 1024 + static_cast<size_t>(warps) * kStreamStages *
+                    (kStreamTileBytes + q_slot + 8 + sizeof(StreamRecord));
+}
+
+template <int kD>
+void launch_stream(const DecodeParams& p, const CUtensorMap& map, cudaStream_t stream) {
+  int device = 0, sms = 0, max_smem = 0;
+  NF_CUDA_CHECK(cudaGetDevice(&device));
+  NF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  NF_CUDA_CHECK(
+      cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  int warps = kWarps;
+  while (warps > 1 && stream_smem_bytes<kD>(warps, p.group) > static_cast<size_t>(max_smem))
+    --warps;
+  const size_t smem = stream_smem_bytes<kD>(warps, p.group);
+  NF_CUDA_CHECK(cudaFuncSetAttribute(decode_stream_kernel<kD>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(smem)));
+  const int64_t items = static_cast<int64_t>(p.a.num_seqs) * p.a.kv_heads * p.a.num_splits;
+  const int64_t ctas_for_items = (items + warps - 1) / warps;
+  const int ctas = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(ctas_for_items, p.a.sm_count > 0 ? p.a.sm_count : sms)));
+  decode_stream_kernel<kD><<<ctas, warps * 32, smem, stream>>>(p, map);
+  NF_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
-void launch::paged_decode_attention(const AttentionLaunch& a, cudaStream_t stream) {
+void launch::paged_decode_attention(const AttentionLaunch& a, const void* kv_map,
+                                    cudaStream_t stream) {
   DecodeParams p;
   p.a = a;
   p.group = a.num_heads / a.kv_heads;
@@ -332,7 +743,14 @@ void launch::paged_decode_attention(const AttentionLaunch& a, cudaStream_t strea
     p.part_acc = a.workspace;
     p.part_ml = a.workspace + a.tokens * a.num_heads * a.num_splits * a.head_dim;
   }
-  if (a.head_dim == 64) {
+  if (a.decode_kernel == kDecodeStreams) {
+    const auto& map = *static_cast<const CUtensorMap*>(kv_map);
+    if (a.head_dim == 64) {
+      launch_stream<64>(p, map, stream);
+    } else {
+      launch_stream<128>(p, map, stream);
+    }
+  } else if (a.head_dim == 64) {
     launch_decode<64>(p, stream);
   } else {
     launch_decode<128>(p, stream);

@@ -68,6 +68,9 @@ struct AttentionLaunch {
   float scale = 0.0f;
   int num_splits = 1;
   float* workspace = nullptr;  // attention_workspace_floats(...) floats when num_splits > 1
+  int64_t num_blocks = 0;      // blocks in the kv pool
+  int sm_count = 0;            // SMs the stream may use (its green partition's); 0: the device's
+  int decode_kernel = 0;       // paged_decode_attention: kDecodeStreams or kDecodePerRequest
 };
 
 // Workspace of a split run: partial outputs [T, H, S, D] then (max, sum) pairs [T, H, S, 2].
@@ -83,7 +86,11 @@ void attention_combine(const AttentionLaunch& a, cudaStream_t stream);
 // Decode rows on tensor cores (decode_attention.cu).
 constexpr int kDecodePage = 16;      // tokens per KV block
 constexpr int kDecodeMaxGroup = 16;  // query heads per kv head: the MMA's 16 rows
-void paged_decode_attention(const AttentionLaunch& a, cudaStream_t stream);
+constexpr int kDecodeStreams = 0;     // persistent CTAs, one TMA-fed stream of work per warp
+constexpr int kDecodePerRequest = 1;  // one CTA per (request, kv head, split), cp.async ring
+// kv_map: the pool's TMA descriptor (a CUtensorMap, 128 bytes, made by attention.cpp) for
+// kDecodeStreams; unused by kDecodePerRequest.
+void paged_decode_attention(const AttentionLaunch& a, const void* kv_map, cudaStream_t stream);
 
 }  // namespace nf::cuda::launch
 
