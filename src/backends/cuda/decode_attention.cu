@@ -23,7 +23,10 @@
 #include <cuda.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels/common.cuh"
@@ -341,17 +344,19 @@ void launch_decode(const DecodeParams& p, cudaStream_t stream) {
 // a chunk ahead; an item's sizes two items ahead, so no dependent global load stalls the math.
 // The math is the per-request kernel's (16 padded rows, mma.sync, online softmax in the log2
 // domain), and a warp owns its item whole, so it writes its output with no merge.
-constexpr int kStreamStages = 3;
-constexpr int kStreamTileBytes = 16384;
+constexpr int kStreamMaxWarps = 8;
 
 template <int kD>
-struct StreamCfg {
-  static constexpr int kHalves = kD / 64;  // 128-byte lines per key row
-  static constexpr int kKvBytes = kD * kPage * 2;  // K (or V) of one block, one head
-  static constexpr int kBlockBytes = 2 * kKvBytes;
-  static constexpr int kBlocksPerTile = kStreamTileBytes / kBlockBytes;
-  static constexpr int kKeys = kBlocksPerTile * kPage;  // keys per tile: 32 (hd128), 64 (hd64)
-  static_assert(kBlocksPerTile * kBlockBytes == kStreamTileBytes && 32 % kBlocksPerTile == 0);
+struct StreamBlock {
+  static constexpr int kHalves = kD / 64;                // 128-byte lines per key row
+  static constexpr int kBlockBytes = 2 * kD * kPage * 2;  // K and V of one block, one head
+};
+template <int kD, int kTileBytes>
+struct StreamCfg : StreamBlock<kD> {
+  static constexpr int kBlocksPerTile = kTileBytes / StreamBlock<kD>::kBlockBytes;
+  static constexpr int kKeys = kBlocksPerTile * kPage;  // keys per tile
+  static_assert(kBlocksPerTile >= 1 && kBlocksPerTile * StreamBlock<kD>::kBlockBytes == kTileBytes &&
+                32 % kBlocksPerTile == 0 && kKeys % 16 == 0);
 };
 
 // Per warp and stage: what the tile holds (written by the warp's lane 0 when it issues the copies).
@@ -405,7 +410,7 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_
 // [K|V][half][row][64 dims], each 128-byte line swizzled by its row (the TMA's 128-byte mode).
 template <int kD>
 __device__ __forceinline__ uint32_t stream_off(int kv, int key, int chunk) {
-  using C = StreamCfg<kD>;
+  using C = StreamBlock<kD>;
   const int r = key % kPage;
   const int line = (kv * C::kHalves + (chunk >> 3)) * kPage + r;
   return static_cast<uint32_t>((key / kPage) * C::kBlockBytes + line * 128 +
@@ -416,11 +421,11 @@ struct StreamMeta {  // one item's request sizes, loaded ahead
   int ctx = 0, p0 = 0, p1 = 0;
 };
 
-template <int kD>
-__global__ void __launch_bounds__(kThreads, 1)
+template <int kD, int kTileBytes, int kS>
+__global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     decode_stream_kernel(const DecodeParams p, const __grid_constant__ CUtensorMap kv_map) {
-  using C = StreamCfg<kD>;
-  constexpr int kS = kStreamStages, kKeys = C::kKeys;
+  using C = StreamCfg<kD, kTileBytes>;
+  constexpr int kKeys = C::kKeys;
   constexpr int kSN = kKeys / 8;  // n-tiles of S
   constexpr int kNT = kD / 8;     // n-tiles of O
   constexpr int kKS = kD / 16;    // k-steps of Q K^T
@@ -436,10 +441,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t base = (raw + 1023u) & ~1023u;
   unsigned char* base_ptr = smem_raw + (base - raw);
   const int ws0 = warp * kS;
-  const uint32_t tiles = base + static_cast<uint32_t>(ws0) * kStreamTileBytes;
-  const uint32_t qslots = base + static_cast<uint32_t>(warps * kS) * kStreamTileBytes +
+  const uint32_t tiles = base + static_cast<uint32_t>(ws0) * kTileBytes;
+  const uint32_t qslots = base + static_cast<uint32_t>(warps * kS) * kTileBytes +
                           static_cast<uint32_t>(ws0) * q_slot;
-  const uint32_t bars_off = static_cast<uint32_t>(warps * kS) * (kStreamTileBytes + q_slot);
+  const uint32_t bars_off = static_cast<uint32_t>(warps * kS) * (kTileBytes + q_slot);
   const uint32_t bars = base + bars_off + static_cast<uint32_t>(ws0) * 8;
   StreamRecord* recs = reinterpret_cast<StreamRecord*>(base_ptr + bars_off + warps * kS * 8) + ws0;
   unsigned char* tiles_ptr = base_ptr + (tiles - base);
@@ -534,7 +539,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const uint32_t qbytes = pj == 0 ? static_cast<uint32_t>(group * kD * 2) : 0u;
           mbar_expect_tx(bar, static_cast<uint32_t>(blocks * C::kBlockBytes) + qbytes);
           for (int q = 0; q < blocks; ++q)
-            tma_load_5d(tiles + stage * kStreamTileBytes + q * C::kBlockBytes, &kv_map, 0, 0, 0,
+            tma_load_5d(tiles + stage * kTileBytes + q * C::kBlockBytes, &kv_map, 0, 0, 0,
                         kvh, 2 * id[q], bar);
           if (pj == 0)
             bulk_load(qslots + stage * q_slot,
@@ -581,12 +586,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (r.n > 0) {
       const int tile0 = r.begin + r.j * kKeys;
       const int valid = min(kKeys, r.end - tile0);
-      const uint32_t tk = tiles + st * kStreamTileBytes;
+      const uint32_t tk = tiles + st * kTileBytes;
       if (valid < kKeys) {
         // V rows past the context (a block's unused rows, or blocks not loaded) may hold
         // anything, and P = 0 times NaN is NaN: zero them. The stage is a TMA destination
         // again later, so order these writes before the async proxy's.
-        unsigned char* tv = tiles_ptr + st * kStreamTileBytes;
+        unsigned char* tv = tiles_ptr + st * kTileBytes;
         const int chunks = (kKeys - valid) * C::kHalves * 8;
         for (int c = lane; c < chunks; c += 32) {
           const int key = valid + c / (C::kHalves * 8), ch = c % (C::kHalves * 8);
@@ -702,33 +707,56 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // Dynamic shared memory of the streaming kernel for `warps` warps at `group`.
-template <int kD>
+template <int kD, int kTileBytes, int kS>
 size_t stream_smem_bytes(int warps, int group) {
   const size_t q_slot = (static_cast<size_t>(group) * kD * 2 + 15) & ~size_t{15};
-  return 1024 + static_cast<size_t>(warps) * kStreamStages *
-                    (kStreamTileBytes + q_slot + 8 + sizeof(StreamRecord));
+  return 1024 + static_cast<size_t>(warps) * kS * (kTileBytes + q_slot + 8 + sizeof(StreamRecord));
 }
 
-template <int kD>
-void launch_stream(const DecodeParams& p, const CUtensorMap& map, cudaStream_t stream) {
+template <int kD, int kTileBytes, int kS>
+void launch_stream(const DecodeParams& p, const CUtensorMap& map, int max_warps,
+                   cudaStream_t stream) {
   int device = 0, sms = 0, max_smem = 0;
   NF_CUDA_CHECK(cudaGetDevice(&device));
   NF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   NF_CUDA_CHECK(
       cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  int warps = kWarps;
-  while (warps > 1 && stream_smem_bytes<kD>(warps, p.group) > static_cast<size_t>(max_smem))
+  int warps = max_warps;
+  while (warps > 1 &&
+         stream_smem_bytes<kD, kTileBytes, kS>(warps, p.group) > static_cast<size_t>(max_smem))
     --warps;
-  const size_t smem = stream_smem_bytes<kD>(warps, p.group);
-  NF_CUDA_CHECK(cudaFuncSetAttribute(decode_stream_kernel<kD>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
+  const size_t smem = stream_smem_bytes<kD, kTileBytes, kS>(warps, p.group);
+  auto* kernel = decode_stream_kernel<kD, kTileBytes, kS>;
+  NF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem)));
   const int64_t items = static_cast<int64_t>(p.a.num_seqs) * p.a.kv_heads * p.a.num_splits;
   const int64_t ctas_for_items = (items + warps - 1) / warps;
-  const int ctas = static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>(ctas_for_items, p.a.sm_count > 0 ? p.a.sm_count : sms)));
-  decode_stream_kernel<kD><<<ctas, warps * 32, smem, stream>>>(p, map);
+  const int ctas = static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>(ctas_for_items, p.a.sm_count > 0 ? p.a.sm_count : sms)));
+  kernel<<<ctas, warps * 32, smem, stream>>>(p, map);
   NF_CUDA_CHECK_LAUNCH();
+}
+
+// The ring's shape: NF_DECODE_STREAM_RING = "tile_kb stages warps" (an experiment's knob; the
+// default is the measured best).
+template <int kD>
+void launch_stream_ring(const DecodeParams& p, const CUtensorMap& map, cudaStream_t stream) {
+  static const std::array<int, 3> ring = [] {
+    std::array<int, 3> r{8, 3, 8};
+    if (const char* e = std::getenv("NF_DECODE_STREAM_RING"))
+      std::sscanf(e, "%d %d %d", &r[0], &r[1], &r[2]);
+    return r;
+  }();
+  const int warps = std::clamp(ring[2], 1, kStreamMaxWarps);
+  if (ring[0] == 16 && ring[1] == 3) {
+    launch_stream<kD, 16384, 3>(p, map, warps, stream);
+  } else if (ring[0] == 8 && ring[1] == 4) {
+    launch_stream<kD, 8192, 4>(p, map, warps, stream);
+  } else if (ring[0] == 16 && ring[1] == 2) {
+    launch_stream<kD, 16384, 2>(p, map, warps, stream);
+  } else {
+    launch_stream<kD, 8192, 3>(p, map, warps, stream);
+  }
 }
 
 }  // namespace
@@ -746,9 +774,9 @@ void launch::paged_decode_attention(const AttentionLaunch& a, const void* kv_map
   if (a.decode_kernel == kDecodeStreams) {
     const auto& map = *static_cast<const CUtensorMap*>(kv_map);
     if (a.head_dim == 64) {
-      launch_stream<64>(p, map, stream);
+      launch_stream_ring<64>(p, map, stream);
     } else {
-      launch_stream<128>(p, map, stream);
+      launch_stream_ring<128>(p, map, stream);
     }
   } else if (a.head_dim == 64) {
     launch_decode<64>(p, stream);
