@@ -9,6 +9,7 @@
 #include <cmath>
 #include <memory>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -574,6 +575,46 @@ TEST_F(Bench, DISABLED_GreenContextOverlap) {
   }
 }
 #endif  // NANOFLOW_HAVE_FLASHINFER
+
+// The streaming decode kernel's ring shapes on k SMs of the whole GPU (its grid is sm_count
+// CTAs, so that is a partition without green contexts), with its experiment modes: 0 as built,
+// 1 no math (the copies alone), 2 no copies (the math alone). Prints `RING {json}` lines.
+// NF_BENCH_RINGS: "tile_kb stages warps;..." (default: the built shapes).
+TEST_F(Bench, DISABLED_DecodeStreamsRings) {
+  constexpr int kPools = 8;
+  FiBatch d = decode_batch(rng_, 560, 16, kPools);
+  int i = 0;
+  std::string rings = "16 2 8;16 3 4;8 2 8;8 3 8";
+  if (const char* e = std::getenv("NF_BENCH_RINGS")) rings = e;
+  std::stringstream ss(rings);
+  for (std::string ring; std::getline(ss, ring, ';');) {
+    setenv("NF_DECODE_STREAM_RING", ring.c_str(), 1);
+    for (const int mode : {0, 1, 2}) {
+      setenv("NF_DECODE_STREAM_DEBUG", std::to_string(mode).c_str(), 1);
+      for (const int sms : {16, 32, 132}) {
+        const double ms = median_ms(
+            [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodeStreams, sms); }, 9,
+            kPools)[0];
+        std::printf(
+            "RING {\"ring\":\"%s\",\"mode\":%d,\"sms\":%d,\"ms\":%.4f,\"TBps\":%.3f,"
+            "\"GBps_per_sm\":%.1f}\n",
+            ring.c_str(), mode, sms, ms, d.kv_bytes() / ms / 1e9, d.kv_bytes() / ms / 1e6 / sms);
+        std::fflush(stdout);
+      }
+    }
+  }
+  unsetenv("NF_DECODE_STREAM_RING");
+  unsetenv("NF_DECODE_STREAM_DEBUG");
+}
+
+// One streaming decode launch set on NF_BENCH_SMS SMs (default 32), for a profiler.
+TEST_F(Bench, DISABLED_DecodeStreamsOnce) {
+  FiBatch d = decode_batch(rng_, 560, 16, 2);
+  const char* e = std::getenv("NF_BENCH_SMS");
+  const int sms = e != nullptr ? std::atoi(e) : 32;
+  for (int i = 0; i < 6; ++i) d.run_tc(i % 2, nullptr, cuda::launch::kDecodeStreams, sms);
+  NF_CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 TEST_F(Bench, DISABLED_Elementwise) {
   const int64_t T = 2048, hidden = 4096, inter = 14336;

@@ -52,6 +52,7 @@ struct DecodeParams {
   float scale_log2 = 0;
   float* part_acc = nullptr;  // [T, H, S, D]
   float* part_ml = nullptr;   // [T, H, S, 2]
+  int debug = 0;  // streaming kernel experiments: 1 no math, 2 no loads (output meaningless)
 };
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -521,7 +522,7 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
       const int b = pit / per_req, kvh = (pit / splits) % a.kv_heads, split = pit % splits;
       r = StreamRecord{pn, pj, b, kvh, split, pbegin, pend, 0};
       const uint32_t bar = bars + 8 * stage;
-      if (pn > 0) {
+      if (pn > 0 && p.debug != 2) {
         const int blk0 = pbegin / kPage + pj * C::kBlocksPerTile;
         if (blk0 - pchunk >= 32) {  // the next chunk of ids (loaded a chunk ago)
           pchunk += 32;
@@ -583,7 +584,7 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
       }
     }
     const int h0 = r.kvh * group;
-    if (r.n > 0) {
+    if (r.n > 0 && p.debug != 1) {
       const int tile0 = r.begin + r.j * kKeys;
       const int valid = min(kKeys, r.end - tile0);
       const uint32_t tk = tiles + st * kTileBytes;
@@ -741,21 +742,22 @@ void launch_stream(const DecodeParams& p, const CUtensorMap& map, int max_warps,
 // default is the measured best).
 template <int kD>
 void launch_stream_ring(const DecodeParams& p, const CUtensorMap& map, cudaStream_t stream) {
-  static const std::array<int, 3> ring = [] {
-    std::array<int, 3> r{8, 3, 8};
-    if (const char* e = std::getenv("NF_DECODE_STREAM_RING"))
-      std::sscanf(e, "%d %d %d", &r[0], &r[1], &r[2]);
-    return r;
-  }();
+  std::array<int, 3> ring{16, 2, 8};
+  if (const char* e = std::getenv("NF_DECODE_STREAM_RING"))
+    std::sscanf(e, "%d %d %d", &ring[0], &ring[1], &ring[2]);
+  DecodeParams q = p;
+  if (const char* e = std::getenv("NF_DECODE_STREAM_DEBUG")) q.debug = std::atoi(e);
   const int warps = std::clamp(ring[2], 1, kStreamMaxWarps);
   if (ring[0] == 16 && ring[1] == 3) {
-    launch_stream<kD, 16384, 3>(p, map, warps, stream);
+    launch_stream<kD, 16384, 3>(q, map, warps, stream);
   } else if (ring[0] == 8 && ring[1] == 4) {
-    launch_stream<kD, 8192, 4>(p, map, warps, stream);
-  } else if (ring[0] == 16 && ring[1] == 2) {
-    launch_stream<kD, 16384, 2>(p, map, warps, stream);
+    launch_stream<kD, 8192, 4>(q, map, warps, stream);
+  } else if (ring[0] == 8 && ring[1] == 3) {
+    launch_stream<kD, 8192, 3>(q, map, warps, stream);
+  } else if (ring[0] == 8 && ring[1] == 2) {
+    launch_stream<kD, 8192, 2>(q, map, warps, stream);
   } else {
-    launch_stream<kD, 8192, 3>(p, map, warps, stream);
+    launch_stream<kD, 16384, 2>(q, map, warps, stream);
   }
 }
 
