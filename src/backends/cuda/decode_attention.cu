@@ -96,6 +96,14 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// The transpose of an 8x8 b16 matrix held as ldmatrix holds it (lane: row lane / 4, columns
+// 2 (lane % 4) and + 1).
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
 // Element offset of (row, 16-byte chunk) in a swizzled [rows][kD] bf16 tile.
 template <int kD>
 __device__ __forceinline__ int swz(int row, int chunk) {
@@ -343,8 +351,9 @@ void launch_decode(const DecodeParams& p, cudaStream_t stream) {
 // mbarrier. The warp runs its copies kStreamStages - 1 tiles ahead of its math, across item
 // boundaries, and never waits on another warp. Block ids are read 32 at a time, one per lane,
 // a chunk ahead; an item's sizes two items ahead, so no dependent global load stalls the math.
-// The math is the per-request kernel's (16 padded rows, mma.sync, online softmax in the log2
-// domain), and a warp owns its item whole, so it writes its output with no merge.
+// The math is transposed (keys as the MMA's rows, the group's heads as its 8 columns), so it
+// serves groups of up to 8 query heads (larger ones take the per-request kernel), and a warp owns
+// its item whole, so it writes its output with no merge.
 constexpr int kStreamMaxWarps = 8;
 
 template <int kD>
@@ -557,10 +566,15 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
 #pragma unroll
   for (int s = 0; s < kS - 1; ++s) issue(s);
 
+  // The math runs transposed, keys as the MMA's 16 rows and the group's query heads (up to 8)
+  // as its 8 columns: S^T = K Q^T, then O^T += V^T P^T. Against 16 padded query rows this halves
+  // the MMAs and exponentials (the kernel is bound by its math's latency, not by bandwidth).
+  // Lane (g, q4) = (lane / 4, lane % 4) holds S^T at keys g, g + 8 of each 16 and heads 2q4,
+  // 2q4 + 1, and O^T at dims g, g + 8 of each 16 and the same heads.
   const int g = lane >> 2, q4 = lane & 3;
-  uint32_t qf[kKS][4];
-  float o[kNT][4];
-  float m_run[2], l_run[2];
+  uint32_t qb[kKS][2];  // Q^T as B fragments: head g, dims 16ks + 2q4 (+1) and + 8
+  float o[kD / 16][4];
+  float m_run[2], l_run[2];  // per head 2q4 + e; l_run is this lane's keys' share
   for (int i = 0;; ++i) {
     issue((i + kS - 1) % kS);  // the stage consumed at i - 1
     __syncwarp();
@@ -570,17 +584,15 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     mbar_wait(bars + 8 * st, static_cast<uint32_t>((i / kS) & 1));
     if (r.j == 0) {
 #pragma unroll
-      for (int n = 0; n < kNT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+      for (int n = 0; n < kD / 16; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
       m_run[0] = m_run[1] = -INFINITY;
       l_run[0] = l_run[1] = 0.0f;
-      // Q as A fragments (rows past the group read row 0 and are zeroed).
-      const int m = lane >> 3, row = ((m & 1) << 3) + (lane & 7);
-      const uint32_t qrow = qslots + st * q_slot + (row < group ? row : 0) * kD * 2;
+      const unsigned char* qrow = base_ptr + (qslots - base) + st * q_slot + g * kD * 2;
 #pragma unroll
       for (int ks = 0; ks < kKS; ++ks) {
-        ldmatrix_x4(qf[ks], qrow + (2 * ks + (m >> 1)) * 16);
-        if (g >= group) qf[ks][0] = qf[ks][2] = 0;
-        if (g + 8 >= group) qf[ks][1] = qf[ks][3] = 0;
+        qb[ks][0] = g < group ? *reinterpret_cast<const uint32_t*>(qrow + (16 * ks + 2 * q4) * 2) : 0u;
+        qb[ks][1] =
+            g < group ? *reinterpret_cast<const uint32_t*>(qrow + (16 * ks + 8 + 2 * q4) * 2) : 0u;
       }
     }
     const int h0 = r.kvh * group;
@@ -601,38 +613,43 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncwarp();
       }
-      // S = Q K^T over the tile's keys, 16 at a time.
-      float s[kSN][4];
+      // S^T = K Q^T, 16 keys per block; even and odd k-steps in two accumulators (shorter
+      // dependency chains).
+      const int m = lane >> 3;
+      float s[kKeys / 16][4];
 #pragma unroll
-      for (int n = 0; n < kSN; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-      {
-        const int m = lane >> 3;
+      for (int kb = 0; kb < kKeys / 16; ++kb) {
+        float s1[4] = {0, 0, 0, 0};
+        s[kb][0] = s[kb][1] = s[kb][2] = s[kb][3] = 0.0f;
+        const int key = kb * 16 + ((m & 1) << 3) + (lane & 7);
 #pragma unroll
-        for (int kb = 0; kb < kKeys / 16; ++kb) {
-          const int key = kb * 16 + ((m >> 1) << 3) + (lane & 7);
-#pragma unroll
-          for (int ks = 0; ks < kKS; ++ks) {
-            uint32_t kf[4];
-            ldmatrix_x4(kf, tk + stream_off<kD>(0, key, 2 * ks + (m & 1)));
-            mma_16816(s[2 * kb], qf[ks], kf[0], kf[1]);
-            mma_16816(s[2 * kb + 1], qf[ks], kf[2], kf[3]);
+        for (int ks = 0; ks < kKS; ++ks) {
+          uint32_t kf[4];
+          ldmatrix_x4(kf, tk + stream_off<kD>(0, key, 2 * ks + (m >> 1)));
+          if (ks % 2 == 0) {
+            mma_16816(s[kb], kf, qb[ks][0], qb[ks][1]);
+          } else {
+            mma_16816(s1, kf, qb[ks][0], qb[ks][1]);
           }
         }
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[kb][e] += s1[e];
       }
-      // Online softmax (log2 domain) for rows g (s[.][0..1]) and g + 8 (s[.][2..3]).
+      // Online softmax (log2 domain) per head 2q4 + (e & 1); keys g + 8 (e >> 1) of each block.
       float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int n = 0; n < kSN; ++n)
+      for (int kb = 0; kb < kKeys / 16; ++kb)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[n][e] = n * 8 + 2 * q4 + (e & 1) >= valid ? -INFINITY : s[n][e] * p.scale_log2;
-          mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+          s[kb][e] = kb * 16 + g + 8 * (e >> 1) >= valid ? -INFINITY : s[kb][e] * p.scale_log2;
+          mx[e & 1] = fmaxf(mx[e & 1], s[kb][e]);
         }
       float alpha[2], m_use[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 4));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 8));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 16));
         const float m_new = fmaxf(m_run[h], mx[h]);
         m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
         alpha[h] = exp2f(m_run[h] - m_use[h]);
@@ -640,65 +657,68 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
         l_run[h] *= alpha[h];
       }
 #pragma unroll
-      for (int n = 0; n < kSN; ++n)
+      for (int kb = 0; kb < kKeys / 16; ++kb)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[n][e] = exp2f(s[n][e] - m_use[e >> 1]);
-          l_run[e >> 1] += s[n][e];
+          s[kb][e] = exp2f(s[kb][e] - m_use[e & 1]);
+          l_run[e & 1] += s[kb][e];
         }
 #pragma unroll
-      for (int n = 0; n < kNT; ++n) {
+      for (int n = 0; n < kD / 16; ++n) {
         o[n][0] *= alpha[0];
-        o[n][1] *= alpha[0];
-        o[n][2] *= alpha[1];
+        o[n][1] *= alpha[1];
+        o[n][2] *= alpha[0];
         o[n][3] *= alpha[1];
       }
-      // O += P V, 16 keys per k-step; P re-packed from the S accumulators.
-      {
-        const int m = lane >> 3;
+      // O^T += V^T P^T: P^T's B fragments are S^T's accumulators, packed to bf16 and transposed
+      // in registers (movmatrix); V^T's A fragments come through ldmatrix.trans.
 #pragma unroll
-        for (int kb = 0; kb < kKeys / 16; ++kb) {
-          const uint32_t pf[4] = {pack_bf16(s[2 * kb][0], s[2 * kb][1]),
-                                  pack_bf16(s[2 * kb][2], s[2 * kb][3]),
-                                  pack_bf16(s[2 * kb + 1][0], s[2 * kb + 1][1]),
-                                  pack_bf16(s[2 * kb + 1][2], s[2 * kb + 1][3])};
-          const int key = kb * 16 + ((m & 1) << 3) + (lane & 7);
+      for (int kb = 0; kb < kKeys / 16; ++kb) {
+        const uint32_t pb0 = movmatrix_trans(pack_bf16(s[kb][0], s[kb][1]));
+        const uint32_t pb1 = movmatrix_trans(pack_bf16(s[kb][2], s[kb][3]));
+        const int key = kb * 16 + ((m >> 1) << 3) + (lane & 7);
 #pragma unroll
-          for (int j = 0; j < kNT / 2; ++j) {
-            uint32_t vf[4];
-            ldmatrix_x4_trans(vf, tk + stream_off<kD>(1, key, 2 * j + (m >> 1)));
-            mma_16816(o[2 * j], pf, vf[0], vf[1]);
-            mma_16816(o[2 * j + 1], pf, vf[2], vf[3]);
-          }
+        for (int n = 0; n < kD / 16; ++n) {
+          uint32_t vf[4];
+          ldmatrix_x4_trans(vf, tk + stream_off<kD>(1, key, 2 * n + (m & 1)));
+          mma_16816(o[n], vf, pb0, pb1);
         }
       }
     }
-    if (r.n == 0 || r.j == r.n - 1) {  // the item's output: rows g and g + 8 of the group
+    if (r.n == 0 || r.j == r.n - 1) {  // the item's output: heads 2q4 and 2q4 + 1 of the group
+      float l[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        float l = l_run[h];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const int row = g + 8 * h;
-        if (row >= group) continue;
-        const int64_t head = h0 + row;
+        l[h] = l_run[h];
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 4);
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 8);
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 16);
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int head_in_group = 2 * q4 + h;
+        if (head_in_group >= group) continue;
+        const int64_t head = h0 + head_in_group;
         if (splits == 1) {
           // l = 0 (nothing read) gives 0 / 0, NaN, as the other kernels.
-          const float inv = 1.0f / l;
-          bf16* out = a.out + static_cast<int64_t>(r.b) * a.num_heads * kD + head * kD + 2 * q4;
+          const float inv = 1.0f / l[h];
+          bf16* out = a.out + static_cast<int64_t>(r.b) * a.num_heads * kD + head * kD + g;
 #pragma unroll
-          for (int n = 0; n < kNT; ++n)
-            *reinterpret_cast<__nv_bfloat162*>(out + n * 8) =
-                __floats2bfloat162_rn(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
+          for (int n = 0; n < kD / 16; ++n) {
+            out[16 * n] = __float2bfloat16(o[n][h] * inv);
+            out[16 * n + 8] = __float2bfloat16(o[n][2 + h] * inv);
+          }
         } else {
           const int64_t slot = (static_cast<int64_t>(r.b) * a.num_heads + head) * splits + r.split;
-          float* acc = p.part_acc + slot * kD + 2 * q4;
+          float* acc = p.part_acc + slot * kD + g;
 #pragma unroll
-          for (int n = 0; n < kNT; ++n)
-            *reinterpret_cast<float2*>(acc + n * 8) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
-          if (q4 == 0) {
+          for (int n = 0; n < kD / 16; ++n) {
+            acc[16 * n] = o[n][h];
+            acc[16 * n + 8] = o[n][2 + h];
+          }
+          if (g == 0) {
             p.part_ml[slot * 2] = m_run[h];
-            p.part_ml[slot * 2 + 1] = l;  // 0 for an empty split: the combine skips it
+            p.part_ml[slot * 2 + 1] = l[h];  // 0 for an empty split: the combine skips it
           }
         }
       }
@@ -773,7 +793,7 @@ void launch::paged_decode_attention(const AttentionLaunch& a, const void* kv_map
     p.part_acc = a.workspace;
     p.part_ml = a.workspace + a.tokens * a.num_heads * a.num_splits * a.head_dim;
   }
-  if (a.decode_kernel == kDecodeStreams) {
+  if (a.decode_kernel == kDecodeStreams && p.group <= 8) {
     const auto& map = *static_cast<const CUtensorMap*>(kv_map);
     if (a.head_dim == 64) {
       launch_stream_ring<64>(p, map, stream);
