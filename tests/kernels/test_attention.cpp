@@ -88,8 +88,9 @@ std::vector<float> reference(const Batch& b, float scale) {
 constexpr int kPlain = -1;
 constexpr int kDecodeKernels[] = {cuda::launch::kDecodeStreams, cuda::launch::kDecodePerRequest};
 const char* kernel_name(int kernel) {
-  return kernel == kPlain ? "plain" : kernel == cuda::launch::kDecodeStreams ? "tc streams"
-                                                                             : "tc per request";
+  return kernel == kPlain                         ? "plain"
+         : kernel == cuda::launch::kDecodeStreams ? "tc streams"
+                                                  : "tc per request";
 }
 
 // Runs `kernel` with `splits` context splits (0: the heuristic) and returns the output;
@@ -155,9 +156,9 @@ TEST_F(Attention, DecodeAcrossPageBoundaries) {
   for (const AttnCase& c : kCases) {
     for (int splits : {1, 0, 3}) {
       for (int kernel : {kPlain, kDecodeKernels[0], kDecodeKernels[1]}) {
-        SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads << " D "
-                                        << c.head_dim << " splits " << splits << " "
-                                        << kernel_name(kernel));
+        SCOPED_TRACE(testing::Message()
+                     << "H " << c.heads << " KVH " << c.kv_heads << " D " << c.head_dim
+                     << " splits " << splits << " " << kernel_name(kernel));
         const Batch b = make_batch(c, reqs, rng_);
         const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
         test::expect_close(run_gpu(b, scale, splits, kernel), reference(b, scale), kBf16Budget,
@@ -241,9 +242,9 @@ TEST_F(Attention, TensorCoreDecodeLongContextsAndPeakedScores) {
     const auto ref = reference(b, scale);
     for (int splits : {1, 0, 64})
       for (int kernel : kDecodeKernels) {
-        SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads << " D "
-                                        << c.head_dim << " splits " << splits << " "
-                                        << kernel_name(kernel));
+        SCOPED_TRACE(testing::Message()
+                     << "H " << c.heads << " KVH " << c.kv_heads << " D " << c.head_dim
+                     << " splits " << splits << " " << kernel_name(kernel));
         test::expect_close(run_gpu(b, scale, splits, kernel), ref, kBf16Budget, "tc long");
       }
   }
@@ -291,13 +292,12 @@ TEST_F(Attention, TensorCoreDecodeStreamsOnFewSmsIgnoreRowsPastTheContext) {
           std::fill_n(b.cache.begin() + last * block + (kvh * kBlockSize + pos) * row, row, NAN);
     }
     for (int64_t k = 0; k < b.num_blocks; ++k)
-      if (!owned[static_cast<size_t>(k)])
-        std::fill_n(b.cache.begin() + k * block, block, NAN);
+      if (!owned[static_cast<size_t>(k)]) std::fill_n(b.cache.begin() + k * block, block, NAN);
     for (int sm_count : {1, 3})
       for (int splits : {1, 2}) {
-        SCOPED_TRACE(testing::Message() << "H " << c.heads << " KVH " << c.kv_heads << " D "
-                                        << c.head_dim << " SMs " << sm_count << " splits "
-                                        << splits);
+        SCOPED_TRACE(testing::Message()
+                     << "H " << c.heads << " KVH " << c.kv_heads << " D " << c.head_dim << " SMs "
+                     << sm_count << " splits " << splits);
         test::expect_close(run_gpu(b, 0.1f, splits, cuda::launch::kDecodeStreams, sm_count), ref,
                            kBf16Budget, "tc streams");
       }

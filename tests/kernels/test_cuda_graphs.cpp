@@ -119,25 +119,31 @@ struct SplitFiles {
 };
 
 // Runs `reqs` on the CUDA engine `c` serially and with each split file; the split runs must agree
-// with the serial one by the top-5 rule (other GEMM shapes may round differently).
+// with the serial one by the top-5 rule (other GEMM shapes may round differently). Both attention
+// paths: FlashInfer, and "tc", whose decode rows take the per-request kernel on the whole GPU and
+// the streaming kernel inside an SM partition.
 void expect_splits_agree(nanoflow::EngineConfig c,
                          const std::vector<nanoflow::GenerateRequest>& reqs,
                          const std::string& name) {
   const SplitFiles files;
   c.device = "cuda";
-  c.attention = "flashinfer";
-  const auto serial = Engine::create(c)->generate(reqs);
-  for (const fs::path& f : {files.plain, files.partitioned}) {
-    c.pipeline_file = f.string();
-    const auto split = Engine::create(c)->generate(reqs);
-    const nf::testing::RunDiff d = nf::testing::compare_runs(serial, split);
-    const std::string what = name + (f == files.plain ? "" : " in SM partitions");
-    for (const std::string& fail : d.failures) ADD_FAILURE() << what << ": " << fail;
-    std::printf(
-        "REPORT %s nano-batch schedules vs serial: %zu/%zu steps with the same token, "
-        "max |top-1 logprob diff| %.3e\n",
-        what.c_str(), d.same, d.steps, d.max_diff);
-    EXPECT_LE(d.max_diff, 0.05) << what;
+  for (const char* attention : {"flashinfer", "tc"}) {
+    c.attention = attention;
+    c.pipeline_file.clear();
+    const auto serial = Engine::create(c)->generate(reqs);
+    for (const fs::path& f : {files.plain, files.partitioned}) {
+      c.pipeline_file = f.string();
+      const auto split = Engine::create(c)->generate(reqs);
+      const nf::testing::RunDiff d = nf::testing::compare_runs(serial, split);
+      const std::string what =
+          name + " (" + attention + ")" + (f == files.plain ? "" : " in SM partitions");
+      for (const std::string& fail : d.failures) ADD_FAILURE() << what << ": " << fail;
+      std::printf(
+          "REPORT %s nano-batch schedules vs serial: %zu/%zu steps with the same token, "
+          "max |top-1 logprob diff| %.3e\n",
+          what.c_str(), d.same, d.steps, d.max_diff);
+      EXPECT_LE(d.max_diff, 0.05) << what;
+    }
   }
 }
 

@@ -113,11 +113,11 @@ void bench_decode(int reqs, int ctx, std::mt19937& rng, int kernel = -1) {
     }
   });
   const double bytes = static_cast<double>(reqs) * ctx * KVH * D * 2 * 2;
-  const char* name = kernel < 0                                  ? ""
+  const char* name = kernel < 0                               ? ""
                      : kernel == cuda::launch::kDecodeStreams ? " (tensor cores, streams)"
                                                               : " (tensor cores, per request)";
-  std::printf("decode attention%s %d x %d (splits %d): %.3f ms, %.2f TB/s of KV\n", name, reqs,
-              ctx, splits, ms, bytes / ms / 1e9);
+  std::printf("decode attention%s %d x %d (splits %d): %.3f ms, %.2f TB/s of KV\n", name, reqs, ctx,
+              splits, ms, bytes / ms / 1e9);
 }
 
 TEST_F(Bench, DISABLED_DecodeAttentionTensorCores) {
@@ -562,13 +562,12 @@ TEST_F(Bench, DISABLED_GreenContextOverlap) {
           "\"attn_full_ms\":%.4f,\"gemm_full_ms\":%.4f,\"attn_green_ms\":%.4f,"
           "\"attn_green_TBps\":%.3f,\"attn_green_GBps_per_sm\":%.1f,\"gemm_green_ms\":%.4f,"
           "\"both_green_ms\":%.4f,\"both_over_serial_full\":%.3f}\n",
-          kernel < 0                                  ? "flashinfer"
+          kernel < 0                               ? "flashinfer"
           : kernel == cuda::launch::kDecodeStreams ? "tc streams"
                                                    : "tc per request",
-          parts->sm_count(0), parts->sm_count(1), attn_full, gemm_full,
-          attn_green, d.kv_bytes() / attn_green / 1e9,
-          d.kv_bytes() / attn_green / 1e6 / parts->sm_count(0), gemm_green, both,
-          both / (attn_full + gemm_full));
+          parts->sm_count(0), parts->sm_count(1), attn_full, gemm_full, attn_green,
+          d.kv_bytes() / attn_green / 1e9, d.kv_bytes() / attn_green / 1e6 / parts->sm_count(0),
+          gemm_green, both, both / (attn_full + gemm_full));
       std::fflush(stdout);
       NF_CUDA_CHECK(cudaDeviceSynchronize());
     }
@@ -592,9 +591,9 @@ TEST_F(Bench, DISABLED_DecodeStreamsRings) {
     for (const int mode : {0, 1, 2}) {
       setenv("NF_DECODE_STREAM_DEBUG", std::to_string(mode).c_str(), 1);
       for (const int sms : {16, 32, 132}) {
-        const double ms = median_ms(
-            [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodeStreams, sms); }, 9,
-            kPools)[0];
+        const double ms =
+            median_ms([&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodeStreams, sms); },
+                      9, kPools)[0];
         std::printf(
             "RING {\"ring\":\"%s\",\"mode\":%d,\"sms\":%d,\"ms\":%.4f,\"TBps\":%.3f,"
             "\"GBps_per_sm\":%.1f}\n",

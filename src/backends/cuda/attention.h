@@ -29,7 +29,7 @@ struct PagedAttentionArgs {
   float scale = 0.0f;       // softmax scale, usually 1/sqrt(D)
   int num_splits = 1;       // context splits per (token, head), from paged_attention_num_splits
   // paged_decode_attention only:
-  int sm_count = 0;  // SMs the stream may use (its green partition's); 0: the whole device's
+  int sm_count = 0;       // SMs the stream may use (its green partition's); 0: the whole device's
   int decode_kernel = 0;  // launch::kDecodeStreams (default) or launch::kDecodePerRequest
 };
 

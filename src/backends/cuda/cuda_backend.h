@@ -174,8 +174,7 @@ class CudaBackend final : public Backend {
   // rebased to the run. splits > 1 needs `workspace` for r1 - r0 rows.
   void run_tc_decode(const ScheduledBatch& b, int r0, int r1, const int32_t* qo_indptr,
                      const int32_t* page_indptr, size_t li, int splits,
-                     const cuda::TensorView& workspace, cudaStream_t stream,
-                     int stream_sms = 0);
+                     const cuda::TensorView& workspace, cudaStream_t stream, int stream_sms = 0);
   bool tc_decode_ = false;
   void clear_graphs();
   void finish_step();

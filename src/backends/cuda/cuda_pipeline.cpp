@@ -6,11 +6,11 @@
 
 #include "backends/cuda/activation.h"
 #include "backends/cuda/attention.h"
-#include "backends/cuda/launch.h"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/embedding.h"
 #include "backends/cuda/flashinfer/fi_attention.h"
+#include "backends/cuda/launch.h"
 #include "backends/cuda/norm.h"
 #include "backends/cuda/rope.h"
 #include "common/log.h"
@@ -303,8 +303,7 @@ void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan,
 
 void CudaBackend::run_tc_decode(const ScheduledBatch& b, int r0, int r1, const int32_t* qo_indptr,
                                 const int32_t* page_indptr, size_t li, int splits,
-                                const TensorView& workspace, cudaStream_t stream,
-                                int stream_sms) {
+                                const TensorView& workspace, cudaStream_t stream, int stream_sms) {
   const ModelConfig& c = local_;
   const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t qkv_w = (nh + 2 * nkv) * hd, T = b.num_tokens(), n = r1 - r0;
@@ -327,8 +326,7 @@ void CudaBackend::run_tc_decode(const ScheduledBatch& b, int r0, int r1, const i
   // per-request one; on the whole GPU the per-request one is ~10% faster
   // (bench/results/tc_decode_streams_h200.json).
   a.sm_count = stream_sms;
-  a.decode_kernel =
-      stream_sms > 0 ? cuda::launch::kDecodeStreams : cuda::launch::kDecodePerRequest;
+  a.decode_kernel = stream_sms > 0 ? cuda::launch::kDecodeStreams : cuda::launch::kDecodePerRequest;
   cuda::paged_decode_attention(a, stream);
 }
 

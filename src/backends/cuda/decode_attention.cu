@@ -358,22 +358,23 @@ constexpr int kStreamMaxWarps = 8;
 
 template <int kD>
 struct StreamBlock {
-  static constexpr int kHalves = kD / 64;                // 128-byte lines per key row
+  static constexpr int kHalves = kD / 64;                 // 128-byte lines per key row
   static constexpr int kBlockBytes = 2 * kD * kPage * 2;  // K and V of one block, one head
 };
 template <int kD, int kTileBytes>
 struct StreamCfg : StreamBlock<kD> {
   static constexpr int kBlocksPerTile = kTileBytes / StreamBlock<kD>::kBlockBytes;
   static constexpr int kKeys = kBlocksPerTile * kPage;  // keys per tile
-  static_assert(kBlocksPerTile >= 1 && kBlocksPerTile * StreamBlock<kD>::kBlockBytes == kTileBytes &&
+  static_assert(kBlocksPerTile >= 1 &&
+                kBlocksPerTile * StreamBlock<kD>::kBlockBytes == kTileBytes &&
                 32 % kBlocksPerTile == 0 && kKeys % 16 == 0);
 };
 
 // Per warp and stage: what the tile holds (written by the warp's lane 0 when it issues the copies).
 struct StreamRecord {
-  int n;      // tiles of the item; 0: an item with nothing to read; -1: the stream has ended
-  int j;      // this tile's index in the item
-  int b;      // request (= its query row)
+  int n;  // tiles of the item; 0: an item with nothing to read; -1: the stream has ended
+  int j;  // this tile's index in the item
+  int b;  // request (= its query row)
   int kvh;
   int split;
   int begin;  // the item's key range [begin, end)
@@ -410,8 +411,8 @@ __device__ __forceinline__ void tma_load_5d(uint32_t dst, const CUtensorMap* map
 __device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes,
                                           uint32_t bar) {
   asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-          dst),
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(dst),
       "l"(src), "r"(bytes), "r"(bar)
       : "memory");
 }
@@ -452,8 +453,8 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   unsigned char* base_ptr = smem_raw + (base - raw);
   const int ws0 = warp * kS;
   const uint32_t tiles = base + static_cast<uint32_t>(ws0) * kTileBytes;
-  const uint32_t qslots = base + static_cast<uint32_t>(warps * kS) * kTileBytes +
-                          static_cast<uint32_t>(ws0) * q_slot;
+  const uint32_t qslots =
+      base + static_cast<uint32_t>(warps * kS) * kTileBytes + static_cast<uint32_t>(ws0) * q_slot;
   const uint32_t bars_off = static_cast<uint32_t>(warps * kS) * (kTileBytes + q_slot);
   const uint32_t bars = base + bars_off + static_cast<uint32_t>(ws0) * 8;
   StreamRecord* recs = reinterpret_cast<StreamRecord*>(base_ptr + bars_off + warps * kS * 8) + ws0;
@@ -502,7 +503,8 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   int ids = 0, ids_ahead = 0, ids_next_item = 0;
   {
     int b0 = 0, e0 = 0;
-    if (range(gw, m1, &b0, &e0) > 0) ids_next_item = load_ids(m1, b0 / kPage, (e0 + kPage - 1) / kPage);
+    if (range(gw, m1, &b0, &e0) > 0)
+      ids_next_item = load_ids(m1, b0 / kPage, (e0 + kPage - 1) / kPage);
   }
   auto start_item = [&](int it) {
     pit = it;
@@ -549,8 +551,8 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
           const uint32_t qbytes = pj == 0 ? static_cast<uint32_t>(group * kD * 2) : 0u;
           mbar_expect_tx(bar, static_cast<uint32_t>(blocks * C::kBlockBytes) + qbytes);
           for (int q = 0; q < blocks; ++q)
-            tma_load_5d(tiles + stage * kTileBytes + q * C::kBlockBytes, &kv_map, 0, 0, 0,
-                        kvh, 2 * id[q], bar);
+            tma_load_5d(tiles + stage * kTileBytes + q * C::kBlockBytes, &kv_map, 0, 0, 0, kvh,
+                        2 * id[q], bar);
           if (pj == 0)
             bulk_load(qslots + stage * q_slot,
                       a.q + b * a.q_stride + static_cast<int64_t>(kvh) * group * kD, qbytes, bar);
@@ -590,7 +592,8 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
       const unsigned char* qrow = base_ptr + (qslots - base) + st * q_slot + g * kD * 2;
 #pragma unroll
       for (int ks = 0; ks < kKS; ++ks) {
-        qb[ks][0] = g < group ? *reinterpret_cast<const uint32_t*>(qrow + (16 * ks + 2 * q4) * 2) : 0u;
+        qb[ks][0] =
+            g < group ? *reinterpret_cast<const uint32_t*>(qrow + (16 * ks + 2 * q4) * 2) : 0u;
         qb[ks][1] =
             g < group ? *reinterpret_cast<const uint32_t*>(qrow + (16 * ks + 8 + 2 * q4) * 2) : 0u;
       }
@@ -740,8 +743,7 @@ void launch_stream(const DecodeParams& p, const CUtensorMap& map, int max_warps,
   int device = 0, sms = 0, max_smem = 0;
   NF_CUDA_CHECK(cudaGetDevice(&device));
   NF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  NF_CUDA_CHECK(
-      cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  NF_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   int warps = max_warps;
   while (warps > 1 &&
          stream_smem_bytes<kD, kTileBytes, kS>(warps, p.group) > static_cast<size_t>(max_smem))

@@ -86,7 +86,7 @@ void attention_combine(const AttentionLaunch& a, cudaStream_t stream);
 // Decode rows on tensor cores (decode_attention.cu).
 constexpr int kDecodePage = 16;      // tokens per KV block
 constexpr int kDecodeMaxGroup = 16;  // query heads per kv head: the MMA's 16 rows
-constexpr int kDecodeStreams = 0;     // persistent CTAs, one TMA-fed stream of work per warp
+constexpr int kDecodeStreams = 0;    // persistent CTAs, one TMA-fed stream of work per warp
 constexpr int kDecodePerRequest = 1;  // one CTA per (request, kv head, split), cp.async ring
 // kv_map: the pool's TMA descriptor (a CUtensorMap, 128 bytes, made by attention.cpp) for
 // kDecodeStreams; unused by kDecodePerRequest.
