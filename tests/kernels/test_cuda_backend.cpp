@@ -537,14 +537,18 @@ TEST(CudaTensorParallel, AgreesWithOneGpu) {
     one.attention = "flashinfer";
     const auto base = Engine::create(one)->generate(reqs);
     for (int n : tp_sizes(nf::load_model(model).take().config)) {
-      for (int variant = 0; variant < 3; ++variant) {
+      // 0 serial, 1 without graphs, 2 nano-batch; 3 and 4: 0 and 2 with the peer all-reduce.
+      for (int variant = 0; variant < 5; ++variant) {
         EngineConfig c = one;
         c.tensor_parallel_size = n;
         c.cuda_graphs = variant != 1;
-        if (variant == 2) c.pipeline_file = sched.string();
+        if (variant == 2 || variant == 4) c.pipeline_file = sched.string();
+        if (variant >= 3) c.tp_allreduce = "peer";
         const std::string what = family + " TP=" + std::to_string(n) +
                                  (variant == 1   ? " no graphs"
                                   : variant == 2 ? " nano-batch"
+                                  : variant == 3 ? " peer all-reduce"
+                                  : variant == 4 ? " nano-batch, peer all-reduce"
                                                  : "");
         const nf::testing::RunDiff d =
             nf::testing::compare_runs(base, Engine::create(c)->generate(reqs));
