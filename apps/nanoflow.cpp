@@ -89,7 +89,8 @@ struct EngineOptions {
         ->capture_default_str();
     app->add_option("--attention", engine.attention,
                     "CUDA attention kernel: auto (FlashInfer where built in), flashinfer, native, "
-                    "tc (experimental: our tensor-core decode kernel, FlashInfer for prefill)")
+                    "tc (experimental: our tensor-core decode kernels, the streaming one inside SM "
+                    "partitions, FlashInfer for prefill)")
         ->check(CLI::IsMember({"auto", "flashinfer", "native", "tc"}))
         ->capture_default_str();
     app->add_option("--cuda-graphs", engine.cuda_graphs,
@@ -501,7 +502,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 0.99))->capture_default_str();
   tu->add_option("--attention", tune.attention,
                  "Attention kernel to time the schedules with: flashinfer, or tc (experimental: "
-                 "our tensor-core decode kernel, FlashInfer for prefill); serve and bench with "
+                 "our tensor-core decode kernels, FlashInfer for prefill); serve and bench with "
                  "the same --attention")
       ->check(CLI::IsMember({"flashinfer", "tc"}))
       ->capture_default_str();

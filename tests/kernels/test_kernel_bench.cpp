@@ -236,8 +236,9 @@ class FiBatch {
     return attn_->run(a_, stream);
   }
   void run(int pool, cudaStream_t stream) { NF_CUDA_CHECK(try_run(pool, stream)); }
-  // The same batch (decode rows only) on our tensor-core decode kernel, with `splits` context
-  // splits (decode_attention.cu).
+  // The same batch (decode rows only) on one of our tensor-core decode kernels (`kernel`:
+  // launch::kDecode*; decode_attention.cu), with `splits` context splits, the streaming one's
+  // grid on `sm_count` SMs (0: all).
   void run_tc(int pool, cudaStream_t stream, int kernel, int sm_count = 0, int splits = 1) {
     const int64_t T = tokens(), B = static_cast<int64_t>(qo_.size()) - 1;
     const size_t ws = cuda::paged_attention_workspace_bytes(T, H, D, splits);

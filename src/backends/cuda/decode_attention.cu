@@ -6,7 +6,11 @@
 // tensor cores have ~18x headroom, so this kernel does QK^T and PV as bf16 MMAs
 // (mma.sync.m16n8k16, fp32 accumulation) and spends its effort on keeping bytes in flight.
 //
-// Design. One CTA (4 warps) per (request, kv head, context split).
+// Two kernels: the per-request one (launch::kDecodePerRequest, below; the faster on the whole
+// GPU) and the streaming one (launch::kDecodeStreams, further below; the faster per SM inside an
+// SM partition). Measurements: docs/nano-batch.md.
+//
+// The per-request kernel. One CTA (4 warps) per (request, kv head, context split).
 //   - The query heads of the kv head (the GQA group, up to 16) are the MMA's 16 rows, held as A
 //     fragments for the whole CTA (rows past the group are zero); the fp32 scores are scaled by
 //     scale * log2(e) after the MMA.
@@ -345,11 +349,12 @@ void launch_decode(const DecodeParams& p, cudaStream_t stream) {
 //
 // Design: one persistent CTA per SM, each warp an independent stream of work items
 // (request, kv head, split), taken as item = warp + k * (all warps). A warp keeps its own ring of
-// kStreamStages tiles of 16 KB (32 keys at head_dim 128, 64 at 64) and fills it with TMA: lane 0
-// issues one bulk tensor copy per block (K and V rows of one kv head, 128-byte swizzled) and, for
-// an item's first tile, one bulk copy of the group's query rows, all completing on the stage's
-// mbarrier. The warp runs its copies kStreamStages - 1 tiles ahead of its math, across item
-// boundaries, and never waits on another warp. Block ids are read 32 at a time, one per lane,
+// kS tiles of kTileBytes (default 2 x 16 KB: 32 keys at head_dim 128, 64 at 64; as many warps
+// as the shared memory holds, 6) and fills it with TMA: lane 0 issues one bulk tensor copy per
+// block (K and V rows of one kv head, 128-byte swizzled) and, for an item's first tile, one bulk
+// copy of the group's query rows, all completing on the stage's mbarrier. The warp runs its
+// copies kS - 1 tiles ahead of its math, across item boundaries, and never waits on another
+// warp. Block ids are read 32 at a time, one per lane,
 // a chunk ahead; an item's sizes two items ahead, so no dependent global load stalls the math.
 // The math is transposed (keys as the MMA's rows, the group's heads as its 8 columns), so it
 // serves groups of up to 8 query heads (larger ones take the per-request kernel), and a warp owns
