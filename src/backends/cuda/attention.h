@@ -45,8 +45,9 @@ void paged_attention(const PagedAttentionArgs& args, cudaStream_t stream);
 
 // The same for a batch of decode rows only (each request has one query token), on tensor cores
 // (decode_attention.cu): blocks of 16 tokens, up to 16 query heads per kv head. Splits as
-// above (each request's context is cut into num_splits ranges of whole key tiles). The default
-// kernel runs one persistent CTA per SM of `sm_count` (its grid must fit the stream's SMs).
+// above (each request's context is cut into num_splits ranges of whole key tiles). seq_indptr
+// must be 0, 1, ..., B (the streaming kernel takes row b for request b). The default kernel runs
+// one persistent CTA per SM of `sm_count` (its grid must fit the stream's SMs).
 void paged_decode_attention(const PagedAttentionArgs& args, cudaStream_t stream);
 
 }  // namespace nf::cuda

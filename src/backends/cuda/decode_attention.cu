@@ -442,8 +442,6 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     decode_stream_kernel(const DecodeParams p, const __grid_constant__ CUtensorMap kv_map) {
   using C = StreamCfg<kD, kTileBytes>;
   constexpr int kKeys = C::kKeys;
-  constexpr int kSN = kKeys / 8;  // n-tiles of S
-  constexpr int kNT = kD / 8;     // n-tiles of O
   constexpr int kKS = kD / 16;    // k-steps of Q K^T
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const launch::AttentionLaunch& a = p.a;
@@ -760,7 +758,7 @@ void launch_stream(const DecodeParams& p, const CUtensorMap& map, int max_warps,
   const int64_t items = static_cast<int64_t>(p.a.num_seqs) * p.a.kv_heads * p.a.num_splits;
   const int64_t ctas_for_items = (items + warps - 1) / warps;
   const int ctas = static_cast<int>(std::max<int64_t>(
-      1, std::min<int64_t>(ctas_for_items, p.a.sm_count > 0 ? p.a.sm_count : sms)));
+      1, std::min<int64_t>(ctas_for_items, p.a.sm_count > 0 ? std::min(p.a.sm_count, sms) : sms)));
   kernel<<<ctas, warps * 32, smem, stream>>>(p, map);
   NF_CUDA_CHECK_LAUNCH();
 }
