@@ -506,7 +506,8 @@ TEST(CudaTensorParallel, GoldenFixturesMatchTransformers) {
 // N ranks against one GPU on the fixture families' configs (head_dim 128, dummy weights): the
 // serial schedule with graphs, without, and nano-batch schedules whose all-reduces run on the
 // communication stream beside the other nano-batches' GEMMs. Sums over ranks round differently
-// from one GPU's GEMMs, so the top-5 rule applies.
+// from one GPU's GEMMs, so the top-5 rule applies. The fixtures' 2 KV heads allow TP=2 only, so
+// for 4 and 8 ranks each family also runs widened to 16 query and 8 KV heads.
 TEST(CudaTensorParallel, AgreesWithOneGpu) {
   SKIP_WITHOUT_TP();
   nf::PipelineSchedule halves;
@@ -525,40 +526,50 @@ TEST(CudaTensorParallel, AgreesWithOneGpu) {
     const fs::path fixture = kSource / "tests/fixtures/golden" / (family + ".json");
     const fs::path model_cfg = kSource / "tests/fixtures/models" / family / "config.json";
     if (!fs::exists(fixture) || !fs::exists(model_cfg)) continue;
-    auto cfg = read_json(model_cfg);
-    cfg["head_dim"] = 128;
-    cfg["hidden_size"] = cfg.at("num_attention_heads").get<int64_t>() * 128;
-    const fs::path dir = fs::temp_directory_path() / ("nf_cuda_tp_" + family);
-    fs::create_directories(dir);
-    std::ofstream(dir / "config.json") << cfg.dump(2);
-    const std::string model = "dummy:" + (dir / "config.json").string();
     const auto reqs = nf::testing::golden_requests(load_golden(fixture));
-    EngineConfig one = engine_config(model, "cuda");
-    one.attention = "flashinfer";
-    const auto base = Engine::create(one)->generate(reqs);
-    for (int n : tp_sizes(nf::load_model(model).take().config)) {
-      // 0 serial, 1 without graphs, 2 nano-batch; 3 and 4: 0 and 2 with the peer all-reduce.
-      for (int variant = 0; variant < 5; ++variant) {
-        EngineConfig c = one;
-        c.tensor_parallel_size = n;
-        c.cuda_graphs = variant != 1;
-        if (variant == 2 || variant == 4) c.pipeline_file = sched.string();
-        if (variant >= 3) c.tp_allreduce = "peer";
-        const std::string what = family + " TP=" + std::to_string(n) +
-                                 (variant == 1   ? " no graphs"
-                                  : variant == 2 ? " nano-batch"
-                                  : variant == 3 ? " peer all-reduce"
-                                  : variant == 4 ? " nano-batch, peer all-reduce"
-                                                 : "");
-        const nf::testing::RunDiff d =
-            nf::testing::compare_runs(base, Engine::create(c)->generate(reqs));
-        for (const std::string& f : d.failures) ADD_FAILURE() << what << ": " << f;
-        std::printf(
-            "REPORT %s vs one GPU: %zu/%zu steps with the same token, max |top-1 logprob "
-            "diff| %.3e\n",
-            what.c_str(), d.same, d.steps, d.max_diff);
-        EXPECT_LE(d.max_diff, kBf16Logprob) << what;
-        ++ran;
+    for (const bool wide : {false, true}) {
+      auto cfg = read_json(model_cfg);
+      if (wide) {
+        cfg["num_attention_heads"] = 16;
+        cfg["num_key_value_heads"] = 8;
+      }
+      cfg["head_dim"] = 128;
+      cfg["hidden_size"] = cfg.at("num_attention_heads").get<int64_t>() * 128;
+      const std::string tag = family + (wide ? "-wide" : "");
+      const fs::path dir = fs::temp_directory_path() / ("nf_cuda_tp_" + tag);
+      fs::create_directories(dir);
+      std::ofstream(dir / "config.json") << cfg.dump(2);
+      const std::string model = "dummy:" + (dir / "config.json").string();
+      std::vector<int> sizes = tp_sizes(nf::load_model(model).take().config);
+      if (wide) std::erase_if(sizes, [](int n) { return n < 4; });
+      if (sizes.empty()) continue;
+      EngineConfig one = engine_config(model, "cuda");
+      one.attention = "flashinfer";
+      const auto base = Engine::create(one)->generate(reqs);
+      for (int n : sizes) {
+        // 0 serial, 1 without graphs, 2 nano-batch; 3 and 4: 0 and 2 with the peer all-reduce.
+        for (int variant = 0; variant < 5; ++variant) {
+          EngineConfig c = one;
+          c.tensor_parallel_size = n;
+          c.cuda_graphs = variant != 1;
+          if (variant == 2 || variant == 4) c.pipeline_file = sched.string();
+          if (variant >= 3) c.tp_allreduce = "peer";
+          const std::string what = tag + " TP=" + std::to_string(n) +
+                                   (variant == 1   ? " no graphs"
+                                    : variant == 2 ? " nano-batch"
+                                    : variant == 3 ? " peer all-reduce"
+                                    : variant == 4 ? " nano-batch, peer all-reduce"
+                                                   : "");
+          const nf::testing::RunDiff d =
+              nf::testing::compare_runs(base, Engine::create(c)->generate(reqs));
+          for (const std::string& f : d.failures) ADD_FAILURE() << what << ": " << f;
+          std::printf(
+              "REPORT %s vs one GPU: %zu/%zu steps with the same token, max |top-1 logprob "
+              "diff| %.3e\n",
+              what.c_str(), d.same, d.steps, d.max_diff);
+          EXPECT_LE(d.max_diff, kBf16Logprob) << what;
+          ++ran;
+        }
       }
     }
   }
