@@ -343,9 +343,9 @@ void launch_decode(const DecodeParams& p, cudaStream_t stream) {
 // ---- The streaming kernel (launch::kDecodeStreams) -------------------------------------------
 //
 // Why a second kernel: in a green partition the per-request kernel above draws ~39 GB/s per SM
-// (bench/results/tc_decode_h200.json), because each CTA's loads wait on the CTA's barrier, its
-// start (query, block ids) and its end (the merge) are bare latency, and 8 warps per SM hold too
-// few bytes in flight. Overlap needs ~100 GB/s per SM in a partition of 24-32 SMs.
+// (bench/results/tc_decode_h200.json); overlap needs ~100 in a partition of 24-32 SMs. This one
+// draws 67 at 32 SMs. Its copies alone reach ~106 and its math alone ~80: the math's latency, with
+// 6 warps per SM, is what bounds it (bench/results/tc_decode_streams_h200.json).
 //
 // Design: one persistent CTA per SM, each warp an independent stream of work items
 // (request, kv head, split), taken as item = warp + k * (all warps). A warp keeps its own ring of
@@ -354,8 +354,8 @@ void launch_decode(const DecodeParams& p, cudaStream_t stream) {
 // block (K and V rows of one kv head, 128-byte swizzled) and, for an item's first tile, one bulk
 // copy of the group's query rows, all completing on the stage's mbarrier. The warp runs its
 // copies kS - 1 tiles ahead of its math, across item boundaries, and never waits on another
-// warp. Block ids are read 32 at a time, one per lane,
-// a chunk ahead; an item's sizes two items ahead, so no dependent global load stalls the math.
+// warp. Block ids are read 32 at a time, one per lane, a chunk ahead; an item's sizes two items
+// ahead. (load_meta's `+ 1` still waits for its position load once per item: a next step.)
 // The math is transposed (keys as the MMA's rows, the group's heads as its 8 columns), so it
 // serves groups of up to 8 query heads (larger ones take the per-request kernel), and a warp owns
 // its item whole, so it writes its output with no merge.
