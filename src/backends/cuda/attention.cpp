@@ -8,6 +8,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "backends/cuda/cuda_check.h"
 #include "backends/cuda/launch.h"
 #include "common/status.h"
 
@@ -119,15 +120,7 @@ struct KvMap {
 };
 const KvMap& kv_tensor_map(const launch::AttentionLaunch& a) {
   using Encode = decltype(&cuTensorMapEncodeTiled);
-  static const Encode encode = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, CUDA_VERSION,
-                                         cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess)
-      p = nullptr;
-    return reinterpret_cast<Encode>(p);
-  }();
+  static const auto encode = reinterpret_cast<Encode>(driver_entry_point("cuTensorMapEncodeTiled"));
   NF_CHECK(encode != nullptr,
            "paged_decode_attention: the CUDA driver lacks cuTensorMapEncodeTiled (TMA); use "
            "the per-request kernel");

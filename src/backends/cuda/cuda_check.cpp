@@ -1,5 +1,6 @@
 #include "backends/cuda/cuda_check.h"
 
+#include <cuda.h>
 #include <fmt/format.h>
 
 #include "common/status.h"
@@ -15,6 +16,16 @@ void cublas_call_failed(cublasStatus_t st, const char* expr, const char* file, i
   check_failed(
       file, line, expr,
       fmt::format("cuBLAS {}: {}", cublasLtGetStatusName(st), cublasLtGetStatusString(st)));
+}
+
+void* driver_entry_point(const char* name) {
+  void* p = nullptr;
+  cudaDriverEntryPointQueryResult q{};
+  if (cudaGetDriverEntryPointByVersion(name, &p, CUDA_VERSION, cudaEnableDefault, &q) !=
+          cudaSuccess ||
+      q != cudaDriverEntryPointSuccess)
+    return nullptr;
+  return p;
 }
 
 }  // namespace nf::cuda

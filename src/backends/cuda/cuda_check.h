@@ -13,6 +13,10 @@ namespace nf::cuda {
 [[noreturn]] void cublas_call_failed(cublasStatus_t st, const char* expr, const char* file,
                                      int line);
 
+// A CUDA driver function, at the ABI of the headers compiled against (CUDA_VERSION), resolved at
+// run time so that nothing links libcuda; null when this driver lacks it.
+void* driver_entry_point(const char* name);
+
 // Restores the calling thread's current device when it goes out of scope: for code that makes
 // each GPU current in turn (setting up several GPUs), so that its caller's later allocations and
 // launches stay on the caller's device.

@@ -3,11 +3,13 @@
 #include <cuda.h>
 #include <fmt/format.h>
 
+#include "backends/cuda/cuda_check.h"
+
 namespace nf::cuda {
 
 namespace {
 
-// The driver's functions, at the ABI of the headers compiled against (CUDA_VERSION).
+// The driver's functions (driver_entry_point).
 struct Driver {
   decltype(&cuDeviceGetDevResource) get_resource = nullptr;
   decltype(&cuDevSmResourceSplitByCount) split = nullptr;
@@ -20,11 +22,8 @@ struct Driver {
 
 template <typename F>
 void look_up(const char* name, F* fn, std::string* missing) {
-  void* p = nullptr;
-  cudaDriverEntryPointQueryResult q{};
-  if (cudaGetDriverEntryPointByVersion(name, &p, CUDA_VERSION, cudaEnableDefault, &q) !=
-          cudaSuccess ||
-      q != cudaDriverEntryPointSuccess || p == nullptr) {
+  void* p = driver_entry_point(name);
+  if (p == nullptr) {
     if (!missing->empty()) *missing += ", ";
     *missing += name;
     return;
