@@ -77,6 +77,9 @@ void PipelineSchedule::validate() const {
         fail("pipeline schedule \"{}\": group_cuts, but stage {} has {} nano-batches for {} groups",
              name, kStageNames[s], shares[s].size(), groups);
   }
+  if (by_kind && !(groups == 2 && group_cuts))
+    fail("pipeline schedule \"{}\": by_kind needs 2 groups and group_cuts", name);
+  if (balance_grid && !by_kind) fail("pipeline schedule \"{}\": balance_grid needs by_kind", name);
   if (!(std::isfinite(min_decode_share) && min_decode_share >= 0 && min_decode_share <= 1))
     fail("pipeline schedule \"{}\": min_decode_share {} is not in [0, 1]", name, min_decode_share);
   if (stream_sms.size() > static_cast<size_t>(kMaxStreams))
@@ -104,7 +107,8 @@ void PipelineSchedule::validate() const {
         !(op.ahead == 1 && (op.stage == Stage::kQkv || op.stage == Stage::kAttention)))
       fail("pipeline schedule \"{}\": op ({}, {}) has ahead {} (only qkv and attention may be 1)",
            name, kStageNames[s], op.nano, op.ahead);
-    if (!(op.stream >= 0 && op.stream < kMaxStreams && op.sm_target >= 0))
+    if (!(op.stream >= 0 && op.stream < kMaxStreams &&
+          (op.stage == Stage::kAttention ? op.sm_target >= 0 : op.sm_target > -1024)))
       fail("pipeline schedule \"{}\": op ({}, {}) has stream {} and SM target {}", name,
            kStageNames[s], op.nano, op.stream, op.sm_target);
     ++seen[s][static_cast<size_t>(op.nano)];
@@ -134,6 +138,7 @@ PipelineConfig one_stream(PipelineConfig c) {
     s.ops = s.issue_order();
     for (NanoOp& op : s.ops) op.stream = op.sm_target = 0;
     s.stream_sms.clear();
+    s.balance_grid = false;
     s.name += " (one stream)";
   }
   return c;
@@ -145,6 +150,8 @@ nlohmann::json to_json(const PipelineSchedule& s) {
   j["min_decode_share"] = s.min_decode_share;
   j["groups"] = s.groups;
   j["group_cuts"] = s.group_cuts;
+  if (s.by_kind) j["by_kind"] = true;
+  if (s.balance_grid) j["balance_grid"] = true;
   for (int st = 0; st < kNumStages; ++st) j["shares"][kStageNames[st]] = s.shares[st];
   if (!s.stream_sms.empty()) j["stream_sms"] = s.stream_sms;
   j["ops"] = nlohmann::json::array();
@@ -165,6 +172,8 @@ PipelineSchedule schedule_from_json(const nlohmann::json& j) {
     s.min_decode_share = j.value("min_decode_share", 0.0);
     s.groups = j.value("groups", 1);
     s.group_cuts = j.value("group_cuts", false);
+    s.by_kind = j.value("by_kind", false);
+    s.balance_grid = j.value("balance_grid", false);
     s.stream_sms = j.value("stream_sms", std::vector<int>{});
     if (j.contains("shares")) {
       for (const auto& [k, v] : j.at("shares").items())
@@ -211,13 +220,20 @@ PipelineConfig load_pipeline_file(const std::string& path) {
   }
 }
 
-std::vector<int> group_requests(const ScheduledBatch& b, int groups, std::vector<int>* group_ends) {
+std::vector<int> group_requests(const ScheduledBatch& b, int groups, std::vector<int>* group_ends,
+                                bool by_kind) {
   NF_CHECK(groups >= 1, "group_requests: {} groups", groups);
+  NF_CHECK(!by_kind || groups == 2, "group_requests: by kind needs 2 groups, not {}", groups);
   const int B = b.num_requests();
   std::vector<int> order(static_cast<size_t>(B));
   std::iota(order.begin(), order.end(), 0);
   if (group_ends != nullptr) group_ends->assign(1, B);
   if (groups == 1) return order;
+  if (by_kind) {
+    std::stable_partition(order.begin(), order.end(), [&](int r) { return b.query_len(r) != 1; });
+    if (group_ends != nullptr) *group_ends = {B - b.num_decodes(), B};
+    return order;
+  }
   // Decodes by KV read, prefill chunks by tokens, each largest first into the lightest group.
   std::vector<int> group(static_cast<size_t>(B), 0);
   std::vector<double> kv(static_cast<size_t>(groups), 0.0),
@@ -279,11 +295,16 @@ BatchPlan plan_batch(const ScheduledBatch& b, const PipelineConfig& config,
   BatchPlan bp;
   const double share =
       b.num_tokens() > 0 ? static_cast<double>(b.num_decodes()) / b.num_tokens() : 0.0;
+  static const PipelineSchedule kSerial;
   bp.schedule = &config.select(share);
+  // A by-kind schedule needs both kinds.
+  if (bp.schedule->by_kind && (b.num_decodes() == 0 || b.num_decodes() == b.num_requests()))
+    bp.schedule = &kSerial;
   bp.batch = &b;
   std::vector<int> group_ends;
   if (bp.schedule->groups > 1) {
-    grouped = permute_requests(b, group_requests(b, bp.schedule->groups, &group_ends));
+    grouped = permute_requests(
+        b, group_requests(b, bp.schedule->groups, &group_ends, bp.schedule->by_kind));
     bp.batch = &grouped;
   }
   bp.plan = plan_pipeline(*bp.batch, *bp.schedule, 16, &group_ends);
@@ -357,6 +378,7 @@ PipelinePlan plan_pipeline(const ScheduledBatch& b, const PipelineSchedule& sche
   }
   for (const NanoOp& op : pending) plan.any_ahead = plan.any_ahead || op.ahead != 0;
   plan.stream_sms = schedule.stream_sms;
+  plan.balance_grid = schedule.balance_grid;
   // What an operation needs: the stage before, same layer, sharing rows; for qkv, the layer
   // before's ffn sharing rows.
   auto same_layer_dep = [&](const NanoOp& later, const NanoOp& earlier) {

@@ -37,7 +37,14 @@ struct NanoOp {
   Stage stage = Stage::kQkv;
   int nano = 0;       // index into the stage's nano-batches
   int stream = 0;     // CUDA: the stream it is issued on (0 = the main one)
-  int sm_target = 0;  // CUDA: GEMM SM-count target while it runs (0: all SMs)
+  // CUDA; other backends ignore it. A GEMM's SM-count target while it runs (cuBLASLt's): n > 0
+  // that many SMs, -n all but n (of its stream's partition, or of the GPU), 0 all. An attention
+  // operation's decode grid with --attention tc: n > 0 runs its decode rows on the streaming
+  // kernel with n persistent CTAs, one per SM (a soft partition on an ordinary stream; a GEMM
+  // beside it with target -n takes the other SMs), 0 leaves it to the stream's partition. An
+  // attention operation with a bounded grid or in a partition runs its prefill rows (compute
+  // bound) on the stream of the qkv operation it needs, on the SMs that stream has.
+  int sm_target = 0;
   // Cross-layer pipelining: 1 issues this qkv or attention nano-operation for the next layer,
   // among this layer's nano-operations (a layer's list is then a period: layer l's o and ffn
   // with layer l+1's ahead qkv and attention; one more period before the first layer). So one
@@ -62,6 +69,16 @@ struct PipelineSchedule {
   // `groups` nano-batches; shares are ignored): nano-batch j of every stage is group j, so a
   // group's operations depend only on the same group's.
   bool group_cuts = false;
+  // With 2 groups: group 0 holds the prefill requests and group 1 the decode requests, instead
+  // of groups balanced in both (so that, cut at the groups, the decode rows' memory-bound
+  // attention runs beside the prefill rows' GEMMs, which are the larger and the more efficient).
+  // A batch without both kinds runs serially.
+  bool by_kind = false;
+  // CUDA, with by_kind: the soft partition follows the work. Per batch, the decode attention's
+  // grid k (in place of its operations' sm_target) and the GEMM targets -k (in place of negative
+  // sm_targets) are sized so that the decode rows' KV read on k SMs and the prefill rows' GEMMs
+  // on the other SMs take about equally long (NanoOp::sm_target).
+  bool balance_grid = false;
   // Per stage, the shares of its work given to each nano-batch (positive; normalized). Dense
   // stages share rows; the attention stage shares the KV it reads (context tokens per request,
   // times the request's 128-row query tiles) and cuts between requests.
@@ -124,6 +141,7 @@ struct PipelinePlan {
   std::vector<Op> ops;  // issue order within a period (a layer when nothing is ahead)
   bool any_ahead = false;
   std::vector<int> stream_sms;  // the schedule's (PipelineSchedule::stream_sms)
+  bool balance_grid = false;    // the schedule's (PipelineSchedule::balance_grid)
   const Range& range(const NanoOp& op) const {
     return nano[static_cast<int>(op.stage)][static_cast<size_t>(op.nano)];
   }
@@ -132,8 +150,9 @@ struct PipelinePlan {
 // The request order of `groups` groups (see PipelineSchedule::groups): a permutation of
 // [0, b.num_requests()), the identity for one group. group_ends (optional): where each group
 // ends in that order (request counts, ascending, the last = num_requests).
+// by_kind (2 groups): the prefill requests, then the decode requests (PipelineSchedule::by_kind).
 std::vector<int> group_requests(const ScheduledBatch& b, int groups,
-                                std::vector<int>* group_ends = nullptr);
+                                std::vector<int>* group_ends = nullptr, bool by_kind = false);
 // `b` with its requests in `order` (rows, positions, slots, block tables move with them);
 // sample_rows keep their order and point at the moved rows, so the logits' rows are unchanged.
 ScheduledBatch permute_requests(const ScheduledBatch& b, const std::vector<int>& order);

@@ -166,20 +166,63 @@ PipelineSchedule cross_layer_schedule(int groups, bool attention_stream) {
   return s;
 }
 
+namespace {
+
+// Refuses a schedule that does not keep attention on stream 1 and the rest on stream 0.
+void check_attention_apart(const PipelineSchedule& s, const char* who) {
+  for (const NanoOp& op : s.ops)
+    if (op.stream != (op.stage == Stage::kAttention ? 1 : 0))
+      fail("{}: schedule \"{}\" does not keep attention on stream 1 and the rest on stream 0", who,
+           s.name);
+}
+
+}  // namespace
+
 PipelineSchedule with_attention_partition(PipelineSchedule s, int attention_sms,
                                           bool gemm_partition) {
   NF_CHECK(attention_sms > 0, "with_attention_partition: {} SMs", attention_sms);
-  for (NanoOp& op : s.ops) {
-    if (op.stream != (op.stage == Stage::kAttention ? 1 : 0))
-      fail(
-          "with_attention_partition: schedule \"{}\" does not keep attention on stream 1 and the "
-          "rest on stream 0",
-          s.name);
+  check_attention_apart(s, "with_attention_partition");
+  for (NanoOp& op : s.ops)
     if (gemm_partition && op.stage != Stage::kAttention) op.stream = 2;
-  }
   s.stream_sms = {0, attention_sms};
   if (gemm_partition) s.stream_sms.push_back(-1);
   s.name += "-attention-sms" + std::to_string(attention_sms) + (gemm_partition ? "-gemm-rest" : "");
+  s.validate();
+  return s;
+}
+
+PipelineSchedule with_attention_grid(PipelineSchedule s, int attention_sms, bool gemm_rest) {
+  NF_CHECK(attention_sms > 0, "with_attention_grid: {} SMs", attention_sms);
+  check_attention_apart(s, "with_attention_grid");
+  for (NanoOp& op : s.ops)
+    op.sm_target = op.stage == Stage::kAttention ? attention_sms : gemm_rest ? -attention_sms : 0;
+  s.name += "-attention-grid" + std::to_string(attention_sms) + (gemm_rest ? "-gemm-rest" : "");
+  s.validate();
+  return s;
+}
+
+PipelineSchedule by_kind_schedule(int attention_sms, bool prefill_gemm_rest, bool green,
+                                  bool balance) {
+  NF_CHECK(attention_sms >= 0, "by_kind_schedule: {} SMs", attention_sms);
+  NF_CHECK(!balance || (attention_sms > 0 && prefill_gemm_rest && !green),
+           "by_kind_schedule: a balanced grid is soft, with the prefill GEMMs beside it");
+  PipelineSchedule s = cross_layer_schedule(2, true);
+  s.by_kind = true;
+  s.name = "g2-by-kind-cross-layer";
+  if (attention_sms > 0) {
+    for (NanoOp& op : s.ops) {
+      if (op.stage == Stage::kAttention) {
+        op.sm_target = green ? 0 : attention_sms;
+      } else if (prefill_gemm_rest && op.nano == 0) {
+        op.sm_target = -attention_sms;
+      }
+    }
+    if (green) s.stream_sms = {0, attention_sms};
+    s.balance_grid = balance;
+    s.name += (green ? "-attention-sms" : "-attention-grid") +
+              (balance ? std::string("-balanced") : std::to_string(attention_sms)) +
+              (prefill_gemm_rest ? "-prefill-gemm-rest" : "");
+  }
   s.validate();
   return s;
 }
@@ -211,17 +254,31 @@ std::vector<PipelineSchedule> candidate_schedules() {
     for (int sms : {16, 32, 48})
       for (bool gemm_partition : {false, true})
         out.push_back(with_attention_partition(base, sms, gemm_partition));
+  // The same with soft partitions: the streaming decode kernel's grid bounded (--attention tc),
+  // the GEMMs beside it on the whole GPU or targeted at the SMs it leaves. A soft partition costs
+  // the GEMMs nothing while no attention runs.
+  for (const PipelineSchedule& base : bases)
+    for (int sms : {16, 24, 32})
+      for (bool gemm_rest : {false, true})
+        out.push_back(with_attention_grid(base, sms, gemm_rest));
+  // Decode rows apart from prefill rows: the decode attention beside the prefill GEMMs.
+  out.push_back(by_kind_schedule(0, false, false));
+  for (int sms : {24, 32, 40, 48})
+    for (bool rest : {false, true}) out.push_back(by_kind_schedule(sms, rest, false));
+  for (int sms : {32, 48}) out.push_back(by_kind_schedule(sms, true, true));
+  out.push_back(by_kind_schedule(32, true, false, true));
   return out;
 }
 
 SearchResult search_schedule(const ScheduledBatch& b, const CostModel& cost) {
   constexpr int kLayers = 3;  // steady state: the third layer minus the second
-  std::vector<ScheduledBatch> grouped(kMaxNanoBatches + 1);
-  std::vector<std::vector<int>> ends(kMaxNanoBatches + 1);
+  // Grouped batches by group count, balanced ones first, then by kind.
+  std::vector<ScheduledBatch> grouped(2 * (kMaxNanoBatches + 1));
+  std::vector<std::vector<int>> ends(2 * (kMaxNanoBatches + 1));
   auto layer_ms = [&](const PipelineSchedule& s) {
-    const size_t g = static_cast<size_t>(s.groups);
+    const size_t g = static_cast<size_t>(s.groups) + (s.by_kind ? kMaxNanoBatches + 1 : 0);
     if (s.groups > 1 && grouped[g].request_ids.empty())
-      grouped[g] = permute_requests(b, group_requests(b, s.groups, &ends[g]));
+      grouped[g] = permute_requests(b, group_requests(b, s.groups, &ends[g], s.by_kind));
     const ScheduledBatch& run = s.groups > 1 ? grouped[g] : b;
     const PipelinePlan plan = plan_pipeline(run, s, 16, &ends[g]);
     return simulate_ms(run, plan, cost, kLayers) - simulate_ms(run, plan, cost, kLayers - 1);

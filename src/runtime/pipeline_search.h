@@ -67,6 +67,21 @@ PipelineSchedule cross_layer_schedule(int groups, bool attention_stream);
 // other operations on stream 2 in the SMs left; named with a suffix.
 PipelineSchedule with_attention_partition(PipelineSchedule s, int attention_sms,
                                           bool gemm_partition);
+// `s` (attention on stream 1, everything else on stream 0) with a soft partition instead: its
+// attention's decode grid bounded to `attention_sms` SMs (NanoOp::sm_target; persistent CTAs on
+// an ordinary stream, no green context) and, with gemm_rest, every GEMM targeted at the other
+// SMs (sm_target -attention_sms); named with a suffix.
+PipelineSchedule with_attention_grid(PipelineSchedule s, int attention_sms, bool gemm_rest);
+// Cross-layer pipelining over two groups by kind (PipelineSchedule::by_kind): group 0 the
+// prefill requests, group 1 the decode requests, attention on stream 1. So the decode rows'
+// attention of the next layer runs beside the prefill rows' o, ffn and qkv GEMMs, and the decode
+// rows' GEMMs run alone on the whole GPU. attention_sms > 0 bounds the decode attention to that
+// many SMs: a soft partition (its decode grid, NanoOp::sm_target) or, with green, a hard one
+// (stream_sms); with prefill_gemm_rest the prefill rows' GEMMs, which run beside it, target the
+// other SMs. balance (soft, with prefill_gemm_rest): attention_sms only marks the grid, which
+// each batch sizes to its work (PipelineSchedule::balance_grid).
+PipelineSchedule by_kind_schedule(int attention_sms, bool prefill_gemm_rest, bool green,
+                                  bool balance = false);
 
 // The candidates search_schedule() tries, the serial schedule first (for `nanoflow tune`, which
 // times them on the GPU instead of simulating them).

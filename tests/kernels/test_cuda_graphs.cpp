@@ -73,11 +73,14 @@ TEST(CudaGraphs, ReplayIsBitwiseEagerAndAgreesWithGraphsOff) {
 }
 
 // The split schedule files of the tests below, removed with this object. `plain`: two groups
-// with qkv and attention in four nano-batches and o and ffn in two, attention on a second stream,
-// GEMMs with an SM-count target (mixed iterations); two whole nano-batches on a stream each
-// (decode share >= 0.5); cross-layer periods over two groups (>= 0.9). `green`: the same in hard
-// SM partitions (green contexts), attention on 32 SMs and the GEMMs on the rest; the cross-layer
-// one with attention on 48 SMs and its GEMMs on the whole GPU.
+// with qkv and attention in four nano-batches and o and ffn in two, attention on a second stream
+// with its decode grid bounded to 24 SMs (a soft partition: with tc, the streaming kernel; the
+// prefill rows then run on the qkv stream), GEMMs with SM-count targets of 100 and all but 24
+// (mixed iterations); decode and prefill rows apart (by kind; decode share >= 0.25), the decode
+// attention on a grid sized per batch; two whole nano-batches on a stream each (>= 0.5); cross-layer periods
+// over two groups (>= 0.9). `green`: the first in hard SM partitions (green contexts), attention
+// on 32 SMs and the GEMMs on the rest; by kind with the decode attention on 48 SMs; the
+// cross-layer one with attention on 48 SMs and its GEMMs on the whole GPU.
 struct SplitFiles {
   SplitFiles() {
     using nf::Stage;
@@ -101,10 +104,21 @@ struct SplitFiles {
     nf::PipelineSchedule cross = nf::cross_layer_schedule(2, true);
     cross.min_decode_share = 0.9;
     nf::PipelineConfig pc;
-    pc.schedules = {four, halves, cross};
+    nf::PipelineSchedule soft = four;
+    for (nf::NanoOp& op : soft.ops)
+      op.sm_target = op.stage == Stage::kAttention ? 24 : op.stage == Stage::kFfn ? -24 : 0;
+    soft.ops[7].sm_target = 100;  // o of nano-batch 0
+    // Decode and prefill rows apart (by kind), the decode attention on a grid sized per batch
+    // beside the prefill GEMMs targeted at the rest (decode shares from 0.25; a batch of one
+    // kind: serial).
+    nf::PipelineSchedule kinds = nf::by_kind_schedule(24, true, false, true);
+    kinds.min_decode_share = 0.25;
+    pc.schedules = {soft, kinds, halves, cross};
     std::ofstream(plain) << nf::to_json(pc).dump(1);
     nf::PipelineConfig green;
-    green.schedules = {nf::with_attention_partition(four, 32, true),
+    nf::PipelineSchedule green_kinds = nf::by_kind_schedule(48, true, true);
+    green_kinds.min_decode_share = 0.25;
+    green.schedules = {nf::with_attention_partition(four, 32, true), green_kinds,
                        nf::with_attention_partition(cross, 48, false)};
     std::ofstream(partitioned) << nf::to_json(green).dump(1);
   }

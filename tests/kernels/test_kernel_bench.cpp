@@ -66,6 +66,31 @@ double time_ms(Fn&& fn, int iters = 20) {
   return median_ms(fn, 1, iters)[0];
 }
 
+// Two streams forked from and joined back into the default stream: run(a, b, launch) makes a
+// and b wait for the default stream's work, calls launch() (which issues on a and b), and makes
+// the default stream wait for both.
+struct ForkJoin {
+  cudaEvent_t fork = nullptr, done_a = nullptr, done_b = nullptr;
+  ForkJoin() {
+    for (cudaEvent_t* e : {&fork, &done_a, &done_b})
+      NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+  }
+  ~ForkJoin() {
+    for (cudaEvent_t e : {fork, done_a, done_b}) cudaEventDestroy(e);
+  }
+  template <typename Fn>
+  void run(cudaStream_t a, cudaStream_t b, Fn&& launch) {
+    NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
+    NF_CUDA_CHECK(cudaStreamWaitEvent(a, fork, 0));
+    NF_CUDA_CHECK(cudaStreamWaitEvent(b, fork, 0));
+    launch();
+    NF_CUDA_CHECK(cudaEventRecord(done_a, a));
+    NF_CUDA_CHECK(cudaEventRecord(done_b, b));
+    NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, done_a, 0));
+    NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, done_b, 0));
+  }
+};
+
 DeviceBuffer random_bf16(int64_t n, std::mt19937& rng) {
   return test::upload_bf16(test::randn_bf16(static_cast<size_t>(n), rng));
 }
@@ -453,9 +478,7 @@ TEST_F(Bench, DISABLED_OverlapDecodeGemm) {
   cudaStream_t s_attn = nullptr, s_gemm = nullptr;
   NF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_attn, cudaStreamNonBlocking));
   NF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_gemm, cudaStreamNonBlocking));
-  cudaEvent_t fork = nullptr, join_a = nullptr, join_g = nullptr;
-  for (cudaEvent_t* e : {&fork, &join_a, &join_g})
-    NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+  ForkJoin fj;
   int sms = 0;
   NF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   constexpr int kPools = 8;  // attention reads a different layer's pool each time, as in the engine
@@ -477,16 +500,11 @@ TEST_F(Bench, DISABLED_OverlapDecodeGemm) {
       for (const bool attn_first : {true, false}) {
         const double concurrent_ms = median_ms(
             [&] {
-              NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
-              NF_CUDA_CHECK(cudaStreamWaitEvent(s_attn, fork, 0));
-              NF_CUDA_CHECK(cudaStreamWaitEvent(s_gemm, fork, 0));
-              if (attn_first) d.run(i++ % kPools, s_attn);
-              gemm.run(g.args, s_gemm);
-              if (!attn_first) d.run(i++ % kPools, s_attn);
-              NF_CUDA_CHECK(cudaEventRecord(join_a, s_attn));
-              NF_CUDA_CHECK(cudaEventRecord(join_g, s_gemm));
-              NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, join_a, 0));
-              NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, join_g, 0));
+              fj.run(s_attn, s_gemm, [&] {
+                if (attn_first) d.run(i++ % kPools, s_attn);
+                gemm.run(g.args, s_gemm);
+                if (!attn_first) d.run(i++ % kPools, s_attn);
+              });
             },
             9, kPools)[0];
         std::printf(
@@ -501,7 +519,6 @@ TEST_F(Bench, DISABLED_OverlapDecodeGemm) {
       }
     }
   }
-  for (cudaEvent_t e : {fork, join_a, join_g}) NF_CUDA_CHECK(cudaEventDestroy(e));
   NF_CUDA_CHECK(cudaStreamDestroy(s_attn));
   NF_CUDA_CHECK(cudaStreamDestroy(s_gemm));
 }
@@ -539,25 +556,17 @@ TEST_F(Bench, DISABLED_GreenContextOverlap) {
       sm_count = parts->sm_count(0);
       const double attn_green = median_ms([&] { attn(sa); }, 9, kPools, sa)[0];
       const double gemm_green = median_ms([&] { gemm.run(g.args, sr); }, 9, 10, sr)[0];
-      cudaEvent_t fork = nullptr, ja = nullptr, jr = nullptr;
-      for (cudaEvent_t* e : {&fork, &ja, &jr})
-        NF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+      ForkJoin fj;
       const double both = median_ms(
           [&] {
-            NF_CUDA_CHECK(cudaEventRecord(fork, nullptr));
-            NF_CUDA_CHECK(cudaStreamWaitEvent(sa, fork, 0));
-            NF_CUDA_CHECK(cudaStreamWaitEvent(sr, fork, 0));
-            attn(sa);
-            gemm.run(g.args, sr);
-            NF_CUDA_CHECK(cudaEventRecord(ja, sa));
-            NF_CUDA_CHECK(cudaEventRecord(jr, sr));
-            NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, ja, 0));
-            NF_CUDA_CHECK(cudaStreamWaitEvent(nullptr, jr, 0));
+            fj.run(sa, sr, [&] {
+              attn(sa);
+              gemm.run(g.args, sr);
+            });
           },
           9, kPools)[0];
       gemm.set_sm_count_target(0);
       sm_count = 0;
-      for (cudaEvent_t e : {fork, ja, jr}) NF_CUDA_CHECK(cudaEventDestroy(e));
       std::printf(
           "GREEN {\"kernel\":\"%s\",\"attention_sms\":%d,\"gemm_sms\":%d,"
           "\"attn_full_ms\":%.4f,\"gemm_full_ms\":%.4f,\"attn_green_ms\":%.4f,"
@@ -575,6 +584,58 @@ TEST_F(Bench, DISABLED_GreenContextOverlap) {
   }
 }
 #endif  // NANOFLOW_HAVE_FLASHINFER
+
+// Soft partitions (the engine's NanoOp::sm_target, no green contexts): the streaming decode
+// kernel with a grid of k persistent CTAs (one per SM) on one ordinary stream, beside the
+// gate/up GEMM of GreenContextOverlap on another with a cuBLASLt target of the other SMs (or
+// none), either launched first; against the per-request kernel and the GEMM back to back on the
+// whole GPU. Prints one `SOFT {json}` line per (k, GEMM target, order).
+TEST_F(Bench, DISABLED_SoftPartitionOverlap) {
+  constexpr int kPools = 8;
+  FiBatch d = decode_batch(rng_, 560, 16, kPools);
+  GemmCase g(rng_, 2048, 28672, 4096);
+  cuda::Gemm gemm;
+  int sms = 0, i = 0;
+  NF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  cudaStream_t sa = nullptr, sg = nullptr;
+  NF_CUDA_CHECK(cudaStreamCreateWithFlags(&sa, cudaStreamNonBlocking));
+  NF_CUDA_CHECK(cudaStreamCreateWithFlags(&sg, cudaStreamNonBlocking));
+  ForkJoin fj;
+  const double gemm_full = median_ms([&] { gemm.run(g.args, nullptr); })[0];
+  const double attn_full = median_ms(
+      [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodePerRequest, 0); }, 9, kPools)[0];
+  for (const int k : {16, 24, 32, 48}) {
+    auto attn = [&](cudaStream_t s) { d.run_tc(i++ % kPools, s, cuda::launch::kDecodeStreams, k); };
+    const double attn_ms = median_ms([&] { attn(nullptr); }, 9, kPools)[0];
+    for (const int target : {sms - k, 0}) {
+      gemm.set_sm_count_target(target);
+      const double gemm_ms = median_ms([&] { gemm.run(g.args, nullptr); })[0];
+      for (const bool attn_first : {true, false}) {
+        const double both = median_ms(
+            [&] {
+              fj.run(sa, sg, [&] {
+                if (attn_first) attn(sa);
+                gemm.run(g.args, sg);
+                if (!attn_first) attn(sa);
+              });
+            },
+            9, kPools)[0];
+        std::printf(
+            "SOFT {\"attention_grid\":%d,\"gemm_sm_target\":%d,\"order\":\"%s\","
+            "\"attn_full_ms\":%.4f,\"gemm_full_ms\":%.4f,\"attn_grid_ms\":%.4f,"
+            "\"attn_grid_GBps_per_sm\":%.1f,\"gemm_target_ms\":%.4f,\"both_ms\":%.4f,"
+            "\"both_over_serial_full\":%.3f}\n",
+            k, target, attn_first ? "attention first" : "gemm first", attn_full, gemm_full,
+            attn_ms, d.kv_bytes() / attn_ms / 1e6 / k, gemm_ms, both,
+            both / (attn_full + gemm_full));
+        std::fflush(stdout);
+      }
+    }
+    gemm.set_sm_count_target(0);
+  }
+  NF_CUDA_CHECK(cudaStreamDestroy(sa));
+  NF_CUDA_CHECK(cudaStreamDestroy(sg));
+}
 
 // The streaming decode kernel's ring shapes on k SMs of the whole GPU (its grid is sm_count
 // CTAs, so that is a partition without green contexts), with its experiment modes: 0 as built,

@@ -375,6 +375,56 @@ TEST(Pipeline, GroupsBalanceDecodesAndPrefillAndKeepTheSampledRows) {
   EXPECT_EQ(nf::group_requests(b, 1), (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
 }
 
+// By kind: the prefill requests form group 0 and the decode requests group 1, the stages cut at
+// the groups; a batch of one kind runs serially.
+TEST(Pipeline, ByKindGroupsPutPrefillFirstAndNeedBothKinds) {
+  const nf::ScheduledBatch b = make_batch(6, 100, {300, 200, 100});
+  std::vector<int> ends;
+  EXPECT_EQ(nf::group_requests(b, 2, &ends, true), (std::vector<int>{6, 7, 8, 0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(ends, (std::vector<int>{3, 9}));
+  nf::PipelineConfig pc;
+  pc.schedules = {nf::by_kind_schedule(32, true, false)};
+  nf::ScheduledBatch grouped;
+  const nf::BatchPlan mixed = nf::plan_batch(b, pc, grouped);
+  ASSERT_TRUE(mixed.schedule->by_kind);
+  for (int s = 0; s < nf::kNumStages; ++s) {
+    ASSERT_EQ(mixed.plan.nano[s].size(), 2u);
+    EXPECT_EQ(mixed.plan.nano[s][0].begin, 0);
+    EXPECT_EQ(mixed.plan.nano[s][0].end, 600);  // the chunks' rows
+    EXPECT_EQ(mixed.plan.nano[s][1].end, 606);  // then the decodes'
+  }
+  EXPECT_EQ(mixed.batch->query_len(0), 300);
+  // The prefill group's GEMMs target the SMs the decode attention leaves.
+  for (const nf::PipelinePlan::Op& op : mixed.plan.ops) {
+    if (op.op.stage == Stage::kAttention) {
+      EXPECT_EQ(op.op.sm_target, 32);
+    } else {
+      EXPECT_EQ(op.op.sm_target, op.op.nano == 0 ? -32 : 0);
+    }
+  }
+  EXPECT_TRUE(nf::plan_batch(make_batch(6, 100, {}), pc, grouped).schedule->is_serial());
+  EXPECT_TRUE(nf::plan_batch(make_batch(0, 0, {300}), pc, grouped).schedule->is_serial());
+  const PipelineSchedule& s = pc.schedules[0];
+  EXPECT_EQ(nf::to_json(nf::schedule_from_json(nf::to_json(s))), nf::to_json(s));
+  PipelineSchedule bad = nf::cross_layer_schedule(3, true);
+  bad.by_kind = true;
+  EXPECT_THROW(bad.validate(), nf::Error);
+  const PipelineSchedule green = nf::by_kind_schedule(48, true, true);
+  EXPECT_EQ(green.stream_sms, (std::vector<int>{0, 48}));
+  EXPECT_EQ(green.name, "g2-by-kind-cross-layer-attention-sms48-prefill-gemm-rest");
+  // The balanced grid: sized per batch by the backend; the plan carries the flag.
+  const PipelineSchedule bal = nf::by_kind_schedule(32, true, false, true);
+  EXPECT_TRUE(bal.balance_grid);
+  EXPECT_EQ(bal.name, "g2-by-kind-cross-layer-attention-grid-balanced-prefill-gemm-rest");
+  pc.schedules = {bal};
+  EXPECT_TRUE(nf::plan_batch(b, pc, grouped).plan.balance_grid);
+  EXPECT_EQ(nf::to_json(nf::schedule_from_json(nf::to_json(bal))), nf::to_json(bal));
+  EXPECT_FALSE(nf::one_stream(pc).schedules[0].balance_grid);
+  PipelineSchedule unbalanced = nf::cross_layer_schedule(2, true);
+  unbalanced.balance_grid = true;
+  EXPECT_THROW(unbalanced.validate(), nf::Error);
+}
+
 // The model of the first golden fixture, if it is present.
 std::optional<nf::LoadedModel> first_fixture_model() {
   const auto files = nf::testing::golden_files(kSource);
@@ -423,6 +473,23 @@ TEST(Pipeline, CpuBackendRunsTheNanoOperations) {
   green.forward(batch, g);
   EXPECT_EQ(a, g);
   EXPECT_EQ(green.nano_operations(), 8 * L);
+  // Nor do soft partitions (bounded decode grids, GEMM targets).
+  cfg.pipeline.schedules = {nf::with_attention_grid(cross_layer(), 24, true)};
+  nf::CpuBackend soft(m.config, *m.weights, cfg);
+  std::vector<float> sg(5 * V);
+  soft.forward(batch, sg);
+  EXPECT_EQ(a, sg);
+  EXPECT_EQ(soft.nano_operations(), 8 * L);
+  // Decode and prefill rows apart (by kind): the GEMMs of the 6 decode rows alone round a
+  // little differently in OpenBLAS (its small-M kernels), so equal up to that.
+  cfg.pipeline.schedules = {nf::by_kind_schedule(24, true, false)};
+  nf::CpuBackend kinds(m.config, *m.weights, cfg);
+  std::vector<float> k(5 * V);
+  kinds.forward(batch, k);
+  float worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - k[i]));
+  EXPECT_LT(worst, 1e-3f);
+  EXPECT_EQ(kinds.nano_operations(), 8 * L);
 }
 
 // Attention in an SM partition: attention on stream 1 in a partition, the rest on the whole GPU
@@ -443,8 +510,41 @@ TEST(PipelineSearch, AttentionPartitionMovesTheGemmsToTheSmsLeft) {
   EXPECT_THROW(nf::with_attention_partition(nf::cross_layer_schedule(2, false), 32, true),
                nf::Error);
   int partitioned = 0;
-  for (const PipelineSchedule& s : nf::candidate_schedules()) partitioned += !s.stream_sms.empty();
+  for (const PipelineSchedule& s : nf::candidate_schedules())
+    partitioned += !s.stream_sms.empty() && !s.by_kind;
   EXPECT_EQ(partitioned, 30);
+}
+
+// A soft partition: attention keeps stream 1 with its decode grid bounded (sm_target), the GEMMs
+// stay on stream 0, targeted at the SMs it leaves (-n) with gemm_rest; no green contexts. A
+// negative target is a GEMM's only, and it survives the schedule file.
+TEST(PipelineSearch, AttentionGridBoundsTheDecodeGridAndTargetsTheGemmsAtTheRest) {
+  const PipelineSchedule base = cross_layer();
+  const PipelineSchedule a = nf::with_attention_grid(base, 24, false);
+  const PipelineSchedule b = nf::with_attention_grid(base, 16, true);
+  EXPECT_EQ(a.name, base.name + "-attention-grid24");
+  EXPECT_EQ(b.name, base.name + "-attention-grid16-gemm-rest");
+  ASSERT_EQ(b.ops.size(), base.ops.size());
+  for (size_t i = 0; i < b.ops.size(); ++i) {
+    const bool attention = b.ops[i].stage == Stage::kAttention;
+    EXPECT_EQ(a.ops[i].stream, base.ops[i].stream);
+    EXPECT_EQ(b.ops[i].stream, base.ops[i].stream);
+    EXPECT_EQ(a.ops[i].sm_target, attention ? 24 : 0);
+    EXPECT_EQ(b.ops[i].sm_target, attention ? 16 : -16);
+  }
+  EXPECT_TRUE(a.stream_sms.empty());
+  EXPECT_TRUE(b.stream_sms.empty());
+  EXPECT_FALSE(a.is_serial());
+  EXPECT_THROW(nf::with_attention_grid(nf::cross_layer_schedule(2, false), 24, true), nf::Error);
+  EXPECT_EQ(nf::to_json(nf::schedule_from_json(nf::to_json(b))), nf::to_json(b));
+  PipelineSchedule bad = b;
+  for (NanoOp& op : bad.ops)
+    if (op.stage == Stage::kAttention) op.sm_target = -16;
+  EXPECT_THROW(bad.validate(), nf::Error);
+  int soft = 0;
+  for (const PipelineSchedule& s : nf::candidate_schedules())
+    soft += s.name.find("-attention-grid") != std::string::npos && !s.by_kind;
+  EXPECT_EQ(soft, 30);
 }
 
 // Tuning by timing (engine/pipeline_tune.h) on the CPU backend, which runs every schedule: the

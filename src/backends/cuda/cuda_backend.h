@@ -149,9 +149,13 @@ class CudaBackend final : public Backend {
   // The layers (and the final norm) as the nano-operations of `plan` on their streams; the
   // batch's metadata is uploaded and the embedding not yet run.
   void run_pipelined(const ScheduledBatch& b, const PipelinePlan& plan);
-  // stream_sms: the SMs of the stream's green partition (0: the whole GPU).
+  // stream_sms: the SMs of the stream's green partition (0: the whole GPU); for attention, the
+  // decode grid (NanoOp::sm_target or the partition's). runs: for attention, which of its runs
+  // (decode and prefill, decode only, prefill only).
+  enum class Runs { kAll, kDecode, kPrefill };
   void run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan, const NanoOp& op,
-                   size_t layer, cudaStream_t stream, int stream_sms, cuda::Gemm& gemm);
+                   size_t layer, cudaStream_t stream, int stream_sms, cuda::Gemm& gemm,
+                   Runs runs = Runs::kAll);
   bool run_model(const ScheduledBatch& b);
   // The token count the dense ops run on: T, or its CUDA-graph bucket.
   int64_t padded_tokens(int64_t T) const;
@@ -302,6 +306,9 @@ class CudaBackend final : public Backend {
   };
   std::map<std::vector<int>, GreenSet> green_sets_;
   std::vector<cudaEvent_t> nano_events_;
+  // Per attention nano-operation and layer parity: its prefill runs done on another stream.
+  std::vector<cudaEvent_t> nano_prefill_events_;
+  int64_t pipelined_calls_ = 0;  // run_pipelined calls (NF_PIPELINE_TRACE)
   cudaEvent_t nano_fork_ = nullptr;
   struct AttnRun {
     int req_begin = 0, req_end = 0;  // requests of one kind (decode or prefill), contiguous

@@ -3,6 +3,8 @@
 // dependencies. Serial schedules never come here (run_layers, with CUDA graphs).
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include "backends/cuda/activation.h"
 #include "backends/cuda/attention.h"
@@ -106,10 +108,12 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
   }
   // Two events per nano-operation, by layer parity: a layer's instance is waited for by its own
   // layer and the next, and re-recorded two layers later.
-  while (nano_events_.size() < 2 * plan.ops.size()) {
-    cudaEvent_t e = nullptr;
-    NF_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    nano_events_.push_back(e);
+  for (auto* events : {&nano_events_, &nano_prefill_events_}) {
+    while (events->size() < 2 * plan.ops.size()) {
+      cudaEvent_t e = nullptr;
+      NF_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      events->push_back(e);
+    }
   }
   auto event = [&](size_t op, int layer) { return nano_events_[2 * op + (layer & 1)]; };
 
@@ -174,6 +178,63 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
     NF_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     comm_events_.push_back(e);
   }
+  // A soft partition that follows the work (PipelineSchedule::balance_grid): the decode rows'
+  // KV read on k SMs (at ~70 GB/s per SM, the streaming kernel's rate beside GEMMs) and the
+  // prefill rows' GEMMs on the other sm_count_ - k (at ~665 TFLOP/s over the GPU, the profiled
+  // rate) take about equally long when k = SMs * A / (A + G), A and G their SM-seconds
+  // (docs/nano-batch.md). The prefill rows' attention and the small ops are left out.
+  int balanced_k = 0;
+  if (plan.balance_grid) {
+    double kv_bytes = 0, prefill_rows = 0;
+    for (int r = 0; r < b.num_requests(); ++r) {
+      if (b.query_len(r) == 1) {
+        kv_bytes += static_cast<double>(b.context_lens[r]) * 2.0 * static_cast<double>(c.num_kv_heads) *
+                    static_cast<double>(c.head_dim) * 2.0;
+      } else {
+        prefill_rows += b.query_len(r);
+      }
+    }
+    const double qkv_w = static_cast<double>((c.num_heads + 2 * c.num_kv_heads) * c.head_dim);
+    const double flops = 2.0 * prefill_rows * static_cast<double>(H) *
+                         (qkv_w + static_cast<double>(c.num_heads * c.head_dim) +
+                          3.0 * static_cast<double>(c.intermediate_size));
+    constexpr double kBytesPerSmS = 70e9, kGemmFlopsPerS = 665e12;
+    const double sms = sm_count_;
+    const double a = kv_bytes / kBytesPerSmS, g = flops / (kGemmFlopsPerS / sms);
+    balanced_k = a + g > 0 ? static_cast<int>(std::lround(sms * a / (a + g))) : 0;
+    balanced_k = std::clamp(balanced_k, 8, sm_count_ / 2);
+  }
+
+  // NF_PIPELINE_TRACE=N: the N-th split iteration's timeline, each nano-operation's start and end
+  // on its stream (CUDA events), as `TRACE {json}` lines on stderr (a diagnostic: it synchronizes).
+  static const int trace_at = [] {
+    const char* e = std::getenv("NF_PIPELINE_TRACE");
+    return e != nullptr ? std::atoi(e) : 0;
+  }();
+  const bool trace = trace_at > 0 && ++pipelined_calls_ == trace_at;
+  struct Span {
+    cudaEvent_t begin = nullptr, end = nullptr;
+    size_t op = 0;
+    int layer = 0, lane = 0;
+    bool prefill_part = false;
+  };
+  std::vector<Span> spans;
+  cudaEvent_t trace_t0 = nullptr;
+  auto span_begin = [&](size_t op, int layer, size_t lane, bool prefill_part, cudaStream_t s) {
+    Span sp{nullptr, nullptr, op, layer, static_cast<int>(lane), prefill_part};
+    NF_CUDA_CHECK(cudaEventCreate(&sp.begin));
+    NF_CUDA_CHECK(cudaEventCreate(&sp.end));
+    NF_CUDA_CHECK(cudaEventRecord(sp.begin, s));
+    spans.push_back(sp);
+    return spans.size() - 1;
+  };
+  auto span_end = [&](size_t i, cudaStream_t s) {
+    NF_CUDA_CHECK(cudaEventRecord(spans[i].end, s));
+  };
+  if (trace) {
+    NF_CUDA_CHECK(cudaEventCreate(&trace_t0));
+    NF_CUDA_CHECK(cudaEventRecord(trace_t0, stream_));
+  }
   NF_CUDA_CHECK(cudaEventRecord(nano_fork_, stream_));
   for (int s = 1; s < streams; ++s)
     NF_CUDA_CHECK(cudaStreamWaitEvent(lanes[static_cast<size_t>(s)]->stream, nano_fork_, 0));
@@ -186,13 +247,54 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
     const size_t lane = static_cast<size_t>(pop.op.stream);
     NanoStream& ns = *lanes[lane];
     cuda::Gemm& gemm = lane == 0 ? *gemm_ : *ns.gemm;
-    for (int d : pop.deps)
-      NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, event(static_cast<size_t>(d), layer), 0));
-    if (layer > 0)
-      for (int d : pop.prev_deps)
-        NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, event(static_cast<size_t>(d), layer - 1), 0));
-    gemm.set_sm_count_target(pop.op.sm_target > 0 ? pop.op.sm_target : lane_sms[lane]);
-    run_nano_op(b, plan, pop.op, static_cast<size_t>(layer), ns.stream, lane_sms[lane], gemm);
+    auto wait_deps = [&](cudaStream_t s) {
+      for (int d : pop.deps)
+        NF_CUDA_CHECK(cudaStreamWaitEvent(s, event(static_cast<size_t>(d), layer), 0));
+      if (layer > 0)
+        for (int d : pop.prev_deps)
+          NF_CUDA_CHECK(cudaStreamWaitEvent(s, event(static_cast<size_t>(d), layer - 1), 0));
+    };
+    wait_deps(ns.stream);
+    if (pop.op.stage == Stage::kAttention) {
+      // A bounded decode grid (sm_target: a soft partition) or a green partition holds the
+      // memory-bound decode rows; the compute-bound prefill rows run where the qkv operation
+      // this one needs ran, so that they are not confined to the attention's few SMs.
+      const int grid = pop.op.sm_target > 0 ? (plan.balance_grid ? balanced_k : pop.op.sm_target)
+                                             : lane_sms[lane];
+      const size_t pre_lane = pop.deps.empty() ? lane
+                              : static_cast<size_t>(plan.ops[static_cast<size_t>(pop.deps[0])].op.stream);
+      const bool any_prefill = std::any_of(
+          attn_runs_[static_cast<size_t>(pop.op.nano)].begin(),
+          attn_runs_[static_cast<size_t>(pop.op.nano)].end(),
+          [&](const AttnRun& r) { return b.query_len(r.req_begin) != 1; });
+      if (grid > 0 && pre_lane != lane && any_prefill) {
+        NanoStream& ps = *lanes[pre_lane];
+        cudaEvent_t pre_done = nano_prefill_events_[2 * i + (layer & 1)];
+        wait_deps(ps.stream);
+        const size_t sp = trace ? span_begin(i, layer, pre_lane, true, ps.stream) : 0;
+        run_nano_op(b, plan, pop.op, static_cast<size_t>(layer), ps.stream, lane_sms[pre_lane],
+                    gemm, Runs::kPrefill);
+        if (trace) span_end(sp, ps.stream);
+        NF_CUDA_CHECK(cudaEventRecord(pre_done, ps.stream));
+        const size_t sd = trace ? span_begin(i, layer, lane, false, ns.stream) : 0;
+        run_nano_op(b, plan, pop.op, static_cast<size_t>(layer), ns.stream, grid, gemm,
+                    Runs::kDecode);
+        if (trace) span_end(sd, ns.stream);
+        NF_CUDA_CHECK(cudaStreamWaitEvent(ns.stream, pre_done, 0));
+      } else {
+        const size_t sp = trace ? span_begin(i, layer, lane, false, ns.stream) : 0;
+        run_nano_op(b, plan, pop.op, static_cast<size_t>(layer), ns.stream, grid, gemm);
+        if (trace) span_end(sp, ns.stream);
+      }
+    } else {
+      // sm_target: n SMs, -n all but n of the stream's (NanoOp::sm_target), 0 the stream's.
+      const int sms = lane_sms[lane] > 0 ? lane_sms[lane] : sm_count_;
+      const int t = plan.balance_grid && pop.op.sm_target < 0 ? -balanced_k : pop.op.sm_target;
+      gemm.set_sm_count_target(t > 0 ? t : t < 0 ? std::max(1, sms + t) : lane_sms[lane]);
+      const size_t sp = trace ? span_begin(i, layer, lane, false, ns.stream) : 0;
+      run_nano_op(b, plan, pop.op, static_cast<size_t>(layer), ns.stream, lane_sms[lane], gemm);
+      if (trace) span_end(sp, ns.stream);
+    }
     if (tp && (pop.op.stage == Stage::kO || pop.op.stage == Stage::kFfn)) {
       // The op is done once its rows are summed over the ranks.
       const PipelinePlan::Range& r = plan.range(pop.op);
@@ -215,6 +317,31 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
     NF_CUDA_CHECK(cudaEventRecord(nano_fork_, comm_stream_));
     NF_CUDA_CHECK(cudaStreamWaitEvent(stream_, nano_fork_, 0));
   }
+  if (trace) {
+    NF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    float total = 0;
+    for (const Span& sp : spans) {
+      float t_begin = 0, t_end = 0;
+      NF_CUDA_CHECK(cudaEventElapsedTime(&t_begin, trace_t0, sp.begin));
+      NF_CUDA_CHECK(cudaEventElapsedTime(&t_end, trace_t0, sp.end));
+      total = std::max(total, t_end);
+      const NanoOp& op = plan.ops[sp.op].op;
+      const PipelinePlan::Range& r = plan.range(op);
+      std::fprintf(stderr,
+                   "TRACE {\"layer\":%d,\"stage\":\"%s%s\",\"nano\":%d,\"stream\":%d,"
+                   "\"sm_target\":%d,\"rows\":%d,\"begin_ms\":%.4f,\"end_ms\":%.4f}\n",
+                   sp.layer, stage_name(op.stage), sp.prefill_part ? "-prefill" : "", op.nano,
+                   sp.lane, plan.balance_grid && op.sm_target != 0
+                                ? (op.sm_target > 0 ? balanced_k : -balanced_k)
+                                : op.sm_target,
+                   r.end - r.begin, t_begin, t_end);
+      NF_CUDA_CHECK(cudaEventDestroy(sp.begin));
+      NF_CUDA_CHECK(cudaEventDestroy(sp.end));
+    }
+    std::fprintf(stderr, "TRACE {\"schedule_ops\":%zu,\"tokens\":%lld,\"decodes\":%d,\"total_ms\":%.4f}\n",
+                 plan.ops.size(), static_cast<long long>(T), b.num_decodes(), total);
+    NF_CUDA_CHECK(cudaEventDestroy(trace_t0));
+  }
   cuda::add_rms_norm(h, residual, final_norm_.view(DType::kBf16, {H}), h, eps, stream_);
   // The op profile sees the overlapped layers as one op.
   mark("nano_batch_layers", 0, 0);
@@ -222,9 +349,11 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
 }
 
 void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan, const NanoOp& op,
-                              size_t layer, cudaStream_t stream, int stream_sms, cuda::Gemm& gemm) {
+                              size_t layer, cudaStream_t stream, int stream_sms, cuda::Gemm& gemm,
+                              Runs which) {
 #ifndef NANOFLOW_HAVE_FLASHINFER
-  (void)b, (void)plan, (void)op, (void)layer, (void)stream, (void)stream_sms, (void)gemm;
+  (void)b, (void)plan, (void)op, (void)layer, (void)stream, (void)stream_sms, (void)gemm,
+      (void)which;
 #else
   const ModelConfig& c = local_;
   const int64_t T = b.num_tokens(), H = c.hidden_size, hd = c.head_dim, nh = c.num_heads;
@@ -258,9 +387,11 @@ void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan,
     case Stage::kAttention: {
       const auto& runs = attn_runs_[static_cast<size_t>(op.nano)];
       for (const AttnRun& run : runs) {
+        const bool decode = b.query_len(run.req_begin) == 1;
+        if ((which == Runs::kDecode && !decode) || (which == Runs::kPrefill && decode)) continue;
         const int64_t row0 = b.seq_indptr[run.req_begin];
         const int32_t* meta = nano_meta_dev_.as<int32_t>() + run.index_offset;
-        if (tc_decode_ && b.query_len(run.req_begin) == 1) {
+        if (tc_decode_ && decode) {
           // One split: runs of several nano-batches may overlap, and splits share a workspace.
           run_tc_decode(b, run.req_begin, run.req_end, meta,
                         meta + (run.req_end - run.req_begin + 1), static_cast<size_t>(layer), 1,

@@ -376,7 +376,7 @@ struct StreamCfg : StreamBlock<kD> {
 };
 
 // Per warp and stage: what the tile holds (written by the warp's lane 0 when it issues the copies).
-struct StreamRecord {
+struct alignas(16) StreamRecord {
   int n;  // tiles of the item; 0: an item with nothing to read; -1: the stream has ended
   int j;  // this tile's index in the item
   int b;  // request (= its query row)
@@ -433,9 +433,16 @@ __device__ __forceinline__ uint32_t stream_off(int kv, int key, int chunk) {
                                (((chunk & 7) ^ (r & 7)) << 4));
 }
 
-struct StreamMeta {  // one item's request sizes, loaded ahead
-  int ctx = 0, p0 = 0, p1 = 0;
+struct StreamMeta {  // one item's request sizes, loaded ahead (pos: the context is pos + 1)
+  int pos = -1, p0 = 0, p1 = 0;
 };
+
+// 2^x on the SFU, flushing denormals (exp2f adds a range fix-up around it: 3 more instructions).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
 
 template <int kD, int kTileBytes, int kS>
 __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
@@ -477,7 +484,7 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     StreamMeta m;
     if (it < n_items) {
       const int b = it / per_req;
-      m.ctx = a.positions[b] + 1;
+      m.pos = a.positions[b];  // + 1 at use: adding here would wait for the load now
       m.p0 = a.block_indptr[b];
       m.p1 = a.block_indptr[b + 1];
     }
@@ -485,13 +492,13 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   };
   // The key range of item `it` of request sizes m: [begin, end), in whole tiles from begin.
   auto range = [&](int it, const StreamMeta& m, int* begin, int* end) {
-    const int split = it % splits;
-    const int tiles_all = (m.ctx + kKeys - 1) / kKeys;
+    const int split = it % splits, ctx = m.pos + 1;
+    const int tiles_all = (ctx + kKeys - 1) / kKeys;
     const int per_split = (tiles_all + splits - 1) / splits;
     *begin = split * per_split * kKeys;
-    *end = min(m.ctx, *begin + per_split * kKeys);
+    *end = min(ctx, *begin + per_split * kKeys);
     // A position past the block table reads nothing (output 0 / 0, as the other kernels).
-    const bool in_table = m.ctx <= (m.p1 - m.p0) * kPage;
+    const bool in_table = ctx <= (m.p1 - m.p0) * kPage;
     return in_table && *begin < *end ? (*end - *begin + kKeys - 1) / kKeys : 0;
   };
   // 32 block ids from block `first` of the item's request (one per lane; 0 past `last`).
@@ -501,7 +508,9 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   };
 
   // The producer: the item and tile it issues next, and what it has loaded ahead.
+  // The item's request, kv head and split are divided out once per item, not per tile.
   int pit = gw, pj = 0, pn = 0, pbegin = 0, pend = 0, pchunk = 0, plast = 0;
+  int pb = 0, pkvh = 0, psplit = 0;
   StreamMeta pm, m1 = load_meta(gw), m2 = load_meta(gw + stride);
   int ids = 0, ids_ahead = 0, ids_next_item = 0;
   {
@@ -513,6 +522,9 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     pit = it;
     pj = 0;
     pm = m1;
+    pb = it / per_req;
+    pkvh = (it / splits) % a.kv_heads;
+    psplit = it % splits;
     pn = it < n_items ? range(it, pm, &pbegin, &pend) : 0;
     pchunk = pbegin / kPage;
     plast = (pend + kPage - 1) / kPage;
@@ -533,8 +545,8 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     if (pit >= n_items) {
       r.n = -1;
     } else {
-      const int b = pit / per_req, kvh = (pit / splits) % a.kv_heads, split = pit % splits;
-      r = StreamRecord{pn, pj, b, kvh, split, pbegin, pend, 0};
+      const int b = pb, kvh = pkvh;
+      r = StreamRecord{pn, pj, b, kvh, psplit, pbegin, pend, 0};
       const uint32_t bar = bars + 8 * stage;
       if (pn > 0 && p.debug != 2) {
         const int blk0 = pbegin / kPage + pj * C::kBlocksPerTile;
@@ -569,7 +581,7 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   };
 
 #pragma unroll
-  for (int s = 0; s < kS - 1; ++s) issue(s);
+  for (int s = 0; s < kS; ++s) issue(s);
 
   // The math runs transposed, keys as the MMA's 16 rows and the group's query heads (up to 8)
   // as its 8 columns: S^T = K Q^T, then O^T += V^T P^T. Against 16 padded query rows this halves
@@ -579,10 +591,28 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   const int g = lane >> 2, q4 = lane & 3;
   uint32_t qb[kKS][2];  // Q^T as B fragments: head g, dims 16ks + 2q4 (+1) and + 8
   float o[kD / 16][4];
-  float m_run[2], l_run[2];  // per head 2q4 + e; l_run is this lane's keys' share
+  float m_run[2], l_run[2];  // per head 2q4 + e, log2 domain; l_run is this lane's keys' share
+  // Each lane's ldmatrix byte offsets in a tile, one per swizzle class c (the k-step or the
+  // dim-tile mod 4), so that a tile's 2 * kKeys / 16 * kD / 16 loads are one add per class plus
+  // immediates: stream_off<kD>(kv, key, chunk) for the keys and chunks the lane addresses.
+  static_assert(kPage == 16, "the offsets below take a block's 16 rows as one MMA row tile");
+  uint32_t koff[4], voff[4];
+  {
+    const int mq = lane >> 3, l7 = lane & 7;
+    const int rk = ((mq & 1) << 3) + l7, rv = ((mq >> 1) << 3) + l7;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      koff[c] = static_cast<uint32_t>(rk * 128 + (((2 * c) ^ (mq >> 1) ^ l7) << 4));
+      voff[c] = static_cast<uint32_t>((C::kHalves * kPage + rv) * 128 +
+                                      (((2 * c) ^ (mq & 1) ^ l7) << 4));
+    }
+  }
+  // Per tile: wait for the stage, copy the tile into registers (K as A fragments, V^T through
+  // ldmatrix.trans), give the stage back to the copies at once (it refills with the tile kS
+  // ahead), then compute from registers. So all kS tiles of the ring are in flight while the
+  // warp computes: holding the stage through the math left one tile in flight per warp and bound
+  // the kernel by its ring (bytes in flight / latency), not by its math.
   for (int i = 0;; ++i) {
-    issue((i + kS - 1) % kS);  // the stage consumed at i - 1
-    __syncwarp();
     const int st = i % kS;
     const StreamRecord r = recs[st];
     if (r.n < 0) break;
@@ -602,63 +632,88 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
       }
     }
     const int h0 = r.kvh * group;
-    if (r.n > 0 && p.debug != 1) {
-      const int tile0 = r.begin + r.j * kKeys;
-      const int valid = min(kKeys, r.end - tile0);
+    const bool math = r.n > 0 && p.debug != 1;
+    const int valid = min(kKeys, r.end - (r.begin + r.j * kKeys));
+    uint32_t kf[kKeys / 16][kKS][4], vf[kKeys / 16][kD / 16][4];
+    if (math) {
       const uint32_t tk = tiles + st * kTileBytes;
       if (valid < kKeys) {
         // V rows past the context (a block's unused rows, or blocks not loaded) may hold
-        // anything, and P = 0 times NaN is NaN: zero them. The stage is a TMA destination
-        // again later, so order these writes before the async proxy's.
+        // anything, and P = 0 times NaN is NaN: zero them (the fence below orders these writes
+        // before the async proxy's refill).
         unsigned char* tv = tiles_ptr + st * kTileBytes;
         const int chunks = (kKeys - valid) * C::kHalves * 8;
         for (int c = lane; c < chunks; c += 32) {
           const int key = valid + c / (C::kHalves * 8), ch = c % (C::kHalves * 8);
           *reinterpret_cast<uint4*>(tv + stream_off<kD>(1, key, ch)) = make_uint4(0, 0, 0, 0);
         }
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncwarp();
       }
+      uint32_t kaddr[4], vaddr[4];
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        kaddr[c] = tk + koff[c];
+        vaddr[c] = tk + voff[c];
+      }
+#pragma unroll
+      for (int kb = 0; kb < kKeys / 16; ++kb)
+#pragma unroll
+        for (int ks = 0; ks < kKS; ++ks)
+          ldmatrix_x4(kf[kb][ks], kaddr[ks & 3] + kb * C::kBlockBytes + (ks >> 2) * kPage * 128);
+#pragma unroll
+      for (int kb = 0; kb < kKeys / 16; ++kb)
+#pragma unroll
+        for (int n = 0; n < kD / 16; ++n)
+          ldmatrix_x4_trans(vf[kb][n],
+                            vaddr[n & 3] + kb * C::kBlockBytes + (n >> 2) * kPage * 128);
+    }
+    // The stage's reads (generic proxy) are ordered before its refill (async proxy).
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncwarp();
+    issue(st);
+    if (math) {
       // S^T = K Q^T, 16 keys per block; even and odd k-steps in two accumulators (shorter
       // dependency chains).
-      const int m = lane >> 3;
       float s[kKeys / 16][4];
 #pragma unroll
       for (int kb = 0; kb < kKeys / 16; ++kb) {
         float s1[4] = {0, 0, 0, 0};
         s[kb][0] = s[kb][1] = s[kb][2] = s[kb][3] = 0.0f;
-        const int key = kb * 16 + ((m & 1) << 3) + (lane & 7);
 #pragma unroll
         for (int ks = 0; ks < kKS; ++ks) {
-          uint32_t kf[4];
-          ldmatrix_x4(kf, tk + stream_off<kD>(0, key, 2 * ks + (m >> 1)));
           if (ks % 2 == 0) {
-            mma_16816(s[kb], kf, qb[ks][0], qb[ks][1]);
+            mma_16816(s[kb], kf[kb][ks], qb[ks][0], qb[ks][1]);
           } else {
-            mma_16816(s1, kf, qb[ks][0], qb[ks][1]);
+            mma_16816(s1, kf[kb][ks], qb[ks][0], qb[ks][1]);
           }
         }
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[kb][e] += s1[e];
       }
       // Online softmax (log2 domain) per head 2q4 + (e & 1); keys g + 8 (e >> 1) of each block.
+      // The max is taken on the raw scores (the scale is positive), and the scale folds into
+      // the exponent's FMA; only a tile past the context's end is masked.
+      if (valid < kKeys) {
+#pragma unroll
+        for (int kb = 0; kb < kKeys / 16; ++kb)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (kb * 16 + g + 8 * (e >> 1) >= valid) s[kb][e] = -INFINITY;
+      }
       float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
       for (int kb = 0; kb < kKeys / 16; ++kb)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[kb][e] = kb * 16 + g + 8 * (e >> 1) >= valid ? -INFINITY : s[kb][e] * p.scale_log2;
-          mx[e & 1] = fmaxf(mx[e & 1], s[kb][e]);
-        }
+        for (int e = 0; e < 4; ++e) mx[e & 1] = fmaxf(mx[e & 1], s[kb][e]);
       float alpha[2], m_use[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 4));
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 8));
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 16));
-        const float m_new = fmaxf(m_run[h], mx[h]);
+        const float m_new = fmaxf(m_run[h], mx[h] * p.scale_log2);
         m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
-        alpha[h] = exp2f(m_run[h] - m_use[h]);
+        alpha[h] = fast_exp2(m_run[h] - m_use[h]);  // 1 unless the max grew
         m_run[h] = m_new;
         l_run[h] *= alpha[h];
       }
@@ -666,15 +721,18 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
       for (int kb = 0; kb < kKeys / 16; ++kb)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[kb][e] = exp2f(s[kb][e] - m_use[e & 1]);
+          s[kb][e] = fast_exp2(fmaf(s[kb][e], p.scale_log2, -m_use[e & 1]));
           l_run[e & 1] += s[kb][e];
         }
+      // Past an item's first tiles the max rarely grows: rescale O only when it did.
+      if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
-      for (int n = 0; n < kD / 16; ++n) {
-        o[n][0] *= alpha[0];
-        o[n][1] *= alpha[1];
-        o[n][2] *= alpha[0];
-        o[n][3] *= alpha[1];
+        for (int n = 0; n < kD / 16; ++n) {
+          o[n][0] *= alpha[0];
+          o[n][1] *= alpha[1];
+          o[n][2] *= alpha[0];
+          o[n][3] *= alpha[1];
+        }
       }
       // O^T += V^T P^T: P^T's B fragments are S^T's accumulators, packed to bf16 and transposed
       // in registers (movmatrix); V^T's A fragments come through ldmatrix.trans.
@@ -682,13 +740,8 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
       for (int kb = 0; kb < kKeys / 16; ++kb) {
         const uint32_t pb0 = movmatrix_trans(pack_bf16(s[kb][0], s[kb][1]));
         const uint32_t pb1 = movmatrix_trans(pack_bf16(s[kb][2], s[kb][3]));
-        const int key = kb * 16 + ((m >> 1) << 3) + (lane & 7);
 #pragma unroll
-        for (int n = 0; n < kD / 16; ++n) {
-          uint32_t vf[4];
-          ldmatrix_x4_trans(vf, tk + stream_off<kD>(1, key, 2 * n + (m & 1)));
-          mma_16816(o[n], vf, pb0, pb1);
-        }
+        for (int n = 0; n < kD / 16; ++n) mma_16816(o[n], vf[kb][n], pb0, pb1);
       }
     }
     if (r.n == 0 || r.j == r.n - 1) {  // the item's output: heads 2q4 and 2q4 + 1 of the group
@@ -729,7 +782,6 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
         }
       }
     }
-    __syncwarp();  // every lane is done with stage st before it is refilled
   }
 }
 
