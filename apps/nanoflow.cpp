@@ -502,8 +502,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 0.99))->capture_default_str();
   tu->add_option("--attention", tune.attention,
                  "Attention kernel to time the schedules with: flashinfer, or tc (experimental: "
-                 "our tensor-core decode kernels, FlashInfer for prefill); serve and bench with "
-                 "the same --attention")
+                 "our tensor-core decode kernels, FlashInfer for prefill; the candidates with a "
+                 "bounded decode grid, soft SM partitions, need it); serve and bench with the "
+                 "same --attention")
       ->check(CLI::IsMember({"flashinfer", "tc"}))
       ->capture_default_str();
   tu->add_option("--tensor-parallel-size", tune.tensor_parallel_size,

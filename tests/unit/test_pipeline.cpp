@@ -576,8 +576,19 @@ TEST(Pipeline, TuneTimesCandidatesAndSetsTheChoice) {
   EXPECT_EQ(r.pipeline.schedules[1].min_decode_share, 0.0);
   EXPECT_EQ(r.report["best"]["decode-heavy"]["schedule"], r.pipeline.schedules[0].name);
   EXPECT_EQ(r.report["candidates"].get<size_t>(), nf::candidate_schedules().size());
-  EXPECT_EQ(ms.size() + r.report["skipped_over_budget"].get<size_t>(),
+  // Every candidate is timed, skipped over the budget, or skipped as serial on that iteration:
+  // the by-kind ones on the prefill-only one, and on both the serial cut written out as one
+  // nano-batch per stage.
+  EXPECT_EQ(ms.size() + r.report["skipped_over_budget"].get<size_t>() +
+                r.report["skipped_as_serial"].get<size_t>(),
             2 * nf::candidate_schedules().size());
+  int as_serial = 0;
+  const auto all = nf::candidate_schedules();
+  for (size_t i = 1; i < all.size(); ++i) as_serial += all[i].by_kind + 2 * all[i].is_serial();
+  EXPECT_EQ(r.report["skipped_as_serial"].get<int>(), as_serial);
+  for (const auto& e : ms)
+    if (e["iteration"] == "prefill")
+      EXPECT_EQ(e["schedule"].get<std::string>().find("by-kind"), std::string::npos) << e.dump();
   // A split must beat serial by min_gain: none is 99% faster.
   const nf::TuneResult keep = nf::tune_pipeline(backend, {48, 0.3, 1, 0.99});
   EXPECT_EQ(keep.report["best"]["decode-heavy"]["schedule"], "serial");

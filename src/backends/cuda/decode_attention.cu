@@ -344,18 +344,19 @@ void launch_decode(const DecodeParams& p, cudaStream_t stream) {
 //
 // Why a second kernel: in a green partition the per-request kernel above draws ~39 GB/s per SM
 // (bench/results/tc_decode_h200.json); overlap needs ~100 in a partition of 24-32 SMs. This one
-// draws 67 at 32 SMs. Its copies alone reach ~106 and its math alone ~80: the math's latency, with
-// 6 warps per SM, is what bounds it (bench/results/tc_decode_streams_h200.json).
+// draws 76.5 at 32 SMs. Its copies alone reach ~110 and its math alone ~91: the math, with 6
+// warps per SM, is what bounds it (bench/results/nano_batch_soft_partitions_h200.json).
 //
 // Design: one persistent CTA per SM, each warp an independent stream of work items
 // (request, kv head, split), taken as item = warp + k * (all warps). A warp keeps its own ring of
 // kS tiles of kTileBytes (default 2 x 16 KB: 32 keys at head_dim 128, 64 at 64; as many warps
 // as the shared memory holds, 6) and fills it with TMA: lane 0 issues one bulk tensor copy per
 // block (K and V rows of one kv head, 128-byte swizzled) and, for an item's first tile, one bulk
-// copy of the group's query rows, all completing on the stage's mbarrier. The warp runs its
-// copies kS - 1 tiles ahead of its math, across item boundaries, and never waits on another
-// warp. Block ids are read 32 at a time, one per lane, a chunk ahead; an item's sizes two items
-// ahead. (load_meta's `+ 1` still waits for its position load once per item: a next step.)
+// copy of the group's query rows, all completing on the stage's mbarrier. The warp copies each
+// tile from its stage into registers and gives the stage back to the copies at once, so its kS
+// tiles stay in flight while it computes (holding the stage through the math left one in flight
+// and bound the kernel by its ring), across item boundaries; it never waits on another warp.
+// Block ids are read 32 at a time, one per lane, a chunk ahead; an item's sizes two items ahead.
 // The math is transposed (keys as the MMA's rows, the group's heads as its 8 columns), so it
 // serves groups of up to 8 query heads (larger ones take the per-request kernel), and a warp owns
 // its item whole, so it writes its output with no merge.
@@ -585,7 +586,7 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
 
   // The math runs transposed, keys as the MMA's 16 rows and the group's query heads (up to 8)
   // as its 8 columns: S^T = K Q^T, then O^T += V^T P^T. Against 16 padded query rows this halves
-  // the MMAs and exponentials (the kernel is bound by its math's latency, not by bandwidth).
+  // the MMAs and exponentials (the kernel is bound by its math, not by bandwidth).
   // Lane (g, q4) = (lane / 4, lane % 4) holds S^T at keys g, g + 8 of each 16 and heads 2q4,
   // 2q4 + 1, and O^T at dims g, g + 8 of each 16 and the same heads.
   const int g = lane >> 2, q4 = lane & 3;
