@@ -259,8 +259,7 @@ std::vector<PipelineSchedule> candidate_schedules() {
   // the GEMMs nothing while no attention runs.
   for (const PipelineSchedule& base : bases)
     for (int sms : {16, 24, 32})
-      for (bool gemm_rest : {false, true})
-        out.push_back(with_attention_grid(base, sms, gemm_rest));
+      for (bool gemm_rest : {false, true}) out.push_back(with_attention_grid(base, sms, gemm_rest));
   // Decode rows apart from prefill rows: the decode attention beside the prefill GEMMs.
   out.push_back(by_kind_schedule(0, false, false));
   for (int sms : {24, 32, 40, 48})

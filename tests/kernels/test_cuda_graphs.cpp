@@ -77,10 +77,10 @@ TEST(CudaGraphs, ReplayIsBitwiseEagerAndAgreesWithGraphsOff) {
 // with its decode grid bounded to 24 SMs (a soft partition: with tc, the streaming kernel; the
 // prefill rows then run on the qkv stream), GEMMs with SM-count targets of 100 and all but 24
 // (mixed iterations); decode and prefill rows apart (by kind; decode share >= 0.25), the decode
-// attention on a grid sized per batch; two whole nano-batches on a stream each (>= 0.5); cross-layer periods
-// over two groups (>= 0.9). `green`: the first in hard SM partitions (green contexts), attention
-// on 32 SMs and the GEMMs on the rest; by kind with the decode attention on 48 SMs; the
-// cross-layer one with attention on 48 SMs and its GEMMs on the whole GPU.
+// attention on a grid sized per batch; two whole nano-batches on a stream each (>= 0.5);
+// cross-layer periods over two groups (>= 0.9). `green`: the first in hard SM partitions (green
+// contexts), attention on 32 SMs and the GEMMs on the rest; by kind with the decode attention on 48
+// SMs; the cross-layer one with attention on 48 SMs and its GEMMs on the whole GPU.
 struct SplitFiles {
   SplitFiles() {
     using nf::Stage;

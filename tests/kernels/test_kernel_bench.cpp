@@ -625,9 +625,8 @@ TEST_F(Bench, DISABLED_SoftPartitionOverlap) {
             "\"attn_full_ms\":%.4f,\"gemm_full_ms\":%.4f,\"attn_grid_ms\":%.4f,"
             "\"attn_grid_GBps_per_sm\":%.1f,\"gemm_target_ms\":%.4f,\"both_ms\":%.4f,"
             "\"both_over_serial_full\":%.3f}\n",
-            k, target, attn_first ? "attention first" : "gemm first", attn_full, gemm_full,
-            attn_ms, d.kv_bytes() / attn_ms / 1e6 / k, gemm_ms, both,
-            both / (attn_full + gemm_full));
+            k, target, attn_first ? "attention first" : "gemm first", attn_full, gemm_full, attn_ms,
+            d.kv_bytes() / attn_ms / 1e6 / k, gemm_ms, both, both / (attn_full + gemm_full));
         std::fflush(stdout);
       }
     }

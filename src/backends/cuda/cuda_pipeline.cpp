@@ -188,8 +188,8 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
     double kv_bytes = 0, prefill_rows = 0;
     for (int r = 0; r < b.num_requests(); ++r) {
       if (b.query_len(r) == 1) {
-        kv_bytes += static_cast<double>(b.context_lens[r]) * 2.0 * static_cast<double>(c.num_kv_heads) *
-                    static_cast<double>(c.head_dim) * 2.0;
+        kv_bytes += static_cast<double>(b.context_lens[r]) * 2.0 *
+                    static_cast<double>(c.num_kv_heads) * static_cast<double>(c.head_dim) * 2.0;
       } else {
         prefill_rows += b.query_len(r);
       }
@@ -260,13 +260,15 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
       // memory-bound decode rows; the compute-bound prefill rows run where the qkv operation
       // this one needs ran, so that they are not confined to the attention's few SMs.
       const int grid = pop.op.sm_target > 0 ? (plan.balance_grid ? balanced_k : pop.op.sm_target)
-                                             : lane_sms[lane];
-      const size_t pre_lane = pop.deps.empty() ? lane
-                              : static_cast<size_t>(plan.ops[static_cast<size_t>(pop.deps[0])].op.stream);
-      const bool any_prefill = std::any_of(
-          attn_runs_[static_cast<size_t>(pop.op.nano)].begin(),
-          attn_runs_[static_cast<size_t>(pop.op.nano)].end(),
-          [&](const AttnRun& r) { return b.query_len(r.req_begin) != 1; });
+                                            : lane_sms[lane];
+      const size_t pre_lane =
+          pop.deps.empty()
+              ? lane
+              : static_cast<size_t>(plan.ops[static_cast<size_t>(pop.deps[0])].op.stream);
+      const bool any_prefill =
+          std::any_of(attn_runs_[static_cast<size_t>(pop.op.nano)].begin(),
+                      attn_runs_[static_cast<size_t>(pop.op.nano)].end(),
+                      [&](const AttnRun& r) { return b.query_len(r.req_begin) != 1; });
       if (grid > 0 && pre_lane != lane && any_prefill) {
         NanoStream& ps = *lanes[pre_lane];
         cudaEvent_t pre_done = nano_prefill_events_[2 * i + (layer & 1)];
@@ -327,18 +329,19 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
       total = std::max(total, t_end);
       const NanoOp& op = plan.ops[sp.op].op;
       const PipelinePlan::Range& r = plan.range(op);
-      std::fprintf(stderr,
-                   "TRACE {\"layer\":%d,\"stage\":\"%s%s\",\"nano\":%d,\"stream\":%d,"
-                   "\"sm_target\":%d,\"rows\":%d,\"begin_ms\":%.4f,\"end_ms\":%.4f}\n",
-                   sp.layer, stage_name(op.stage), sp.prefill_part ? "-prefill" : "", op.nano,
-                   sp.lane, plan.balance_grid && op.sm_target != 0
-                                ? (op.sm_target > 0 ? balanced_k : -balanced_k)
-                                : op.sm_target,
-                   r.end - r.begin, t_begin, t_end);
+      std::fprintf(
+          stderr,
+          "TRACE {\"layer\":%d,\"stage\":\"%s%s\",\"nano\":%d,\"stream\":%d,"
+          "\"sm_target\":%d,\"rows\":%d,\"begin_ms\":%.4f,\"end_ms\":%.4f}\n",
+          sp.layer, stage_name(op.stage), sp.prefill_part ? "-prefill" : "", op.nano, sp.lane,
+          plan.balance_grid && op.sm_target != 0 ? (op.sm_target > 0 ? balanced_k : -balanced_k)
+                                                 : op.sm_target,
+          r.end - r.begin, t_begin, t_end);
       NF_CUDA_CHECK(cudaEventDestroy(sp.begin));
       NF_CUDA_CHECK(cudaEventDestroy(sp.end));
     }
-    std::fprintf(stderr, "TRACE {\"schedule_ops\":%zu,\"tokens\":%lld,\"decodes\":%d,\"total_ms\":%.4f}\n",
+    std::fprintf(stderr,
+                 "TRACE {\"schedule_ops\":%zu,\"tokens\":%lld,\"decodes\":%d,\"total_ms\":%.4f}\n",
                  plan.ops.size(), static_cast<long long>(T), b.num_decodes(), total);
     NF_CUDA_CHECK(cudaEventDestroy(trace_t0));
   }

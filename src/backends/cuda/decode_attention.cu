@@ -604,8 +604,8 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       koff[c] = static_cast<uint32_t>(rk * 128 + (((2 * c) ^ (mq >> 1) ^ l7) << 4));
-      voff[c] = static_cast<uint32_t>((C::kHalves * kPage + rv) * 128 +
-                                      (((2 * c) ^ (mq & 1) ^ l7) << 4));
+      voff[c] =
+          static_cast<uint32_t>((C::kHalves * kPage + rv) * 128 + (((2 * c) ^ (mq & 1) ^ l7) << 4));
     }
   }
   // Per tile: wait for the stage, copy the tile into registers (K as A fragments, V^T through
@@ -665,8 +665,7 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
       for (int kb = 0; kb < kKeys / 16; ++kb)
 #pragma unroll
         for (int n = 0; n < kD / 16; ++n)
-          ldmatrix_x4_trans(vf[kb][n],
-                            vaddr[n & 3] + kb * C::kBlockBytes + (n >> 2) * kPage * 128);
+          ldmatrix_x4_trans(vf[kb][n], vaddr[n & 3] + kb * C::kBlockBytes + (n >> 2) * kPage * 128);
     }
     // The stage's reads (generic proxy) are ordered before its refill (async proxy).
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
