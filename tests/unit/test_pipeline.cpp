@@ -459,37 +459,31 @@ TEST(Pipeline, CpuBackendRunsTheNanoOperations) {
       nf::plan_pipeline(nf::permute_requests(batch, nf::group_requests(batch, 2)), nanoflow_like());
   EXPECT_EQ(split.nano_operations(), static_cast<int64_t>(plan.ops.size()) * L);
   EXPECT_GT(plan.ops.size(), 4u);
-  // Cross-layer pipelining too.
-  cfg.pipeline.schedules = {cross_layer()};
-  nf::CpuBackend cross(m.config, *m.weights, cfg);
-  std::vector<float> e(5 * V);
-  cross.forward(batch, e);
-  EXPECT_EQ(a, e);
-  EXPECT_EQ(cross.nano_operations(), 8 * L);
-  // SM partitions (a CUDA matter) change nothing on the CPU.
-  cfg.pipeline.schedules = {nf::with_attention_partition(cross_layer(), 32, true)};
-  nf::CpuBackend green(m.config, *m.weights, cfg);
-  std::vector<float> g(5 * V);
-  green.forward(batch, g);
-  EXPECT_EQ(a, g);
-  EXPECT_EQ(green.nano_operations(), 8 * L);
-  // Nor do soft partitions (bounded decode grids, GEMM targets).
-  cfg.pipeline.schedules = {nf::with_attention_grid(cross_layer(), 24, true)};
-  nf::CpuBackend soft(m.config, *m.weights, cfg);
-  std::vector<float> sg(5 * V);
-  soft.forward(batch, sg);
-  EXPECT_EQ(a, sg);
-  EXPECT_EQ(soft.nano_operations(), 8 * L);
+  // The batch's logits and nano-operation count on a CPU backend with schedule `s`.
+  auto run_with = [&](const PipelineSchedule& s) {
+    nf::CpuBackendConfig with = cfg;
+    with.pipeline.schedules = {s};
+    nf::CpuBackend backend(m.config, *m.weights, with);
+    std::vector<float> out(5 * V);
+    backend.forward(batch, out);
+    return std::pair{out, backend.nano_operations()};
+  };
+  // Cross-layer pipelining too. SM partitions (a CUDA matter), hard or soft (bounded decode
+  // grids, GEMM targets), change nothing on the CPU.
+  for (const PipelineSchedule& s :
+       {cross_layer(), nf::with_attention_partition(cross_layer(), 32, true),
+        nf::with_attention_grid(cross_layer(), 24, true)}) {
+    const auto [out, ops] = run_with(s);
+    EXPECT_EQ(a, out) << s.name;
+    EXPECT_EQ(ops, 8 * L) << s.name;
+  }
   // Decode and prefill rows apart (by kind): the GEMMs of the 6 decode rows alone round a
   // little differently in OpenBLAS (its small-M kernels), so equal up to that.
-  cfg.pipeline.schedules = {nf::by_kind_schedule(24, true, false)};
-  nf::CpuBackend kinds(m.config, *m.weights, cfg);
-  std::vector<float> k(5 * V);
-  kinds.forward(batch, k);
+  const auto [k, kind_ops] = run_with(nf::by_kind_schedule(24, true, false));
   float worst = 0;
   for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - k[i]));
   EXPECT_LT(worst, 1e-3f);
-  EXPECT_EQ(kinds.nano_operations(), 8 * L);
+  EXPECT_EQ(kind_ops, 8 * L);
 }
 
 // Attention in an SM partition: attention on stream 1 in a partition, the rest on the whole GPU
