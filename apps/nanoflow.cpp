@@ -368,6 +368,16 @@ int cmd_bench_offline(BenchArgs& a, const std::string& command) {
                 "burst optimum", j["optimum_burst_tokens_per_s"].get<double>(),
                 o["gemm_tflops"].get<double>(), j["pct_of_burst_optimum"].get<double>());
   }
+  if (!j["joules_per_token"].is_null()) {
+    std::printf("%-22s %.1f mJ/token, %.0f W per GPU", "energy",
+                1e3 * j["joules_per_token"].get<double>(), j["mean_power_w_per_gpu"].get<double>());
+    if (!j["pct_of_optimum_energy"].is_null())
+      std::printf(" (the optimum's GEMMs: %.1f mJ/token at %.0f W; %.1f%%)",
+                  1e3 * j["optimum"]["sustained_j_per_token"].get<double>(),
+                  j["optimum"]["sustained_power_w"].get<double>(),
+                  j["pct_of_optimum_energy"].get<double>());
+    std::printf("\n");
+  }
   if (j.contains("turns"))
     std::printf("%-22s %s conversations x %s turns, TTFT p50 %.3f s, p90 %.3f s\n", "multi-turn",
                 num("conversations").c_str(), num("turns").c_str(),

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <unordered_map>
@@ -16,6 +18,7 @@
 #include "runtime/pipeline.h"
 #ifdef NANOFLOW_HAVE_CUDA
 #include "backends/cuda/device.h"
+#include "backends/cuda/gpu_power.h"
 #include "backends/cuda/optimum.h"
 #endif
 
@@ -154,6 +157,8 @@ nlohmann::json optimum_json(const cuda::OptimumProfile& opt) {
   o["sustained_layer_gemm_ms"] = opt.sustained_layer_ms;
   o["sustained_gemm_tflops"] = opt.sustained_gemm_tflops;
   o["sustained_tokens_per_s"] = opt.sustained_tokens_per_s;
+  o["sustained_power_w"] = opt.sustained_power_w;
+  o["sustained_j_per_token"] = opt.sustained_j_per_token;
   o["burst_tokens_per_s"] = opt.tokens_per_s;
   // The rate the op floors use: the yardstick's.
   o["yardstick"] = opt.sustained() ? "sustained" : "burst";
@@ -204,6 +209,19 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
     engine->generate(warm);
   }
   const nanoflow::EngineStats before = engine->stats();
+  // The GPUs' energy over the run (NVML; NaN where it cannot be read).
+  const int num_gpus = std::max(1, ec.tensor_parallel_size);
+  auto energy_j = [&] {
+    double e = std::numeric_limits<double>::quiet_NaN();
+#ifdef NANOFLOW_HAVE_CUDA
+    if (ec.device == "cuda") {
+      e = 0;
+      for (int d = 0; d < num_gpus; ++d) e += cuda::gpu_energy_j(d);
+    }
+#endif
+    return e;
+  };
+  const double energy_before = energy_j();
   const auto t0 = std::chrono::steady_clock::now();
   double secs = 0;
   int64_t out_tokens = 0, prompt_tokens = w.prompt_tokens, num_requests = 0;
@@ -229,6 +247,7 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
     for (const auto& o : outs) out_tokens += static_cast<int64_t>(o.token_ids.size());
     num_requests = static_cast<int64_t>(w.requests.size());
   }
+  const double energy_after = energy_j();
   const nanoflow::EngineStats after = engine->stats();
   const int64_t steps = std::max<int64_t>(1, after.steps - before.steps);
 
@@ -273,6 +292,22 @@ nlohmann::json run_offline_bench(nanoflow::EngineConfig ec, const OfflineBenchCo
                           j["optimum_tokens_per_s"].get<double>();
     j["pct_of_burst_optimum"] = 100.0 * j["total_tokens_per_s"].get<double>() /
                                 j["optimum_burst_tokens_per_s"].get<double>();
+  }
+  // Energy: on a GPU held at its power limit (the H200 at 700 W) throughput is power over
+  // joules per token, so the run's joules per token against the GEMM-only optimum's say how much
+  // of the gap to the optimum is energy spent beside the GEMMs (attention's HBM traffic, ...).
+  j["energy_j"] = nullptr;
+  j["mean_power_w_per_gpu"] = nullptr;
+  j["joules_per_token"] = nullptr;
+  j["pct_of_optimum_energy"] = nullptr;
+  if (std::isfinite(energy_after - energy_before) && energy_after > energy_before) {
+    const double e = energy_after - energy_before;
+    j["energy_j"] = e;
+    j["mean_power_w_per_gpu"] = e / secs / num_gpus;
+    j["joules_per_token"] = e / static_cast<double>(prompt_tokens + out_tokens);
+    const double opt_j =
+        j.contains("optimum") ? j["optimum"].value("sustained_j_per_token", 0.0) * num_gpus : 0.0;
+    if (opt_j > 0) j["pct_of_optimum_energy"] = 100.0 * opt_j / j["joules_per_token"].get<double>();
   }
   j["steps"] = steps;
   j["tokens_per_step"] = static_cast<double>(after.scheduled_tokens - before.scheduled_tokens) / steps;

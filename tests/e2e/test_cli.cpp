@@ -97,6 +97,12 @@ TEST(Cli, BenchOfflineMultiTurnReportsTheOffloadTiers) {
   const nlohmann::json on = bench(
       "--kv-host-gb 0.0001 --kv-disk-dir " + (dir / "kv").string() + " --kv-disk-gb 0.01", "on");
   for (const auto* j : {&off, &on}) {
+    // Energy is read through NVML on a GPU; on the CPU the fields are there, and null.
+    for (const char* k :
+         {"energy_j", "mean_power_w_per_gpu", "joules_per_token", "pct_of_optimum_energy"}) {
+      EXPECT_TRUE(j->contains(k)) << k;
+      EXPECT_TRUE((*j)[k].is_null()) << k;
+    }
     EXPECT_EQ((*j)["turns"], 3);
     EXPECT_EQ((*j)["conversations"], 6);
     EXPECT_EQ((*j)["num_requests"], 18);

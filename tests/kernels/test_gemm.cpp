@@ -2,9 +2,12 @@
 // Llama-3-8B layer shapes at token counts 1, 7, 97 and 2048, with and without bias, with
 // beta = 1 accumulation, fp32 output (logits), and an SM-count target.
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 
 #include "backends/cpu/ops.h"
 #include "backends/cuda/gemm.h"
+#include "backends/cuda/gpu_power.h"
 #include "kernel_test_util.h"
 
 namespace nf {
@@ -116,6 +119,32 @@ TEST_F(GemmTest, EmptyBatchIsANoOp) {
   gemm.run(args, nullptr);
   test::sync();
   EXPECT_EQ(gemm.cached_plans(), 0u);
+}
+
+// NVML through backends/cuda/gpu_power.h: the energy counter grows while GEMMs run, and the
+// power and SM clock read as physical values (not a timing: any GPU passes).
+TEST_F(GemmTest, GpuPowerCountsTheEnergyOfGemms) {
+  const double e0 = cuda::gpu_energy_j(0);
+  if (std::isnan(e0)) GTEST_SKIP() << "NVML's energy counter cannot be read here";
+  cuda::Gemm gemm;
+  cuda::DeviceBuffer x(1024 * 4096 * 2), w(4096 * 4096 * 2), y(1024 * 4096 * 2);
+  cuda::GemmArgs args;
+  args.x = TensorView(x.data(), DType::kBf16, {1024, 4096});
+  args.w = TensorView(w.data(), DType::kBf16, {4096, 4096});
+  args.y = TensorView(y.data(), DType::kBf16, {1024, 4096});
+  const auto t0 = std::chrono::steady_clock::now();
+  double secs = 0;
+  while (secs < 0.3) {
+    for (int i = 0; i < 50; ++i) gemm.run(args, nullptr);
+    test::sync();
+    secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  const double watts = (cuda::gpu_energy_j(0) - e0) / secs;
+  EXPECT_GT(watts, 1.0);
+  EXPECT_LT(watts, 5000.0);
+  EXPECT_GT(cuda::gpu_power_w(0), 0.0);
+  EXPECT_GT(cuda::gpu_sm_clock_mhz(0), 0.0);
+  EXPECT_TRUE(std::isnan(cuda::gpu_energy_j(-1)));
 }
 
 }  // namespace

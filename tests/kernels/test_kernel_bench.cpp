@@ -11,12 +11,14 @@
 #include <numeric>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backends/cuda/activation.h"
 #include "backends/cuda/attention.h"
 #include "backends/cuda/device.h"
 #include "backends/cuda/gemm.h"
+#include "backends/cuda/gpu_power.h"
 #include "backends/cuda/green_context.h"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/norm.h"
@@ -632,6 +634,98 @@ TEST_F(Bench, DISABLED_SoftPartitionOverlap) {
     }
     gemm.set_sm_count_target(0);
   }
+  NF_CUDA_CHECK(cudaStreamDestroy(sa));
+  NF_CUDA_CHECK(cudaStreamDestroy(sg));
+}
+
+// Time and energy of the overlap (backends/cuda/gpu_power.h): on the H200 a sustained load
+// sits at the 700 W limit, so an overlap saves time only as far as it saves energy. Each case
+// runs back to back for ~2 s; per repetition: milliseconds (events), joules (NVML's energy
+// counter), the mean power and the SM clock sampled a third of the way in. Cases: two gate/up
+// GEMMs (2048 x 28672 x 4096) on the whole GPU; the 560-row decode attention on the whole GPU
+// (per-request kernel); both back to back; the streaming kernel alone on k SMs; and the pair at
+// once, the attention on k SMs beside the GEMMs targeted at the rest. Idle power first. Prints
+// one `ENERGY {json}` line per case.
+TEST_F(Bench, DISABLED_OverlapEnergy) {
+  if (std::isnan(cuda::gpu_energy_j(0))) GTEST_SKIP() << "NVML's energy counter cannot be read";
+  constexpr int kPools = 8;
+  FiBatch d = decode_batch(rng_, 560, 16, kPools);
+  GemmCase g(rng_, 2048, 28672, 4096);
+  cuda::Gemm gemm;
+  int sms = 0, i = 0;
+  NF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  cudaStream_t sa = nullptr, sg = nullptr;
+  NF_CUDA_CHECK(cudaStreamCreateWithFlags(&sa, cudaStreamNonBlocking));
+  NF_CUDA_CHECK(cudaStreamCreateWithFlags(&sg, cudaStreamNonBlocking));
+  ForkJoin fj;
+  cudaEvent_t e0, e1;
+  NF_CUDA_CHECK(cudaEventCreate(&e0));
+  NF_CUDA_CHECK(cudaEventCreate(&e1));
+  {
+    const double ea = cuda::gpu_energy_j(0);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("ENERGY {\"case\":\"idle\",\"power_w\":%.1f,\"sm_mhz\":%.0f}\n",
+                (cuda::gpu_energy_j(0) - ea) / s, cuda::gpu_sm_clock_mhz(0));
+  }
+  auto measure = [&](const char* name, int k, auto&& rep) {
+    for (int w = 0; w < 5; ++w) rep();
+    NF_CUDA_CHECK(cudaDeviceSynchronize());
+    NF_CUDA_CHECK(cudaEventRecord(e0, nullptr));
+    for (int r = 0; r < 10; ++r) rep();
+    NF_CUDA_CHECK(cudaEventRecord(e1, nullptr));
+    NF_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    NF_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    const int reps = std::max(20, static_cast<int>(2000.0 / (ms / 10)));
+    // Warm to the power limit first (~0.5 s), then the measured loop.
+    for (int r = 0; r < reps / 4; ++r) rep();
+    NF_CUDA_CHECK(cudaDeviceSynchronize());
+    const double ea = cuda::gpu_energy_j(0);
+    NF_CUDA_CHECK(cudaEventRecord(e0, nullptr));
+    double mhz = 0;
+    for (int r = 0; r < reps; ++r) {
+      rep();
+      if (r == reps / 3) mhz = cuda::gpu_sm_clock_mhz(0);  // the queue runs ~1k launches ahead
+    }
+    NF_CUDA_CHECK(cudaEventRecord(e1, nullptr));
+    NF_CUDA_CHECK(cudaEventSynchronize(e1));
+    const double eb = cuda::gpu_energy_j(0);
+    NF_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    const double rep_ms = ms / reps, rep_j = (eb - ea) / reps;
+    std::printf(
+        "ENERGY {\"case\":\"%s\",\"attention_sms\":%d,\"ms\":%.4f,\"joules\":%.4f,\"power_w\":%.1f,"
+        "\"sm_mhz\":%.0f,\"reps\":%d}\n",
+        name, k, rep_ms, rep_j, rep_j / rep_ms * 1e3, mhz, reps);
+    std::fflush(stdout);
+  };
+  auto gemms = [&](cudaStream_t s) {
+    gemm.run(g.args, s);
+    gemm.run(g.args, s);
+  };
+  measure("two gemms, whole GPU", 0, [&] { gemms(nullptr); });
+  measure("attention, whole GPU", 0,
+          [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodePerRequest, 0); });
+  measure("both back to back, whole GPU", 0, [&] {
+    gemms(nullptr);
+    d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodePerRequest, 0);
+  });
+  for (const int k : {28, 40}) {
+    measure("attention alone on k SMs", k,
+            [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodeStreams, k); });
+    gemm.set_sm_count_target(sms - k);
+    measure("gemms alone on the rest", k, [&] { gemms(nullptr); });
+    measure("both at once", k, [&] {
+      fj.run(sa, sg, [&] {
+        d.run_tc(i++ % kPools, sa, cuda::launch::kDecodeStreams, k);
+        gemms(sg);
+      });
+    });
+    gemm.set_sm_count_target(0);
+  }
+  NF_CUDA_CHECK(cudaEventDestroy(e0));
+  NF_CUDA_CHECK(cudaEventDestroy(e1));
   NF_CUDA_CHECK(cudaStreamDestroy(sa));
   NF_CUDA_CHECK(cudaStreamDestroy(sg));
 }

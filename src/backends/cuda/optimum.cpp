@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/gemm.h"
+#include "backends/cuda/gpu_power.h"
 #include "backends/cuda/tensor.h"
 #include "common/half.h"
 #include "common/status.h"
@@ -107,7 +110,16 @@ OptimumProfile profile_optimum(const ModelConfig& c, int batch_tokens, int devic
     std::vector<double> chunk_ms;
     const auto t0 = std::chrono::steady_clock::now();
     double elapsed = 0;
+    // The energy of the second half: from the first group queued after half the time (the GPU
+    // has then finished every earlier group) to the end.
+    double e_half = std::numeric_limits<double>::quiet_NaN(), t_half = 0;
+    int64_t layers_late = 0;
     while (elapsed < sustain_seconds) {
+      if (std::isnan(e_half) && elapsed >= sustain_seconds / 2) {
+        e_half = gpu_energy_j(device);
+        t_half = elapsed;
+      }
+      if (elapsed >= sustain_seconds / 2) layers_late += kGroup * kLayers;
       // kGroup chunks queued at once, so the GPU waits for the host once per ~160 ms.
       NF_CUDA_CHECK(cudaEventRecord(ev[0], stream));
       for (int i = 0; i < kGroup; ++i) {
@@ -131,6 +143,13 @@ OptimumProfile profile_optimum(const ModelConfig& c, int batch_tokens, int devic
     out.sustained_layer_ms = late[late.size() / 2];
     out.sustained_gemm_tflops = tflops(out.sustained_layer_ms);
     out.sustained_tokens_per_s = tokens_per_s(out.sustained_layer_ms);
+    const double e_end = gpu_energy_j(device);
+    if (!std::isnan(e_half) && !std::isnan(e_end) && layers_late > 0 && elapsed > t_half) {
+      out.sustained_power_w = (e_end - e_half) / (elapsed - t_half);
+      // Joules per layer-set over the layers per token: each token passes num_layers of them.
+      out.sustained_j_per_token = (e_end - e_half) / static_cast<double>(layers_late) *
+                                  c.num_layers / static_cast<double>(m);
+    }
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);

@@ -35,6 +35,10 @@ struct OptimumProfile {
   double sustained_layer_ms = 0;
   double sustained_gemm_tflops = 0;
   double sustained_tokens_per_s = 0;
+  // The GPU's mean power over that second half and the GEMMs' joules per token there (0 where
+  // not measured or NVML cannot be read, backends/cuda/gpu_power.h).
+  double sustained_power_w = 0;
+  double sustained_j_per_token = 0;
   // The yardstick: the sustained figures when measured, else the burst ones.
   bool sustained() const { return sustained_tokens_per_s > 0; }
   double yardstick_tokens_per_s() const { return sustained() ? sustained_tokens_per_s : tokens_per_s; }
