@@ -638,6 +638,57 @@ TEST_F(Bench, DISABLED_SoftPartitionOverlap) {
   NF_CUDA_CHECK(cudaStreamDestroy(sg));
 }
 
+// The GPU's idle power over one second (an `ENERGY {json}` line).
+void print_idle_power() {
+  const double ea = cuda::gpu_energy_j(0);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("ENERGY {\"case\":\"idle\",\"power_w\":%.1f,\"sm_mhz\":%.0f}\n",
+              (cuda::gpu_energy_j(0) - ea) / s, cuda::gpu_sm_clock_mhz(0));
+}
+
+// Runs `rep` (which launches on the default stream, or forks from it) back to back for ~2 s
+// after ~0.5 s at the power limit, and prints one `ENERGY {json}` line: per repetition the
+// milliseconds (events), the joules (NVML's energy counter) and their ratio, the mean power, and
+// the SM clock sampled a third of the way in.
+template <typename Fn>
+void measure_energy(const char* name, int k, Fn&& rep) {
+  cudaEvent_t e0, e1;
+  NF_CUDA_CHECK(cudaEventCreate(&e0));
+  NF_CUDA_CHECK(cudaEventCreate(&e1));
+  for (int w = 0; w < 5; ++w) rep();
+  NF_CUDA_CHECK(cudaDeviceSynchronize());
+  NF_CUDA_CHECK(cudaEventRecord(e0, nullptr));
+  for (int r = 0; r < 10; ++r) rep();
+  NF_CUDA_CHECK(cudaEventRecord(e1, nullptr));
+  NF_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  NF_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  const int reps = std::max(20, static_cast<int>(2000.0 / (ms / 10)));
+  for (int r = 0; r < reps / 4; ++r) rep();
+  NF_CUDA_CHECK(cudaDeviceSynchronize());
+  const double ea = cuda::gpu_energy_j(0);
+  NF_CUDA_CHECK(cudaEventRecord(e0, nullptr));
+  double mhz = 0;
+  for (int r = 0; r < reps; ++r) {
+    rep();
+    if (r == reps / 3) mhz = cuda::gpu_sm_clock_mhz(0);  // the queue runs ~1k launches ahead
+  }
+  NF_CUDA_CHECK(cudaEventRecord(e1, nullptr));
+  NF_CUDA_CHECK(cudaEventSynchronize(e1));
+  const double eb = cuda::gpu_energy_j(0);
+  NF_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  const double rep_ms = ms / reps, rep_j = (eb - ea) / reps;
+  std::printf(
+      "ENERGY {\"case\":\"%s\",\"attention_sms\":%d,\"ms\":%.4f,\"joules\":%.4f,\"power_w\":%.1f,"
+      "\"sm_mhz\":%.0f,\"reps\":%d}\n",
+      name, k, rep_ms, rep_j, rep_j / rep_ms * 1e3, mhz, reps);
+  std::fflush(stdout);
+  NF_CUDA_CHECK(cudaEventDestroy(e0));
+  NF_CUDA_CHECK(cudaEventDestroy(e1));
+}
+
 // Time and energy of the overlap (backends/cuda/gpu_power.h): on the H200 a sustained load
 // sits at the 700 W limit, so an overlap saves time only as far as it saves energy. Each case
 // runs back to back for ~2 s; per repetition: milliseconds (events), joules (NVML's energy
@@ -658,65 +709,24 @@ TEST_F(Bench, DISABLED_OverlapEnergy) {
   NF_CUDA_CHECK(cudaStreamCreateWithFlags(&sa, cudaStreamNonBlocking));
   NF_CUDA_CHECK(cudaStreamCreateWithFlags(&sg, cudaStreamNonBlocking));
   ForkJoin fj;
-  cudaEvent_t e0, e1;
-  NF_CUDA_CHECK(cudaEventCreate(&e0));
-  NF_CUDA_CHECK(cudaEventCreate(&e1));
-  {
-    const double ea = cuda::gpu_energy_j(0);
-    const auto t0 = std::chrono::steady_clock::now();
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("ENERGY {\"case\":\"idle\",\"power_w\":%.1f,\"sm_mhz\":%.0f}\n",
-                (cuda::gpu_energy_j(0) - ea) / s, cuda::gpu_sm_clock_mhz(0));
-  }
-  auto measure = [&](const char* name, int k, auto&& rep) {
-    for (int w = 0; w < 5; ++w) rep();
-    NF_CUDA_CHECK(cudaDeviceSynchronize());
-    NF_CUDA_CHECK(cudaEventRecord(e0, nullptr));
-    for (int r = 0; r < 10; ++r) rep();
-    NF_CUDA_CHECK(cudaEventRecord(e1, nullptr));
-    NF_CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    NF_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    const int reps = std::max(20, static_cast<int>(2000.0 / (ms / 10)));
-    // Warm to the power limit first (~0.5 s), then the measured loop.
-    for (int r = 0; r < reps / 4; ++r) rep();
-    NF_CUDA_CHECK(cudaDeviceSynchronize());
-    const double ea = cuda::gpu_energy_j(0);
-    NF_CUDA_CHECK(cudaEventRecord(e0, nullptr));
-    double mhz = 0;
-    for (int r = 0; r < reps; ++r) {
-      rep();
-      if (r == reps / 3) mhz = cuda::gpu_sm_clock_mhz(0);  // the queue runs ~1k launches ahead
-    }
-    NF_CUDA_CHECK(cudaEventRecord(e1, nullptr));
-    NF_CUDA_CHECK(cudaEventSynchronize(e1));
-    const double eb = cuda::gpu_energy_j(0);
-    NF_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    const double rep_ms = ms / reps, rep_j = (eb - ea) / reps;
-    std::printf(
-        "ENERGY {\"case\":\"%s\",\"attention_sms\":%d,\"ms\":%.4f,\"joules\":%.4f,\"power_w\":%.1f,"
-        "\"sm_mhz\":%.0f,\"reps\":%d}\n",
-        name, k, rep_ms, rep_j, rep_j / rep_ms * 1e3, mhz, reps);
-    std::fflush(stdout);
-  };
+  print_idle_power();
   auto gemms = [&](cudaStream_t s) {
     gemm.run(g.args, s);
     gemm.run(g.args, s);
   };
-  measure("two gemms, whole GPU", 0, [&] { gemms(nullptr); });
-  measure("attention, whole GPU", 0,
-          [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodePerRequest, 0); });
-  measure("both back to back, whole GPU", 0, [&] {
+  measure_energy("two gemms, whole GPU", 0, [&] { gemms(nullptr); });
+  measure_energy("attention, whole GPU", 0,
+                 [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodePerRequest, 0); });
+  measure_energy("both back to back, whole GPU", 0, [&] {
     gemms(nullptr);
     d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodePerRequest, 0);
   });
   for (const int k : {28, 40}) {
-    measure("attention alone on k SMs", k,
-            [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodeStreams, k); });
+    measure_energy("attention alone on k SMs", k,
+                   [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodeStreams, k); });
     gemm.set_sm_count_target(sms - k);
-    measure("gemms alone on the rest", k, [&] { gemms(nullptr); });
-    measure("both at once", k, [&] {
+    measure_energy("gemms alone on the rest", k, [&] { gemms(nullptr); });
+    measure_energy("both at once", k, [&] {
       fj.run(sa, sg, [&] {
         d.run_tc(i++ % kPools, sa, cuda::launch::kDecodeStreams, k);
         gemms(sg);
@@ -724,10 +734,39 @@ TEST_F(Bench, DISABLED_OverlapEnergy) {
     });
     gemm.set_sm_count_target(0);
   }
-  NF_CUDA_CHECK(cudaEventDestroy(e0));
-  NF_CUDA_CHECK(cudaEventDestroy(e1));
   NF_CUDA_CHECK(cudaStreamDestroy(sa));
   NF_CUDA_CHECK(cudaStreamDestroy(sg));
+}
+
+// Where the decode attention's energy goes: FlashInfer's decode kernel and our per-request
+// kernel on the whole GPU, our streaming kernel on 132 and 28 SMs, and on 28 SMs its copies
+// alone (NF_DECODE_STREAM_DEBUG=1: the TMA stream into shared memory, no math) and its math
+// alone (2: no loads). The 560-row batch; one `ENERGY {json}` line per case, with the joules
+// per GB of KV read.
+TEST_F(Bench, DISABLED_AttentionEnergy) {
+  if (std::isnan(cuda::gpu_energy_j(0))) GTEST_SKIP() << "NVML's energy counter cannot be read";
+  constexpr int kPools = 8;
+  FiBatch d = decode_batch(rng_, 560, 16, kPools);
+  int i = 0;
+  print_idle_power();
+  std::printf("ENERGY {\"case\":\"kv bytes per call\",\"gb\":%.4f}\n", d.kv_bytes() / 1e9);
+#ifdef NANOFLOW_HAVE_FLASHINFER
+  measure_energy("flashinfer, whole GPU", 0, [&] { d.run(i++ % kPools, nullptr); });
+#endif
+  measure_energy("per-request kernel, whole GPU", 0,
+                 [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodePerRequest, 0); });
+  for (const int k : {132, 28}) {
+    for (const int mode : {0, 1, 2}) {
+      if (k == 132 && mode != 0) continue;
+      setenv("NF_DECODE_STREAM_DEBUG", std::to_string(mode).c_str(), 1);
+      const char* name = mode == 0   ? "streaming kernel"
+                         : mode == 1 ? "its copies alone"
+                                     : "its math alone";
+      measure_energy(name, k,
+                     [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodeStreams, k); });
+    }
+  }
+  unsetenv("NF_DECODE_STREAM_DEBUG");
 }
 
 // The streaming decode kernel's ring shapes on k SMs of the whole GPU (its grid is sm_count
