@@ -459,8 +459,16 @@ void CudaBackend::run_tc_decode(const ScheduledBatch& b, int r0, int r1, const i
   // In a green partition the streaming kernel draws ~1.7x the per-SM bandwidth of the
   // per-request one; on the whole GPU the per-request one is ~10% faster
   // (bench/results/tc_decode_streams_h200.json).
+  // On the whole GPU, NF_DECODE_KERNEL=streams takes the streaming kernel there too: it is ~7%
+  // slower but draws ~11% fewer joules per GB (Bench.DISABLED_AttentionEnergy), which is what
+  // counts where the GPU sits at its power limit (an experiment's switch).
+  static const bool streams_everywhere = [] {
+    const char* e = std::getenv("NF_DECODE_KERNEL");
+    return e != nullptr && std::string(e) == "streams";
+  }();
   a.sm_count = stream_sms;
-  a.decode_kernel = stream_sms > 0 ? cuda::launch::kDecodeStreams : cuda::launch::kDecodePerRequest;
+  a.decode_kernel = stream_sms > 0 || streams_everywhere ? cuda::launch::kDecodeStreams
+                                                         : cuda::launch::kDecodePerRequest;
   cuda::paged_decode_attention(a, stream);
 }
 
