@@ -456,19 +456,18 @@ void CudaBackend::run_tc_decode(const ScheduledBatch& b, int r0, int r1, const i
   a.num_heads = static_cast<int>(nh);
   a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   a.num_splits = splits;
-  // In a green partition the streaming kernel draws ~1.7x the per-SM bandwidth of the
-  // per-request one; on the whole GPU the per-request one is ~10% faster
-  // (bench/results/tc_decode_streams_h200.json).
-  // On the whole GPU, NF_DECODE_KERNEL=streams takes the streaming kernel there too: it is ~7%
-  // slower but draws ~11% fewer joules per GB (Bench.DISABLED_AttentionEnergy), which is what
-  // counts where the GPU sits at its power limit (an experiment's switch).
-  static const bool streams_everywhere = [] {
+  // The streaming kernel everywhere: in a partition it draws ~1.7x the per-SM bandwidth of the
+  // per-request kernel (bench/results/tc_decode_streams_h200.json), and on the whole GPU, where it
+  // is as fast in the engine, it draws ~11% fewer joules per GB, which is what counts at the
+  // power limit: +1.1-1.2% tok/s in serial (bench/results/energy_h200.json).
+  // NF_DECODE_KERNEL=per-request takes the per-request kernel on the whole GPU (comparisons).
+  static const bool per_request = [] {
     const char* e = std::getenv("NF_DECODE_KERNEL");
-    return e != nullptr && std::string(e) == "streams";
+    return e != nullptr && std::string(e) == "per-request";
   }();
   a.sm_count = stream_sms;
-  a.decode_kernel = stream_sms > 0 || streams_everywhere ? cuda::launch::kDecodeStreams
-                                                         : cuda::launch::kDecodePerRequest;
+  a.decode_kernel = stream_sms > 0 || !per_request ? cuda::launch::kDecodeStreams
+                                                   : cuda::launch::kDecodePerRequest;
   cuda::paged_decode_attention(a, stream);
 }
 
