@@ -654,19 +654,11 @@ void print_idle_power() {
 // the SM clock sampled a third of the way in.
 template <typename Fn>
 void measure_energy(const char* name, int k, Fn&& rep) {
+  const int reps = std::max(20, static_cast<int>(2000.0 / time_ms(rep, 10)));
+  for (int r = 0; r < reps / 4; ++r) rep();
   cudaEvent_t e0, e1;
   NF_CUDA_CHECK(cudaEventCreate(&e0));
   NF_CUDA_CHECK(cudaEventCreate(&e1));
-  for (int w = 0; w < 5; ++w) rep();
-  NF_CUDA_CHECK(cudaDeviceSynchronize());
-  NF_CUDA_CHECK(cudaEventRecord(e0, nullptr));
-  for (int r = 0; r < 10; ++r) rep();
-  NF_CUDA_CHECK(cudaEventRecord(e1, nullptr));
-  NF_CUDA_CHECK(cudaEventSynchronize(e1));
-  float ms = 0;
-  NF_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  const int reps = std::max(20, static_cast<int>(2000.0 / (ms / 10)));
-  for (int r = 0; r < reps / 4; ++r) rep();
   NF_CUDA_CHECK(cudaDeviceSynchronize());
   const double ea = cuda::gpu_energy_j(0);
   NF_CUDA_CHECK(cudaEventRecord(e0, nullptr));
@@ -678,6 +670,7 @@ void measure_energy(const char* name, int k, Fn&& rep) {
   NF_CUDA_CHECK(cudaEventRecord(e1, nullptr));
   NF_CUDA_CHECK(cudaEventSynchronize(e1));
   const double eb = cuda::gpu_energy_j(0);
+  float ms = 0;
   NF_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
   const double rep_ms = ms / reps, rep_j = (eb - ea) / reps;
   std::printf(
