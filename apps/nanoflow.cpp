@@ -3,23 +3,24 @@
 #include <nanoflow/engine.h>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <chrono>
-#include <cstdlib>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <unordered_map>
 
 #include "bench/offline.h"
 #include "bench/tune.h"
-#include "engine/sampling_json.h"
+#include "common/json_file.h"
 #include "common/shell.h"
 #include "common/status.h"
+#include "engine/sampling_json.h"
 #include "model/model_config.h"
 #include "server/bench_serve.h"
 #include "server/server.h"
@@ -188,6 +189,7 @@ nlohmann::json result_json(const RequestOutput& o) {
   }
   j["logprobs"] = lp;
   j["finish_reason"] = nanoflow::finish_reason_name(o.finish_reason);
+  if (!o.error.empty()) j["error"] = o.error;
   return j;
 }
 
@@ -199,24 +201,19 @@ int cmd_generate_batch(GenerateArgs& a) {
   auto engine = Engine::create(a.eo.engine);
   const nf::Tokenizer* tok = engine->tokenizer();
   std::vector<nanoflow::GenerateRequest> reqs;
+  std::vector<std::string> wheres;  // "<file>:<line>" of each request
   std::string line;
   for (int lineno = 1; std::getline(in, line); ++lineno) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = fmt::format("{}:{}", a.input, lineno);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      nf::fail("{}: invalid JSON: {}", where, e.what());
-    }
+    const nlohmann::json j = nf::parse_json(line, where);
     nanoflow::GenerateRequest r;
     r.params = nf::sampling_params_from_json(j, where);
     if (j.contains("prompt_ids")) {
       if (!j["prompt_ids"].is_array()) nf::fail("{}: field 'prompt_ids': expected a list of token ids", where);
-      for (const auto& x : j["prompt_ids"]) {
-        if (!x.is_number_integer()) nf::fail("{}: field 'prompt_ids': expected a list of token ids", where);
-        r.prompt.push_back(x.get<int32_t>());
-      }
+      for (const auto& x : j["prompt_ids"])
+        r.prompt.push_back(static_cast<int32_t>(
+            nf::json_integer(x, 0, INT32_MAX, where + ": field 'prompt_ids'")));
     } else if (j.contains("prompt") && j["prompt"].is_string()) {
       if (!tok) nf::fail("{}: field 'prompt' needs a model with a tokenizer; use prompt_ids", where);
       nf::EncodeOptions opts;
@@ -226,20 +223,22 @@ int cmd_generate_batch(GenerateArgs& a) {
       nf::fail("{}: needs 'prompt' (a string) or 'prompt_ids'", where);
     }
     reqs.push_back(std::move(r));
+    wheres.push_back(where);
   }
-  std::ofstream out(a.output);
-  if (!out) nf::fail("{}: cannot write", a.output);
-  // Validate and submit everything before running anything.
+  // Validate and submit everything before running anything (and before the output file is
+  // made: a bad line leaves no empty file behind).
   std::vector<nanoflow::RequestId> firsts;
   size_t total = 0;
   for (size_t i = 0; i < reqs.size(); ++i) {
     try {
       firsts.push_back(engine->add_request(reqs[i].prompt, reqs[i].params));
     } catch (const nf::Error& e) {
-      nf::fail("{}: request {}: {}", a.input, i + 1, e.what());
+      nf::fail("{}: {}", wheres[i], e.what());
     }
     total += static_cast<size_t>(reqs[i].params.n);
   }
+  std::ofstream out(a.output);
+  if (!out) nf::fail("{}: cannot write", a.output);
   std::unordered_map<nanoflow::RequestId, RequestOutput> acc;
   size_t done = 0;
   int64_t generated = 0;
@@ -548,6 +547,14 @@ int main(int argc, char** argv) {
   sv->add_option("--shutdown-timeout", serve_cfg.shutdown_timeout_s,
                  "Seconds in-flight requests may run after SIGTERM before they are aborted")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
+  sv->add_option("--idle-timeout", serve_cfg.idle_timeout_s,
+                 "Seconds a connection may wait for (or take to send) its next request")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sv->add_option("--max-connections", serve_cfg.max_connections,
+                 "Open connections beyond which new ones get 503 and are closed")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
@@ -563,7 +570,11 @@ int main(int argc, char** argv) {
       if (!gen.prompt && !gen.prompt_ids) nf::fail("generate: give --prompt, --prompt-ids or --input");
       return cmd_generate(gen);
     }
-    if (*sv) return nf::server::run_server(serve_eo.engine, serve_cfg);
+    if (*sv) {
+      if (sv->get_option("--api-key")->count() > 0 && serve_cfg.api_key.empty())
+        nf::fail("--api-key: the key is empty (leave the option out to serve without a key)");
+      return nf::server::run_server(serve_eo.engine, serve_cfg);
+    }
     if (*tu) {
       const nlohmann::json j = nf::run_tune(tune);
       std::ofstream f(tune_output);
@@ -584,6 +595,10 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     std::fprintf(stderr, "nanoflow: error: %s\n", e.what());
     return 2;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "nanoflow: internal error: %s\n", e.what());
+    return 1;
   }
   return 0;
 }

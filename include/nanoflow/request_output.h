@@ -10,13 +10,16 @@ namespace nanoflow {
 
 using RequestId = uint64_t;
 
-enum class FinishReason { None, Stop, Length, Abort };
+// Error: the engine could not serve this request (RequestOutput::error says why); the engine
+// and every other request go on.
+enum class FinishReason { None, Stop, Length, Abort, Error };
 
 inline const char* finish_reason_name(FinishReason r) {
   switch (r) {
     case FinishReason::Stop: return "stop";
     case FinishReason::Length: return "length";
     case FinishReason::Abort: return "abort";
+    case FinishReason::Error: return "error";
     case FinishReason::None: break;
   }
   return "";
@@ -38,6 +41,7 @@ struct RequestOutput {
   int prompt_tokens = 0;                  // usage
   int completion_tokens = 0;              // usage: all generated so far
   int cached_prompt_tokens = 0;           // prompt tokens served from the prefix cache
+  std::string error;                      // with FinishReason::Error: what went wrong
   bool finished() const { return finish_reason != FinishReason::None; }
   // Appends a later delta of the same request.
   void append(const RequestOutput& delta) {
@@ -48,6 +52,7 @@ struct RequestOutput {
     finish_reason = delta.finish_reason;
     completion_tokens = delta.completion_tokens;
     cached_prompt_tokens = delta.cached_prompt_tokens;
+    if (!delta.error.empty()) error = delta.error;
   }
 };
 

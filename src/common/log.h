@@ -26,4 +26,10 @@ void log_warn(fmt::format_string<Args...> f, Args&&... args) {
   if (log_level() <= LogLevel::Warn) log_write(LogLevel::Warn, fmt::format(f, std::forward<Args>(args)...));
 }
 
+template <typename... Args>
+void log_error(fmt::format_string<Args...> f, Args&&... args) {
+  if (log_level() <= LogLevel::Error)
+    log_write(LogLevel::Error, fmt::format(f, std::forward<Args>(args)...));
+}
+
 }  // namespace nf

@@ -125,10 +125,24 @@ struct Engine::Impl {
         scheduler({c.max_batch_tokens, c.max_running_requests, static_cast<int>(max_len),
                    c.kv_admission == "peak"},
                   kv),
-        executor(std::make_unique<nf::Executor>(*backend, eos_ids, c.async_schedule)) {
+        executor(
+            std::make_unique<nf::Executor>(*backend, eos_ids, c.async_schedule, sample_vocab())) {
     if (c.kv_admission != "peak" && c.kv_admission != "greedy")
       nf::fail("--kv-admission {}: peak or greedy", c.kv_admission);
     kv.set_offload(offload.get());
+  }
+
+  // Ids that can be sampled: the model's rows that the tokenizer also has (an embedding may be
+  // padded past the tokenizer; such rows are never sampled). 0: all of the model's.
+  int32_t sample_vocab() const {
+    if (!tokenizer) return 0;
+    return static_cast<int32_t>(
+        std::min<int64_t>(tokenizer->vocab_size(), backend->config().vocab_size));
+  }
+  // Token ids a request may name: in both the model's and the tokenizer's vocabularies.
+  int64_t id_limit() const {
+    const int64_t s = sample_vocab();
+    return s > 0 ? s : backend->config().vocab_size;
   }
 
   // The offload copies queued by the KV manager, for the executor to run before a forward.
@@ -164,8 +178,9 @@ struct Engine::Impl {
     return d;
   }
 
-  void finish(Request& r, FinishReason reason, std::vector<RequestOutput>& deltas, RequestOutput* d) {
-    scheduler.finish(&r, reason != FinishReason::Abort);
+  void finish(Request& r, FinishReason reason, std::vector<RequestOutput>& deltas, RequestOutput* d,
+              const std::string& error = "") {
+    scheduler.finish(&r, reason != FinishReason::Abort && reason != FinishReason::Error);
     if (r.sent_to_executor) finished_for_executor.push_back(r.id);
     RequestOutput own;
     if (!d) {
@@ -173,6 +188,7 @@ struct Engine::Impl {
       d = &own;
     }
     d->finish_reason = reason;
+    d->error = error;
     if (r.text) d->text += r.text->finish();
     if (r.leads_siblings) *r.prompt_ready = true;  // never leave the others waiting
     if (d == &own) deltas.push_back(std::move(own));
@@ -190,8 +206,19 @@ struct Engine::Impl {
     }
     for (auto& r : in) {
       Request* raw = r.get();
-      if (offload)
-        raw->kv_prefetch = kv.prefetch_prefix(std::span<const int32_t>(raw->tokens).first(raw->prompt_len));
+      try {
+        if (offload)
+          raw->kv_prefetch =
+              kv.prefetch_prefix(std::span<const int32_t>(raw->tokens).first(raw->prompt_len));
+      } catch (const std::exception& e) {
+        nf::log_error("request {}: {}", raw->id, e.what());
+        RequestOutput d = delta_of(*raw);
+        d.finish_reason = FinishReason::Error;
+        d.error = e.what();
+        deltas.push_back(std::move(d));
+        if (raw->leads_siblings) *raw->prompt_ready = true;
+        continue;
+      }
       requests.emplace(r->id, std::move(r));
       scheduler.add(raw);
       st.prompt_tokens += raw->prompt_len;
@@ -259,7 +286,15 @@ struct Engine::Impl {
       const bool is_eos = std::find(eos_ids.begin(), eos_ids.end(), s.token) != eos_ids.end();
       const bool is_stop = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), s.token) != p.stop_token_ids.end();
       bool stop_string = false;
-      if (r.text) d.text = r.text->push(s.token, stop_string);
+      try {
+        if (r.text) d.text = r.text->push(s.token, stop_string);
+      } catch (const std::exception& e) {
+        // One request's data (an id its tokenizer lacks, say) fails that request alone.
+        nf::log_error("request {}: {}", r.id, e.what());
+        finish(r, FinishReason::Error, deltas, &d, e.what());
+        deltas.push_back(std::move(d));
+        continue;
+      }
       if ((is_eos && !p.ignore_eos) || is_stop || stop_string) {
         finish(r, FinishReason::Stop, deltas, &d);
       } else if (r.num_resolved >= p.max_tokens || known_tokens(r) >= max_len) {
@@ -271,8 +306,18 @@ struct Engine::Impl {
     }
   }
 
+  // One iteration; what it finished before a failure is still sent.
   bool step() {
     std::vector<RequestOutput> deltas;
+    try {
+      return step_into(deltas);
+    } catch (...) {
+      emit(deltas);
+      throw;
+    }
+  }
+
+  bool step_into(std::vector<RequestOutput>& deltas) {
     if (offload) finish_kv_copies();
     take_inputs(deltas);
     const bool submitted = schedule_and_submit();
@@ -327,9 +372,41 @@ struct Engine::Impl {
     return !incoming.empty() || !aborts.empty() || !scheduler.empty() || executor->in_flight() > 0;
   }
 
+  // A step that threw (the executor or the device failed; no single request's data does
+  // that, see process()): every request fails with the error and the engine goes on.
+  void fail_all(const std::string& error) {
+    nf::log_error("engine step failed; failing {} requests: {}", requests.size(), error);
+    while (executor->in_flight() > 0) {
+      try {
+        executor->wait();
+      } catch (const std::exception&) {
+      }
+    }
+    std::vector<RequestOutput> deltas;
+    std::vector<RequestId> ids;
+    for (const auto& [id, r] : requests) ids.push_back(id);
+    for (RequestId id : ids) {
+      auto it = requests.find(id);
+      if (it != requests.end()) finish(*it->second, FinishReason::Error, deltas, nullptr, error);
+    }
+    finished_for_executor.clear();  // recover() forgets them all
+    executor->recover();
+    emit(deltas);
+    publish_stats();
+  }
+
+  bool step_fenced() {
+    try {
+      return step();
+    } catch (const std::exception& e) {
+      fail_all(e.what());
+      return false;
+    }
+  }
+
   void run_loop() {
     while (running.load()) {
-      if (!step()) {
+      if (!step_fenced()) {
         std::unique_lock<std::mutex> lock(in_mu);
         in_cv.wait_for(lock, std::chrono::milliseconds(50),
                        [&] { return !running.load() || !incoming.empty() || !aborts.empty(); });
@@ -425,21 +502,31 @@ RequestId Engine::add_request(std::vector<int32_t> prompt, const SamplingParams&
   Impl& m = *impl_;
   const auto& mc = m.backend->config();
   if (prompt.empty()) nf::fail("the prompt is empty");
+  // Ids must be in the model's vocabulary and, with a tokenizer, in its too (the rows of an
+  // embedding padded past the tokenizer are no tokens).
+  const int64_t ids = m.id_limit();
   for (int32_t t : prompt) {
-    if (t < 0 || t >= mc.vocab_size)
-      nf::fail("prompt token id {} is outside the vocabulary (size {})", t, mc.vocab_size);
+    if (t < 0 || t >= ids)
+      nf::fail("prompt token id {} is outside the vocabulary (size {})", t, ids);
   }
   if (static_cast<int64_t>(prompt.size()) >= mc.max_position_embeddings)
     nf::fail("the prompt has {} tokens; the model's context is {}", prompt.size(), mc.max_position_embeddings);
   if (params.max_tokens < 1) nf::fail("max_tokens must be at least 1, got {}", params.max_tokens);
   if (params.min_tokens < 0) nf::fail("min_tokens must be >= 0, got {}", params.min_tokens);
+  if (params.min_tokens > params.max_tokens)
+    nf::fail("min_tokens ({}) must not exceed max_tokens ({})", params.min_tokens,
+             params.max_tokens);
   if (!(params.temperature >= 0)) nf::fail("temperature must be >= 0, got {}", params.temperature);
   if (!(params.top_p > 0 && params.top_p <= 1)) nf::fail("top_p must be in (0, 1], got {}", params.top_p);
   if (!(params.min_p >= 0 && params.min_p <= 1)) nf::fail("min_p must be in [0, 1], got {}", params.min_p);
   if (!(params.repetition_penalty > 0)) nf::fail("repetition_penalty must be > 0, got {}", params.repetition_penalty);
   if (params.logprobs < 0 || params.logprobs > 20) nf::fail("logprobs must be in [0, 20], got {}", params.logprobs);
   for (const auto& [id, bias] : params.logit_bias)
-    if (id < 0 || id >= mc.vocab_size) nf::fail("logit_bias token id {} is outside the vocabulary", id);
+    if (id < 0 || id >= ids)
+      nf::fail("logit_bias token id {} is outside the vocabulary (size {})", id, ids);
+  for (int32_t id : params.stop_token_ids)
+    if (id < 0 || id >= ids)
+      nf::fail("stop_token_ids: token id {} is outside the vocabulary (size {})", id, ids);
   // A request must fit the KV pool on its own, or preemption could never make room for it.
   const int64_t max_len = std::min<int64_t>(static_cast<int64_t>(prompt.size()) + params.max_tokens,
                                             mc.max_position_embeddings);
@@ -508,7 +595,7 @@ void Engine::stop() {
 
 bool Engine::step() {
   NF_CHECK(!impl_->running.load(), "step() while the background loop runs");
-  return impl_->step();
+  return impl_->step_fenced();
 }
 
 bool Engine::has_unfinished() const { return impl_->has_work(); }

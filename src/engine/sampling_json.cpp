@@ -1,10 +1,26 @@
 #include "engine/sampling_json.h"
 
+#include <algorithm>
+#include <climits>
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
 
 namespace nf {
+
+int64_t json_integer(const nlohmann::json& v, int64_t lo, int64_t hi, const std::string& what) {
+  if (!v.is_number_integer()) fail("{}: expected an integer", what);
+  // Compare before any narrowing: 2^32 + 5 must not pass as 5, nor 2^64 - 1 as -1.
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::max<int64_t>(hi, 0)))
+      fail("{}: {} is outside [{}, {}]", what, u, lo, hi);
+    return static_cast<int64_t>(u);
+  }
+  const int64_t x = v.get<int64_t>();
+  if (x < lo || x > hi) fail("{}: {} is outside [{}, {}]", what, x, lo, hi);
+  return x;
+}
 
 nanoflow::SamplingParams sampling_params_from_json(const nlohmann::json& j, const std::string& where) {
   using nlohmann::json;
@@ -19,10 +35,8 @@ nanoflow::SamplingParams sampling_params_from_json(const nlohmann::json& j, cons
   };
   auto integer = [&](const char* key, auto& out, int64_t lo, int64_t hi) {
     if (!j.contains(key) || j[key].is_null()) return;
-    if (!j[key].is_number_integer()) fail("{}: field '{}': expected an integer", where, key);
-    const int64_t v = j[key].get<int64_t>();
-    if (v < lo || v > hi) fail("{}: field '{}': {} is outside [{}, {}]", where, key, v, lo, hi);
-    out = static_cast<std::remove_reference_t<decltype(out)>>(v);
+    out = static_cast<std::remove_reference_t<decltype(out)>>(
+        json_integer(j[key], lo, hi, fmt::format("{}: field '{}'", where, key)));
   };
   integer("max_tokens", p.max_tokens, 1, 1 << 24);
   integer("min_tokens", p.min_tokens, 0, 1 << 24);
@@ -32,6 +46,8 @@ nanoflow::SamplingParams sampling_params_from_json(const nlohmann::json& j, cons
   num("min_p", p.min_p, 0, 1);
   integer("n", p.n, 1, 128);
   integer("logprobs", p.logprobs, 0, 20);
+  if (j.contains("max_tokens") && !j["max_tokens"].is_null() && p.min_tokens > p.max_tokens)
+    fail("{}: field 'min_tokens': {} exceeds max_tokens ({})", where, p.min_tokens, p.max_tokens);
   num("presence_penalty", p.presence_penalty, -2, 2);
   num("frequency_penalty", p.frequency_penalty, -2, 2);
   num("repetition_penalty", p.repetition_penalty, 1e-6, 100);
@@ -58,10 +74,9 @@ nanoflow::SamplingParams sampling_params_from_json(const nlohmann::json& j, cons
   }
   if (j.contains("stop_token_ids") && !j["stop_token_ids"].is_null()) {
     if (!j["stop_token_ids"].is_array()) fail("{}: field 'stop_token_ids': expected a list of integers", where);
-    for (const auto& x : j["stop_token_ids"]) {
-      if (!x.is_number_integer()) fail("{}: field 'stop_token_ids': expected a list of integers", where);
-      p.stop_token_ids.push_back(x.get<int32_t>());
-    }
+    for (const auto& x : j["stop_token_ids"])
+      p.stop_token_ids.push_back(static_cast<int32_t>(
+          json_integer(x, 0, INT32_MAX, fmt::format("{}: field 'stop_token_ids'", where))));
   }
   if (j.contains("logit_bias") && !j["logit_bias"].is_null()) {
     if (!j["logit_bias"].is_object()) fail("{}: field 'logit_bias': expected an object of token id -> bias", where);

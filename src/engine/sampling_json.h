@@ -6,13 +6,17 @@
 
 #include <nanoflow/sampling_params.h>
 
+#include <cstdint>
 #include <nlohmann/json_fwd.hpp>
-
 #include <string>
 
 namespace nf {
 
-// Throws nf::Error "<where>: field '<name>': <problem>" for a wrong type or range.
+// Throws nf::Error "<where>: field '<name>': <problem>" for a wrong type or range (min_tokens
+// above a given max_tokens included).
 nanoflow::SamplingParams sampling_params_from_json(const nlohmann::json& j, const std::string& where);
+
+// v as an integer in [lo, hi], compared before any narrowing; else nf::Error "<what>: ...".
+int64_t json_integer(const nlohmann::json& v, int64_t lo, int64_t hi, const std::string& what);
 
 }  // namespace nf

@@ -153,8 +153,8 @@ class SafetensorsSource final : public WeightSource {
           path, hlen, f.size());
     json h;
     try {
-      h = json::parse(f.data() + 8, f.data() + 8 + hlen);
-    } catch (const json::exception& e) {
+      h = parse_json(std::string_view(reinterpret_cast<const char*>(f.data()) + 8, hlen));
+    } catch (const JsonError& e) {
       fail("{}: not a safetensors file (bad JSON header: {})", path, e.what());
     }
     if (!h.is_object()) fail("{}: not a safetensors file (the header is not a JSON object)", path);
@@ -186,7 +186,7 @@ class SafetensorsSource final : public WeightSource {
   static std::array<uint64_t, 2> parse_entry(const std::string& path, const std::string& name,
                                              const json& v, Entry& e) {
     auto bad = [&](const char* what) {
-      fail("{}: tensor '{}': malformed header entry ({}): {}", path, name, what, v.dump());
+      fail("{}: tensor '{}': malformed header entry ({}): {}", path, name, what, json_excerpt(v));
     };
     if (!v.is_object()) bad("not an object");
     auto dt = v.find("dtype");

@@ -47,6 +47,9 @@ struct DeviceSampleBatch {
   std::vector<int32_t> bias_ids;         // [M]
   std::vector<float> bias_values;        // [M] added to the raw logit before the penalties
   int max_logprobs = 0;                  // columns of the top-K outputs
+  // > 0: only ids [0, sample_vocab) are sampled and ranked; the logits of the rows past it
+  // (an embedding padded beyond the tokenizer) are -inf for sampling and the logprobs.
+  int32_t sample_vocab = 0;
 };
 
 struct DeviceSampleResult {

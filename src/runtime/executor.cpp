@@ -9,8 +9,14 @@
 
 namespace nf {
 
-Executor::Executor(Backend& backend, std::vector<int32_t> eos_ids, bool threaded)
-    : backend_(backend), eos_ids_(std::move(eos_ids)), threaded_(threaded) {
+Executor::Executor(Backend& backend, std::vector<int32_t> eos_ids, bool threaded,
+                   int32_t sample_vocab)
+    : backend_(backend),
+      eos_ids_(std::move(eos_ids)),
+      sample_vocab_(sample_vocab > 0 && sample_vocab < backend.config().vocab_size
+                        ? sample_vocab
+                        : static_cast<int32_t>(backend.config().vocab_size)),
+      threaded_(threaded) {
   if (threaded_) worker_ = std::thread([this] { worker_loop(); });
 }
 
@@ -32,9 +38,36 @@ Executor::~Executor() {
     if (c.thread.joinable()) c.thread.join();  // after their queued copies
 }
 
+// A step that throws (a device error, say) returns its exception in place of results.
+// Steps queued behind a failed one fail too (their batches may name tokens the failed step
+// never sampled), until the engine has failed every request and calls recover().
+StepOutput Executor::run_fenced(StepInput& in) {
+  StepOutput out;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    out.error = failure_;
+  }
+  if (out.error) return out;
+  try {
+    return run(in);
+  } catch (...) {
+    out.error = std::current_exception();
+    std::lock_guard<std::mutex> lock(mu_);
+    failure_ = out.error;
+    return out;
+  }
+}
+
+void Executor::recover() {
+  NF_CHECK(in_flight() == 0, "recover() with {} steps in flight", in_flight());
+  std::lock_guard<std::mutex> lock(mu_);
+  failure_ = nullptr;
+  states_.clear();
+}
+
 void Executor::submit(StepInput in) {
   if (!threaded_) {
-    StepOutput out = run(in);
+    StepOutput out = run_fenced(in);
     std::lock_guard<std::mutex> lock(mu_);
     outputs_.push_back(std::move(out));
     ++submitted_;
@@ -55,6 +88,7 @@ StepOutput Executor::wait() {
   StepOutput out = std::move(outputs_.front());
   outputs_.pop_front();
   ++returned_;
+  if (out.error) std::rethrow_exception(out.error);
   return out;
 }
 
@@ -71,7 +105,7 @@ void Executor::worker_loop() {
     StepInput in = std::move(inputs_.front());
     inputs_.pop_front();
     lock.unlock();
-    StepOutput out = run(in);
+    StepOutput out = run_fenced(in);
     lock.lock();
     outputs_.push_back(std::move(out));
     cv_.notify_all();
@@ -164,7 +198,9 @@ void Executor::copy_loop(bool save) {
 
 Executor::FinishedCopies Executor::take_finished_copies() {
   std::lock_guard<std::mutex> lock(copy_mu_);
-  if (copy_error_) std::rethrow_exception(copy_error_);
+  // Raised once; the failed copy's blocks are returned by the next call (as finished: nothing
+  // loaded by it is used, its requests failed with the error).
+  if (copy_error_) std::rethrow_exception(std::exchange(copy_error_, nullptr));
   return std::exchange(finished_copies_, {});
 }
 
@@ -252,6 +288,7 @@ StepOutput Executor::run(StepInput& in) {
     dev_in_.banned_indptr.assign(1, 0);
     dev_in_.banned_ids.clear();
     dev_in_.max_logprobs = 0;
+    dev_in_.sample_vocab = sample_vocab_ < V ? sample_vocab_ : 0;
     begin_adjustments(dev_in_);
     for (size_t i = 0; i < S; ++i) {
       const State& s = state_of(i);
@@ -279,7 +316,8 @@ StepOutput Executor::run(StepInput& in) {
       State& s = state_of(i);
       if (dev_in_.rows[i].on_host) {
         out.results.push_back(host_sample(
-            s, std::span<const float>(dev_out_.host_logits.data() + host_row++ * V, V)));
+            s,
+            std::span<const float>(dev_out_.host_logits.data() + host_row++ * V, sample_vocab_)));
       } else {
         SampleResult r;
         r.token = dev_out_.tokens[i];
@@ -298,7 +336,8 @@ StepOutput Executor::run(StepInput& in) {
     backend_.forward(b, logits_);
     for (size_t i = 0; i < S; ++i) {
       State& s = state_of(i);
-      out.results.push_back(host_sample(s, std::span<const float>(logits_.data() + i * V, V)));
+      out.results.push_back(
+          host_sample(s, std::span<const float>(logits_.data() + i * V, sample_vocab_)));
       record(s, out.results.back().token);
     }
   }

@@ -59,26 +59,36 @@ struct StepOutput {
   std::vector<nanoflow::RequestId> ids;  // [S]
   std::vector<SampleResult> results;     // [S]
   double forward_ms = 0;                 // time of the forward pass and sampling
+  std::exception_ptr error;              // the step failed (wait() rethrows it)
 };
 
 class Executor {
  public:
   // threaded: run steps on a worker thread; otherwise submit() runs the step at once.
-  Executor(Backend& backend, std::vector<int32_t> eos_ids, bool threaded);
+  // sample_vocab: ids [0, sample_vocab) are sampled and ranked in the logprobs; the rows past
+  // it (an embedding padded beyond the tokenizer, as Qwen2's 152,064 rows for 151,665 tokens)
+  // never are, as in vLLM. 0: the model's whole vocabulary.
+  Executor(Backend& backend, std::vector<int32_t> eos_ids, bool threaded, int32_t sample_vocab = 0);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
   void submit(StepInput in);
-  // Results of the oldest submitted step not yet returned; blocks until it has run.
+  // Results of the oldest submitted step not yet returned; blocks until it has run. Rethrows
+  // what the step threw (the executor goes on with the next one).
   StepOutput wait();
   int in_flight() const;
+  // After a step failed (wait() threw), every step queued behind it fails too; once none is in
+  // flight and the engine has failed their requests, this forgets every request and runs steps
+  // again.
+  void recover();
   // Starts in.kv_saves and in.kv_loads now (nothing else in it); only with no step in flight
   // (the engine flushes its offload saves so when idle).
   void kv_io_now(StepInput in);
   // The blocks whose copies have finished since the last call: saved ones (copied and handed
   // to the offload tiers) and loaded ones (resident on the device), for
-  // KvCacheManager::finish_saves and finish_loads. Throws the error of a copy that failed.
+  // KvCacheManager::finish_saves and finish_loads. Throws the error of a copy that failed
+  // (once; its blocks come with the next call).
   struct FinishedCopies {
     std::vector<int32_t> saved, loaded;
   };
@@ -97,6 +107,7 @@ class Executor {
     TokenCounts prompt_counts, output_counts;
   };
   StepOutput run(StepInput& in);
+  StepOutput run_fenced(StepInput& in);
   void run_kv_io(StepInput& in);
   void worker_loop();
 
@@ -130,7 +141,9 @@ class Executor {
 
   Backend& backend_;
   std::vector<int32_t> eos_ids_;
+  int32_t sample_vocab_;  // see the constructor
   std::unordered_map<nanoflow::RequestId, State> states_;
+  std::exception_ptr failure_;  // guarded by mu_: the step that failed, until recover()
   Sampler sampler_;
   std::vector<float> logits_;
   DeviceSampleBatch dev_in_;   // reused per step when the backend samples on the device

@@ -4,6 +4,7 @@
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
@@ -14,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/json_file.h"
+#include "common/log.h"
 #include "common/status.h"
 
 namespace nf::server {
@@ -50,9 +53,10 @@ std::string chunk(const std::string& data) {
 // ..."); the prompt when it names none.
 std::string engine_error_param(const std::string& msg, bool chat) {
   static const char* const kFields[] = {
-      "max_tokens",         "min_tokens", "temperature", "top_p", "min_p",
-      "repetition_penalty", "logprobs",   "logit_bias",  "n",     "stop"};
-  const std::string word = msg.substr(0, msg.find(' '));
+      "max_tokens", "min_tokens", "temperature", "top_p", "min_p",         "repetition_penalty",
+      "logprobs",   "logit_bias", "n",           "stop",  "stop_token_ids"};
+  std::string word = msg.substr(0, msg.find(' '));
+  if (!word.empty() && word.back() == ':') word.pop_back();
   for (const char* f : kFields)
     if (word == f) return chat && word == "logprobs" ? "top_logprobs" : word;
   return chat ? "messages" : "prompt";
@@ -83,15 +87,34 @@ struct Generation final : Sink, std::enable_shared_from_this<Generation> {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, ServerState& st) : stream_(std::move(socket)), st_(st) {}
+  Session(tcp::socket&& socket, ServerState& st) : stream_(std::move(socket)), st_(st) {
+    ++st_.connections;
+  }
+  ~Session() { --st_.connections; }
 
   void run() {
     net::dispatch(stream_.get_executor(),
                   beast::bind_front_handler(&Session::do_read, shared_from_this()));
   }
 
-  // On the strand: applies the deltas queued for g.
+  // On the strand: applies the deltas queued for g. Formatting never throws on engine data
+  // (unknown ids print as token_id:N); should it, the generation fails alone.
   void drain(const std::shared_ptr<Generation>& g) {
+    try {
+      drain_queued(g);
+    } catch (const std::exception& e) {
+      nf::log_error("serve: sending a response failed: {}", e.what());
+      for (auto id : g->ids) st_.engine.abort(id);
+      g->remaining = 0;
+      g->session.reset();
+      if (g == gen_) {
+        gen_.reset();
+        close();
+      }
+    }
+  }
+
+  void drain_queued(const std::shared_ptr<Generation>& g) {
     std::vector<std::pair<int, nanoflow::RequestOutput>> batch;
     {
       std::lock_guard<std::mutex> lock(g->mu);
@@ -129,7 +152,10 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(static_cast<uint64_t>(st_.config.max_body_bytes));
     parser_->header_limit(64 * 1024);
-    stream_.expires_after(std::chrono::seconds(300));
+    // An idle keep-alive connection, or a client that sends its request too slowly, is closed
+    // after this long (a slowloris holds a socket for at most that).
+    stream_.expires_after(
+        std::chrono::milliseconds(static_cast<int64_t>(st_.config.idle_timeout_s * 1000)));
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&Session::on_read, shared_from_this()));
   }
@@ -157,7 +183,31 @@ class Session : public std::enable_shared_from_this<Session> {
           {400, fmt::format("malformed HTTP request: {}", ec.message()), "", "bad_request"});
     }
     stream_.expires_never();
-    handle(parser_->release());
+    // The fence: whatever one request's data makes any step throw becomes that request's
+    // error response, and the connection (and the server) go on.
+    try {
+      handle(parser_->release());
+    } catch (const ApiError& e) {
+      fail_request(e);
+    } catch (const nf::Error& e) {
+      fail_request({400, e.what(), "", "invalid_request"});
+    } catch (const std::exception& e) {
+      nf::log_error("serve: request failed: {}", e.what());
+      fail_request({500, fmt::format("internal error: {}", e.what()), "", "internal_error"});
+    }
+  }
+
+  // An error response for the request being handled, unless one was already queued; requests
+  // it had submitted are aborted.
+  void fail_request(const ApiError& e) {
+    if (gen_) {
+      for (auto id : gen_->ids) st_.engine.abort(id);
+      gen_->session.reset();
+      gen_.reset();
+    }
+    if (request_done_ || closed_) return;
+    keep_alive_ = false;
+    send_error(e);
   }
 
   void handle(http::request<http::string_body>&& req) {
@@ -199,12 +249,22 @@ class Session : public std::enable_shared_from_this<Session> {
   void start_generation(const std::string& text, bool chat) {
     json body;
     try {
-      body = json::parse(text);
-    } catch (const json::parse_error& e) {
-      const std::string what = e.what();
-      if (what.find("UTF-8") != std::string::npos)
-        return send_error({400, "the request body is not valid UTF-8", "", "invalid_utf8"});
-      return send_error({400, "malformed JSON: " + what, "", "invalid_json"});
+      body = nf::parse_json(text);
+    } catch (const nf::JsonError& e) {
+      switch (e.kind()) {
+        case nf::JsonError::Kind::kUtf8:
+          return send_error({400, "the request body is not valid UTF-8", "", "invalid_utf8"});
+        case nf::JsonError::Kind::kDepth:
+          return send_error(
+              {400,
+               fmt::format("the request body is nested deeper than {} levels", nf::kMaxJsonDepth),
+               "", "json_too_deep"});
+        case nf::JsonError::Kind::kNumber:
+          return send_error({400, e.what(), "", "number_out_of_range"});
+        case nf::JsonError::Kind::kSyntax:
+          break;
+      }
+      return send_error({400, e.what(), "", "invalid_json"});
     }
     if (!body.is_object())
       return send_error({400, "the request body must be a JSON object", "", "invalid_json"});
@@ -216,14 +276,27 @@ class Session : public std::enable_shared_from_this<Session> {
     } catch (const ApiError& e) {
       return send_error(e);
     }
-    const int waiting = st_.dispatcher.in_flight() - st_.engine.stats().num_running;
-    if (waiting >= st_.config.max_waiting_requests)
-      return send_error(
-          {503, fmt::format("the waiting queue is full ({} requests); retry later", waiting), "",
-           "queue_full"},
-          true);
+    // The queue limit counts sequences (prompts x n), which is what waits in the engine.
     const int n = g->spec.params.n;
     const size_t choices = g->spec.prompts.size() * static_cast<size_t>(n);
+    if (choices > static_cast<size_t>(st_.config.max_waiting_requests))
+      return send_error(
+          {400,
+           fmt::format("the request asks for {} sequences ({} prompts x n = {}); "
+                       "the server queues at most {}",
+                       choices, g->spec.prompts.size(), n, st_.config.max_waiting_requests),
+           chat ? "n" : "prompt", "too_many_sequences"});
+    const int waiting = st_.dispatcher.in_flight() - st_.engine.stats().num_running;
+    if (static_cast<size_t>(std::max(0, waiting)) + choices >
+        static_cast<size_t>(st_.config.max_waiting_requests))
+      return send_error(
+          {503,
+           fmt::format(
+               "the waiting queue is full ({} sequences waiting, {} asked for, at most {}); "
+               "retry later",
+               waiting, choices, st_.config.max_waiting_requests),
+           "", "queue_full"},
+          true);
     g->acc.resize(choices);
     g->started.assign(choices, false);
     g->remaining = static_cast<int>(choices);
@@ -235,7 +308,7 @@ class Session : public std::enable_shared_from_this<Session> {
         const auto first = st_.dispatcher.submit(g->spec.prompts[p], g->spec.params, g,
                                                  static_cast<int>(p) * n, arrival_);
         for (int i = 0; i < n; ++i) g->ids.push_back(first + static_cast<nanoflow::RequestId>(i));
-      } catch (const nf::Error& e) {
+      } catch (const std::exception& e) {
         for (auto id : g->ids) st_.engine.abort(id);
         g->remaining = static_cast<int>(g->ids.size());
         if (g->remaining == 0) g->session.reset();
@@ -258,6 +331,17 @@ class Session : public std::enable_shared_from_this<Session> {
     auto g = std::move(gen_);
     gen_.reset();
     g->session.reset();
+    // A choice the engine could not finish (FinishReason::Error) fails the whole response:
+    // a 500, or on a stream an error event before [DONE] (as vLLM does).
+    const nanoflow::RequestOutput* failed = nullptr;
+    for (const auto& o : g->acc)
+      if (o.finish_reason == nanoflow::FinishReason::Error) failed = &o;
+    if (failed) {
+      const ApiError e{500, "the engine failed on this request: " + failed->error, "",
+                       "internal_error"};
+      if (!g->spec.stream) return send_error(e);
+      enqueue(chunk("data: " + e.body() + "\n\n"));
+    }
     if (g->spec.stream) {
       if (g->spec.include_usage) enqueue(chunk(stream_usage_chunk(g->spec, g->acc, st_.api)));
       enqueue(chunk("data: [DONE]\n\n") + "0\r\n\r\n");
@@ -411,6 +495,23 @@ void Generation::deliver(int choice, nanoflow::RequestOutput&& delta) {
 
 void start_session(tcp::socket&& socket, ServerState& state) {
   std::make_shared<Session>(std::move(socket), state)->run();
+}
+
+void refuse_connection(tcp::socket&& socket, ServerState& state) {
+  state.metrics.count_response(503);
+  const std::string res =
+      http_response(503, "application/json",
+                    ApiError{503,
+                             fmt::format("too many open connections (at most {}); retry later",
+                                         state.config.max_connections),
+                             "", "too_many_connections"}
+                        .body(),
+                    false, {{"Retry-After", "1"}});
+  beast::error_code ec;
+  socket.non_blocking(true, ec);
+  net::write(socket, net::buffer(res), ec);  // a fresh socket's send buffer takes it whole
+  socket.shutdown(tcp::socket::shutdown_both, ec);
+  socket.close(ec);
 }
 
 }  // namespace nf::server

@@ -23,9 +23,12 @@ struct ServerState {
   Metrics metrics;
   Dispatcher dispatcher;
   std::atomic<bool> draining{false};  // SIGTERM: no new generations
+  std::atomic<int> connections{0};    // open sessions (ServerConfig::max_connections)
 };
 
 // Starts serving one accepted connection; it keeps itself alive while it has work.
 void start_session(boost::asio::ip::tcp::socket&& socket, ServerState& state);
+// Answers an accepted connection over ServerConfig::max_connections with a 503 and closes it.
+void refuse_connection(boost::asio::ip::tcp::socket&& socket, ServerState& state);
 
 }  // namespace nf::server

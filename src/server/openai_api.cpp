@@ -89,14 +89,35 @@ std::vector<std::vector<int32_t>> completion_prompts(const json& body, const Api
 
 std::vector<int32_t> chat_prompt(const json& body, const ApiContext& ctx) {
   if (!body.contains("messages")) bad("messages", "'messages' is required");
-  const json& msgs = body["messages"];
-  if (!msgs.is_array() || msgs.empty()) bad("messages", "'messages' must be a non-empty list");
-  for (const auto& m : msgs) {
+  const json& in = body["messages"];
+  if (!in.is_array() || in.empty()) bad("messages", "'messages' must be a non-empty list");
+  // What the templates see, as the OpenAI API defines it and vLLM renders it: a list of text
+  // parts becomes their text joined by newlines; a null or missing content (an assistant
+  // message with tool_calls) becomes "" so that templates that concatenate it still render.
+  json msgs = json::array();
+  for (const auto& m : in) {
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
       bad("messages", "each message must be an object with a string 'role'");
-    if (m.contains("content") &&
-        !(m["content"].is_string() || m["content"].is_array() || m["content"].is_null()))
+    json out = m;
+    const auto c = m.find("content");
+    if (c == m.end() || c->is_null()) {
+      out["content"] = "";
+    } else if (c->is_array()) {
+      std::string text;
+      for (const auto& part : *c) {
+        if (!part.is_object() || part.value("type", json()) != "text" || !part.contains("text") ||
+            !part["text"].is_string())
+          bad("messages",
+              "a content part must be {\"type\": \"text\", \"text\": \"...\"}; this model "
+              "takes text only");
+        if (!text.empty()) text += "\n";
+        text += part["text"].get<std::string>();
+      }
+      out["content"] = std::move(text);
+    } else if (!c->is_string()) {
       bad("messages", "a message's 'content' must be a string or a list of content parts");
+    }
+    msgs.push_back(std::move(out));
   }
   if (!ctx.chat_template)
     bad("messages",
@@ -252,16 +273,22 @@ GenSpec parse_generation(const json& body, bool chat, const ApiContext& ctx) {
       body["best_of"] != body.value("n", json(1)))
     bad("best_of", "'best_of' is not supported");
 
-  json sp = body;  // sampling fields, adjusted for the chat schema
+  // The sampling fields alone (never a copy of the whole body), adjusted for the chat schema.
+  json sp = json::object();
+  for (const char* k : {"max_tokens", "min_tokens", "temperature", "top_p", "top_k", "min_p", "n",
+                        "logprobs", "presence_penalty", "frequency_penalty", "repetition_penalty",
+                        "seed", "ignore_eos", "stop", "stop_token_ids", "logit_bias"})
+    if (auto it = body.find(k); it != body.end()) sp[k] = *it;
   if (chat) {
     const bool lp = get_bool(body, "logprobs");
     int top = 0;
     if (body.contains("top_logprobs") && !body["top_logprobs"].is_null()) {
-      if (!body["top_logprobs"].is_number_integer())
-        bad("top_logprobs", "'top_logprobs' must be an integer");
-      top = body["top_logprobs"].get<int>();
-      if (top < 0 || top > 20)
-        bad("top_logprobs", fmt::format("'top_logprobs' must be in [0, 20], got {}", top));
+      const json& t = body["top_logprobs"];
+      if (!t.is_number_integer()) bad("top_logprobs", "'top_logprobs' must be an integer");
+      if (t.is_number_unsigned() ? t.get<uint64_t>() > 20
+                                 : (t.get<int64_t>() < 0 || t.get<int64_t>() > 20))
+        bad("top_logprobs", fmt::format("'top_logprobs' must be in [0, 20], got {}", t.dump()));
+      top = t.get<int>();
       if (!lp && top > 0) bad("top_logprobs", "'top_logprobs' needs logprobs = true");
     }
     spec.want_logprobs = lp;

@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -30,7 +31,7 @@ namespace {
 class Listener {
  public:
   Listener(net::io_context& ioc, ServerState& st)
-      : ioc_(ioc), st_(st), acceptor_(ioc), timer_(ioc) {}
+      : ioc_(ioc), st_(st), acceptor_(ioc), timer_(ioc), accept_timer_(ioc) {}
 
   void listen(const std::string& host, int port) {
     try {
@@ -45,17 +46,33 @@ class Listener {
   }
   unsigned short port() const { return acceptor_.local_endpoint().port(); }
 
+  // Accepts connections until the acceptor closes. Over max_connections a connection gets a
+  // 503 and is closed; an accept error (no file descriptor left, say) waits a while, doubling
+  // up to a second, instead of spinning on the error.
   void accept() {
     acceptor_.async_accept(net::make_strand(ioc_),
                            [this](boost::system::error_code ec, tcp::socket socket) {
-                             if (ec) {
-                               if (!acceptor_.is_open()) return;
-                             } else {
-                               socket.set_option(tcp::no_delay(true), ec);
+                             if (!acceptor_.is_open()) return;
+                             if (ec) return back_off(ec);
+                             backoff_ms_ = 0;
+                             socket.set_option(tcp::no_delay(true), ec);
+                             if (st_.connections.load() >= st_.config.max_connections)
+                               refuse_connection(std::move(socket), st_);
+                             else
                                start_session(std::move(socket), st_);
-                             }
                              accept();
                            });
+  }
+
+  void back_off(const boost::system::error_code& ec) {
+    backoff_ms_ = std::clamp(backoff_ms_ * 2, 10, 1000);
+    if (!warned_accept_) {
+      warned_accept_ = true;
+      std::fprintf(stderr, "nanoflow serve: accept failed (%s); backing off\n",
+                   ec.message().c_str());
+    }
+    accept_timer_.expires_after(std::chrono::milliseconds(backoff_ms_));
+    accept_timer_.async_wait([this](boost::system::error_code) { accept(); });
   }
 
   // SIGTERM: stop admitting, let in-flight requests finish until the timeout, abort the rest,
@@ -66,6 +83,7 @@ class Listener {
                  st_.dispatcher.in_flight());
     boost::system::error_code ec;
     acceptor_.close(ec);
+    accept_timer_.cancel();
     deadline_ = Clock::now() + std::chrono::milliseconds(
                                    static_cast<int64_t>(st_.config.shutdown_timeout_s * 1000));
     tick();
@@ -95,6 +113,9 @@ class Listener {
   ServerState& st_;
   tcp::acceptor acceptor_;
   net::steady_timer timer_;
+  net::steady_timer accept_timer_;  // back-off after an accept error
+  int backoff_ms_ = 0;
+  bool warned_accept_ = false;
   Clock::time_point deadline_, flush_until_;
   bool aborted_ = false, flushing_ = false;
 };

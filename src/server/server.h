@@ -23,6 +23,11 @@ struct ServerConfig {
   int64_t max_body_bytes = 4 << 20;  // larger request bodies get 413
   int max_waiting_requests = 1024;   // beyond this many queued requests: 503 + Retry-After
   double shutdown_timeout_s = 10;    // SIGTERM: in-flight requests get this long, then abort
+  // A connection that sends no request (or too slowly: a slowloris) for this long is closed.
+  double idle_timeout_s = 30;
+  // Open connections beyond this get a 503 and are closed at once; accept errors (out of file
+  // descriptors) back off instead of spinning.
+  int max_connections = 1024;
   // Per connection: stream bytes queued for a client that does not read them. Beyond this the
   // request is aborted (its KV blocks freed) and the connection closed. Environment override:
   // NANOFLOW_SERVE_MAX_CONNECTION_BUFFER=BYTES.

@@ -71,7 +71,14 @@ void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>&
   while (pos < s.size()) {
     const int rc = pcre2_match(code, subject, s.size(), pos, PCRE2_NO_UTF_CHECK, md.get(), ctx);
     if (rc == PCRE2_ERROR_NOMATCH) break;
-    NF_CHECK(rc >= 0, "pcre2_match failed with code {} on /{}/", rc, pattern_);
+    if (rc < 0) {
+      // Match or depth limit, JIT stack exhausted (a catastrophic pattern from a tokenizer file,
+      // or a pathological input): this input's error, never the process's.
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(rc, msg, sizeof(msg));
+      fail("regex /{}/ failed on an input of {} bytes: {}", pattern_, s.size(),
+           reinterpret_cast<const char*>(msg));
+    }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
     const size_t b = ov[0], e = ov[1];
     if (e > b) {

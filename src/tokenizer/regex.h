@@ -21,7 +21,8 @@ class Regex {
 
   const std::string& pattern() const { return pattern_; }
   // Appends the [begin, end) byte offsets of every non-empty, non-overlapping match in s, left to
-  // right. s must be valid UTF-8.
+  // right. s must be valid UTF-8. Throws nf::Error when matching fails (PCRE2's match limit,
+  // say).
   void find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) const;
 
  private:

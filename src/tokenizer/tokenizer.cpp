@@ -82,7 +82,46 @@ void Tokenizer::encode_segment(std::string_view text, bool first, std::vector<in
   }
 }
 
+// Bounded work per input (as tiktoken does): text is cut inside any run of whitespace or of
+// non-whitespace longer than kMaxRunChars characters, and each slice is pre-tokenized on its own,
+// so that neither the regexes nor BPE ever see a pathological run (10 MB of spaces hit PCRE2's
+// match limit). Text without such a run is one slice: its tokens do not change.
+static constexpr size_t kMaxRunChars = 25000;
+
+static std::vector<std::string_view> run_slices(std::string_view text) {
+  std::vector<std::string_view> slices;
+  auto is_space = [](unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+  size_t start = 0, run = 0;
+  bool space = !text.empty() && is_space(static_cast<unsigned char>(text[0]));
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if ((c & 0xC0) == 0x80) continue;  // inside a character
+    const bool sp = is_space(c);
+    if (sp != space) {
+      space = sp;
+      run = 1;
+    } else if (++run > kMaxRunChars) {
+      slices.push_back(text.substr(start, i - start));
+      start = i;
+      run = 1;
+    }
+  }
+  slices.push_back(text.substr(start));
+  return slices;
+}
+
 void Tokenizer::encode_words(std::string_view text, bool first, std::vector<int32_t>& out) const {
+  if (text.size() > kMaxRunChars) {
+    const std::vector<std::string_view> slices = run_slices(text);
+    if (slices.size() > 1) {
+      for (size_t i = 0; i < slices.size(); ++i) encode_slice(slices[i], first && i == 0, out);
+      return;
+    }
+  }
+  encode_slice(text, first, out);
+}
+
+void Tokenizer::encode_slice(std::string_view text, bool first, std::vector<int32_t>& out) const {
   for (const std::string& word : core_->pre_tokenizer.run(text, first)) {
     if (core_->model == SubwordModel::kSpm) {
       core_->spm.encode(core_->vocab, word, out);

@@ -59,6 +59,7 @@ class Tokenizer {
   friend class IncrementalDetokenizer;
   void encode_segment(std::string_view text, bool first, std::vector<int32_t>& out) const;
   void encode_words(std::string_view text, bool first, std::vector<int32_t>& out) const;
+  void encode_slice(std::string_view text, bool first, std::vector<int32_t>& out) const;
   void check_id(int32_t id) const;
 
   std::unique_ptr<const TokenizerCore> core_;

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/json_file.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "tokenizer/tokenizer.h"
@@ -25,13 +26,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 json read_json(const fs::path& p) {
-  std::ifstream f(p);
-  if (!f) fail("{}: cannot open", p.string());
-  try {
-    return json::parse(f);
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON: {}", p.string(), e.what());
-  }
+  return read_json_file(p.string());
 }
 
 json read_json_if_exists(const fs::path& p) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "../golden_fixture.h"
+#include "../unit/model_test_files.h"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/device.h"
 #include "backends/cuda/nccl_communicator.h"
@@ -38,6 +39,7 @@
 #include "runtime/host_block_pool.h"
 #include "runtime/pipeline.h"
 #include "runtime/pipeline_search.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 
@@ -273,6 +275,33 @@ std::vector<std::string> attention_kernels() {
 #else
   return {"native"};
 #endif
+}
+
+// An embedding padded past the tokenizer (as Qwen2's): the GPU sampler never takes, nor ranks,
+// the padded rows, whose logits would otherwise win; and it agrees with the CPU engine, which
+// samples from the tokenizer's ids alone.
+TEST(CudaBackend, PaddedVocabularyRowsAreNeverSampled) {
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  const fs::path src = kSource / "tests/fixtures/models/llama3-hd128";
+  if (!fs::exists(src)) GTEST_SKIP() << "no llama3-hd128 fixture";
+  const fs::path model = nf::testing::padded_vocab_model(src, "cuda_padded_vocab", 24);
+  const std::vector<GenerateRequest> reqs = nf::testing::padded_vocab_requests(10);
+  const int32_t V =
+      static_cast<int32_t>(Engine::create(engine_config(model, "cpu"))->tokenizer()->vocab_size());
+  for (const std::string& attn : attention_kernels()) {
+    EngineConfig cfg = engine_config(model, "cuda");
+    cfg.attention = attn;
+    for (const auto& o : Engine::create(cfg)->generate(reqs)) {
+      EXPECT_EQ(o.token_ids.size(), 10u) << o.error;
+      for (int32_t t : o.token_ids) EXPECT_LT(t, V);
+      for (const auto& step : o.top_logprobs)
+        for (const auto& [id, lp] : step) EXPECT_LT(id, V);
+    }
+  }
+  std::vector<GenerateRequest> greedy(reqs.begin(), reqs.end());
+  for (auto& r : greedy) r.params.temperature = 0;
+  expect_gpu_matches_cpu("padded vocabulary", engine_config(model, "cuda"),
+                         engine_config(model, "cpu"), greedy);
 }
 
 // The fixture families' configs with head_dim widened to 128 (hidden = heads * 128), dummy

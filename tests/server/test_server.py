@@ -33,13 +33,15 @@ def free_port():
 
 
 class Server:
-    def __init__(self, *extra, env=None):
+    def __init__(self, *extra, env=None, max_body=MAX_BODY, preexec_fn=None):
         self.port = free_port()
-        self.log = open(os.path.join(os.path.dirname(BIN), f"server_test_{self.port}.log"), "w")
+        self.log_path = os.path.join(os.path.dirname(BIN), f"server_test_{self.port}.log")
+        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--model", MODEL, "--port", str(self.port), "--served-model-name", NAME,
-             "--max-body-bytes", str(MAX_BODY), *extra],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+             "--max-body-bytes", str(max_body), *extra],
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn)
         deadline = time.time() + 120
         while True:
             assert self.proc.poll() is None, "the server exited during start-up"

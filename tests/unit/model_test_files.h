@@ -3,6 +3,8 @@
 // checkpoints built from a config.json, so tests can craft good and broken inputs on disk.
 #pragma once
 
+#include <nanoflow/engine.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -18,6 +20,7 @@
 #include "common/half.h"
 #include "model/gguf.h"
 #include "model/model_config.h"
+#include "model/model_loader.h"
 #include "model/weight_source.h"
 
 namespace nf::testing {
@@ -136,6 +139,12 @@ class GgufWriter {
     pod(meta_, static_cast<uint32_t>(GgufValueType::String));
     pod(meta_, static_cast<uint64_t>(v.size()));
     for (const auto& s : v) str(meta_, s);
+  }
+  void add_f32_array(const std::string& key, const std::vector<float>& v) {
+    kv(key, GgufValueType::Array);
+    pod(meta_, static_cast<uint32_t>(GgufValueType::F32));
+    pod(meta_, static_cast<uint64_t>(v.size()));
+    for (float x : v) pod(meta_, x);
   }
   // `dims` in ggml order (dims[0] = row length); `data` already encoded in `type`.
   void add_tensor(const std::string& name, std::vector<uint64_t> dims, GgmlType type,
@@ -265,9 +274,11 @@ inline std::vector<StTensor> tiny_tensors(const ModelConfig& c, uint32_t seed = 
 }
 
 // A GGUF file holding `tensors` (Hugging Face names and layout) the way llama.cpp's converter
-// writes them: GGUF names, reversed dims, Q/K rows permuted for llama.
+// writes them: GGUF names, reversed dims, Q/K rows permuted for llama. num_tokens > 0: a
+// SentencePiece ("llama") tokenizer of that many tokens, fewer than the embedding's rows when
+// the embedding is padded; else a token list without a tokenizer model.
 inline GgufWriter tiny_gguf(const ModelConfig& c, const std::vector<StTensor>& tensors,
-                            GgmlType type = GgmlType::F32) {
+                            GgmlType type = GgmlType::F32, int64_t num_tokens = 0) {
   const std::string arch = c.arch == ModelArch::Llama ? "llama" : "qwen2";
   GgufWriter w;
   w.add_string("general.architecture", arch);
@@ -281,8 +292,13 @@ inline GgufWriter tiny_gguf(const ModelConfig& c, const std::vector<StTensor>& t
   w.add_f32(arch + ".rope.freq_base", static_cast<float>(c.rope.theta));
   w.add_u32(arch + ".rope.dimension_count", static_cast<uint32_t>(c.head_dim));
   std::vector<std::string> vocab;
-  for (int64_t i = 0; i < c.vocab_size; ++i) vocab.push_back("t" + std::to_string(i));
+  for (int64_t i = 0; i < (num_tokens > 0 ? num_tokens : c.vocab_size); ++i)
+    vocab.push_back("t" + std::to_string(i));
   w.add_string_array("tokenizer.ggml.tokens", vocab);
+  if (num_tokens > 0) {
+    w.add_string("tokenizer.ggml.model", "llama");
+    w.add_f32_array("tokenizer.ggml.scores", std::vector<float>(vocab.size(), 0.0f));
+  }
   w.add_u32("tokenizer.ggml.bos_token_id", 1);
   w.add_u32("tokenizer.ggml.eos_token_id", 2);
   auto gname = [](std::string n) {
@@ -314,6 +330,54 @@ inline GgufWriter tiny_gguf(const ModelConfig& c, const std::vector<StTensor>& t
     w.add_tensor_f32(gname(t.name), t.shape, v, t.shape.size() == 1 ? GgmlType::F32 : type);
   }
   return w;
+}
+
+// A copy of the Hugging Face model in `src` (tokenizer files included) with its embedding and
+// LM head padded by `extra` rows past the tokenizer, as Qwen2 checkpoints are (152,064 rows
+// for 151,665 tokens). The padded LM-head rows are +-100 along the first hidden dimensions, so
+// that, were they not masked, they would win nearly every sampling step.
+inline fs::path padded_vocab_model(const fs::path& src, const std::string& name, int64_t extra) {
+  const fs::path dir = fresh_dir(name);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+    if (fs::exists(src / f)) fs::copy_file(src / f, dir / f);
+  nlohmann::json cfg = nlohmann::json::parse(read_bytes(src / "config.json"));
+  const int64_t V = cfg["vocab_size"].get<int64_t>(), P = V + extra;
+  cfg["vocab_size"] = P;
+  std::ofstream(dir / "config.json") << cfg.dump();
+  auto m = load_model(src.string()).take();
+  const ModelConfig padded = parse_hf_config(cfg, "config.json");
+  std::vector<StTensor> tensors;
+  for (const TensorSpec& s : expected_tensors(padded)) {
+    StTensor t{s.name, s.shape, std::vector<float>(static_cast<size_t>(tensor_numel(s.shape)))};
+    const bool vocab = s.name == "model.embed_tokens.weight" || s.name == "lm_head.weight";
+    const int64_t H = vocab ? s.shape[1] : 0;
+    std::span<float> real(t.values.data(), vocab ? static_cast<size_t>(V * H) : t.values.size());
+    m.weights->read_f32(s.name, real);
+    if (s.name == "lm_head.weight")
+      for (int64_t r = V; r < P; ++r) t.values[r * H + (r - V) / 2] = (r % 2 ? -100.0f : 100.0f);
+    tensors.push_back(std::move(t));
+  }
+  write_bytes(dir / "model.safetensors", safetensors_bytes(tensors));
+  return dir;
+}
+
+// Requests for padded_vocab_model: greedy and sampled (top-k past the vocabulary, top-p
+// near 1) rows with logprobs, so that every way a padded id could leak is taken.
+inline std::vector<nanoflow::GenerateRequest> padded_vocab_requests(int max_tokens) {
+  std::vector<nanoflow::GenerateRequest> reqs;
+  for (int i = 0; i < 6; ++i) {
+    nanoflow::GenerateRequest r;
+    r.prompt = {1, static_cast<int32_t>(20 + 7 * i), 30, 40};
+    r.params.max_tokens = max_tokens;
+    r.params.ignore_eos = true;
+    r.params.logprobs = 5;
+    r.params.temperature = i % 2 ? 1.0f : 0.0f;
+    if (i == 3) r.params.top_k = 600;
+    if (i == 5) r.params.top_p = 0.999f;
+    r.params.seed = 7 + i;
+    reqs.push_back(r);
+  }
+  return reqs;
 }
 
 }  // namespace nf::testing

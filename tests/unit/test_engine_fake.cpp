@@ -44,6 +44,7 @@ class FakeBackend final : public Backend {
     {
       std::lock_guard<std::mutex> lock(mu);  // loads come from the executor's copier thread
       batches.push_back(b);
+      if (static_cast<int>(batches.size()) == fail_batch) throw Error("fake: device failed");
     }
     for (size_t s = 0; s < b.sample_rows.size(); ++s) {
       const int32_t tok = b.token_ids[b.sample_rows[s]];
@@ -56,6 +57,7 @@ class FakeBackend final : public Backend {
   }
   std::vector<ScheduledBatch> batches;
   int32_t eos_after = -1;
+  int fail_batch = -1;  // the forward of this batch (1-based) throws
   // KV offload (kv_bytes > 0): a block's bytes are its id; a load records how many batches had
   // run when it finished.
   size_t kv_block_bytes() const override { return kv_bytes; }
@@ -373,15 +375,28 @@ TEST(SchedulerPrefetch, WaitsForItsPrefetchOnlyWhileOthersRun) {
 
 // A copy that fails on the copier thread (the device in error) is raised on the engine's
 // thread, not lost.
-TEST_P(EngineTimeline, AFailedOffloadCopyIsRaised) {
+// A failed device copy is raised on the engine's thread, once: the requests in the engine
+// then fail with its message (FinishReason::Error), the copy's blocks are returned, and the
+// engine goes on serving.
+TEST_P(EngineTimeline, AFailedOffloadCopyDoesNotStopTheEngine) {
   Harness h(64, 8, GetParam(), 64, "peak", /*kv_host_gb=*/1e-6);
   h.backend->fail_copies = true;
-  h.engine->add_request(prompt_of(10), greedy(1));
-  EXPECT_THROW(
-      {
-        for (int i = 0; i < 100; ++i) h.engine->step();
-      },
-      Error);
+  const auto a = h.engine->add_request(prompt_of(10), greedy(1));
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_NO_THROW(h.engine->step());
+    h.drain();
+  }
+  EXPECT_EQ(h.finishes[a], 1);
+  h.backend->fail_copies = false;
+  const auto b = h.engine->add_request(prompt_of(12, 3), greedy(3));
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_NO_THROW(h.engine->step());
+    h.drain();
+  }
+  ASSERT_EQ(h.finishes[b], 1);
+  EXPECT_EQ(h.outs[b].finish_reason, FinishReason::Length);
+  EXPECT_EQ(h.outs[b].token_ids.size(), 3u);
+  h.engine->check_integrity();
 }
 
 INSTANTIATE_TEST_SUITE_P(AsyncAndSync, EngineTimeline, ::testing::Bool(),
@@ -462,6 +477,75 @@ TEST(ScheduledBatchShape, RejectsArraysThatDisagree) {
   bad([](ScheduledBatch& c) { c.block_indptr = {0, 2}; }, "block_indptr does not cover");
   bad([](ScheduledBatch& c) { c.context_lens.clear(); }, "0 context lengths");
   bad([](ScheduledBatch& c) { c.sample_rows = {3}; }, "sample row 3 outside");
+}
+
+}  // namespace
+}  // namespace nf
+
+namespace nf {
+namespace {
+
+// A step that throws (a device error) fails the requests of the engine with FinishReason::Error
+// and the message; the engine thread lives on and serves the next request.
+TEST(EngineFake, AFailedStepFailsItsRequestsAndTheEngineGoesOn) {
+  for (bool async : {false, true}) {
+    Harness h(64, 64, async);
+    h.backend->fail_batch = 3;
+    const auto a = h.engine->add_request({5, 6, 7}, greedy(20));
+    const auto b = h.engine->add_request({9, 10}, greedy(20));
+    h.run();
+    for (auto id : {a, b}) {
+      ASSERT_EQ(h.finishes[id], 1);
+      EXPECT_EQ(h.outs[id].finish_reason, FinishReason::Error);
+      EXPECT_NE(h.outs[id].error.find("fake: device failed"), std::string::npos);
+    }
+    const auto c = h.engine->add_request({11, 12}, greedy(4));
+    h.run();
+    ASSERT_EQ(h.finishes[c], 1);
+    EXPECT_EQ(h.outs[c].finish_reason, FinishReason::Length);
+    EXPECT_EQ(h.outs[c].token_ids, (std::vector<int32_t>{13, 14, 15, 16}));
+  }
+}
+
+TEST(EngineFake, TheBackgroundLoopSurvivesAFailedStep) {
+  Harness h(64, 64, true);
+  h.backend->fail_batch = 2;
+  h.engine->start();
+  auto wait_for = [&](nanoflow::RequestId id) {
+    while (h.finishes[id] == 0) {
+      std::vector<RequestOutput> d;
+      h.engine->poll_outputs(d, std::chrono::milliseconds(50));
+      for (auto& o : d) {
+        h.outs[o.id].append(o);
+        if (o.finished()) ++h.finishes[o.id];
+      }
+    }
+  };
+  const auto a = h.engine->add_request({5, 6, 7}, greedy(8));
+  wait_for(a);
+  EXPECT_EQ(h.outs[a].finish_reason, FinishReason::Error);
+  const auto c = h.engine->add_request({11, 12}, greedy(3));
+  wait_for(c);
+  h.engine->stop();
+  EXPECT_EQ(h.outs[c].finish_reason, FinishReason::Length);
+  EXPECT_EQ(h.outs[c].token_ids, (std::vector<int32_t>{13, 14, 15}));
+}
+
+TEST(EngineFake, RequestsAreCheckedWhereTheyEnter) {
+  Harness h(64, 64, false);
+  SamplingParams p = greedy(4);
+  p.min_tokens = 5;
+  EXPECT_THROW(h.engine->add_request({5}, p), Error);  // min_tokens > max_tokens
+  p = greedy(4);
+  p.stop_token_ids = {-1};
+  EXPECT_THROW(h.engine->add_request({5}, p), Error);
+  p.stop_token_ids = {kVocab};
+  EXPECT_THROW(h.engine->add_request({5}, p), Error);
+  p = greedy(4);
+  p.logit_bias = {{kVocab, 1.0f}};
+  EXPECT_THROW(h.engine->add_request({5}, p), Error);
+  EXPECT_THROW(h.engine->add_request({kVocab}, greedy(4)), Error);
+  EXPECT_THROW(h.engine->add_request({-3}, greedy(4)), Error);
 }
 
 }  // namespace

@@ -469,12 +469,17 @@ TEST(Pipeline, CpuBackendRunsTheNanoOperations) {
     return std::pair{out, backend.nano_operations()};
   };
   // Cross-layer pipelining too. SM partitions (a CUDA matter), hard or soft (bounded decode
-  // grids, GEMM targets), change nothing on the CPU.
+  // grids, GEMM targets), change nothing on the CPU. Its groups' GEMMs have few rows, which
+  // some OpenBLAS kernels round differently (bitwise with the SkylakeX kernels, within 1e-5
+  // with the Haswell ones that OpenBLAS 0.3.21 picks on a Sapphire Rapids CPU).
   for (const PipelineSchedule& s :
        {cross_layer(), nf::with_attention_partition(cross_layer(), 32, true),
         nf::with_attention_grid(cross_layer(), 24, true)}) {
     const auto [out, ops] = run_with(s);
-    EXPECT_EQ(a, out) << s.name;
+    float worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - out[i]));
+    EXPECT_LT(worst, 1e-3f) << s.name;
+    std::printf("%s: max |logit diff| against serial %.3g\n", s.name.c_str(), worst);
     EXPECT_EQ(ops, 8 * L) << s.name;
   }
   // Decode and prefill rows apart (by kind): the GEMMs of the 6 decode rows alone round a

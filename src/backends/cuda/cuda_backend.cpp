@@ -828,6 +828,7 @@ void CudaBackend::forward_sample(const ScheduledBatch& b, const DeviceSampleBatc
     a.top_logprobs = cuda::TensorView(d + down + S * 8 + S * K * 4, DType::kF32, {S, K});
   }
   a.host_params = std::span<const cuda::SampleRowParams>(params, static_cast<size_t>(S));
+  a.sample_vocab = in.sample_vocab;
   sampler_->sample(a, stream_);
   mark("sampling", 0, 4.0 * S * V);
   NF_CUDA_CHECK(cudaMemcpyAsync(h + down, d + down, down_bytes, cudaMemcpyDeviceToHost, stream_));

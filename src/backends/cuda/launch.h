@@ -126,5 +126,7 @@ struct SampleLaunch {
 size_t sample_cub_temp_bytes(int sort_rows, int vocab);
 void sample_fill_iota(int32_t* iota, int sort_rows, int vocab, cudaStream_t stream);
 void sample(const SampleLaunch& s, cudaStream_t stream);
+// logits[r, c] = -inf for every row r < rows and column begin <= c < vocab.
+void mask_logit_columns(float* logits, int64_t rows, int vocab, int begin, cudaStream_t stream);
 
 }  // namespace nf::cuda::launch

@@ -92,6 +92,11 @@ void GpuSampler::sample(const SampleArgs& args, cudaStream_t stream) {
     }
   }
   if (rows == 0) return;
+  NF_CHECK(args.sample_vocab >= 0 && args.sample_vocab <= config_.vocab,
+           "{}: sample_vocab {} outside [0, {}]", op, args.sample_vocab, config_.vocab);
+  if (args.sample_vocab > 0 && args.sample_vocab < config_.vocab)
+    launch::mask_logit_columns(args.logits.ptr<float>(), rows, config_.vocab, args.sample_vocab,
+                               stream);
 
   launch::SampleLaunch s;
   s.logits = args.logits.ptr<float>();

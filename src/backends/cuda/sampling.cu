@@ -568,6 +568,25 @@ void launch::sample_fill_iota(int32_t* iota, int sort_rows, int vocab, cudaStrea
   NF_CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+__global__ void mask_columns_kernel(float* logits, int64_t rows, int vocab, int begin) {
+  const int width = vocab - begin;
+  const int64_t n = rows * width;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    logits[(i / width) * vocab + begin + i % width] = -INFINITY;
+}
+}  // namespace
+
+void launch::mask_logit_columns(float* logits, int64_t rows, int vocab, int begin,
+                                cudaStream_t stream) {
+  const int64_t n = rows * (vocab - begin);
+  if (n <= 0) return;
+  const int blocks = static_cast<int>(std::min<int64_t>(1024, kernels::ceil_div(n, 256)));
+  mask_columns_kernel<<<blocks, 256, 0, stream>>>(logits, rows, vocab, begin);
+  NF_CUDA_CHECK_LAUNCH();
+}
+
 void launch::sample(const SampleLaunch& s, cudaStream_t stream) {
   sample_adjusted(s, SampleAdjustLaunch{}, stream);
 }

@@ -36,7 +36,11 @@ struct SamplerConfig {
 };
 
 struct SampleArgs {
-  TensorView logits;         // [S, vocab] f32, not modified
+  // [S, vocab] f32, not modified, except that columns >= sample_vocab (when set) become -inf
+  TensorView logits;
+  // > 0 and < vocab: ids >= this are never sampled nor ranked in the logprobs (an embedding
+  // padded past the tokenizer): their logits are set to -inf first.
+  int32_t sample_vocab = 0;
   TensorView params;         // [S, sizeof(SampleRowParams)] u8: one SampleRowParams per row
   TensorView banned_indptr;  // [S+1] i32 CSR over banned_ids; empty views: nothing banned
   TensorView banned_ids;     // [N] i32 ids that get no probability (EOS before min_tokens)
