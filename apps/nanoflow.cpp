@@ -22,7 +22,7 @@
 #include "common/status.h"
 #include "engine/sampling_json.h"
 #include "model/model_config.h"
-#include "server/bench_serve.h"
+#include "bench/bench_serve.h"
 #include "server/server.h"
 #include "tokenizer/tokenizer.h"
 
@@ -93,6 +93,16 @@ struct EngineOptions {
                     "tc (experimental: our tensor-core decode kernels, the streaming one inside SM "
                     "partitions, FlashInfer for prefill)")
         ->check(CLI::IsMember({"auto", "flashinfer", "native", "tc"}))
+        ->capture_default_str();
+    app->add_option("--tc-decode-kernel", engine.tc_decode_kernel,
+                    "--attention tc on the whole GPU: streams (the persistent TMA-fed kernel, "
+                    "~11% fewer joules per GB) or per-request (for comparisons)")
+        ->check(CLI::IsMember({"streams", "per-request"}))
+        ->capture_default_str();
+    app->add_option("--pipeline-trace", engine.pipeline_trace,
+                    "CUDA nano-batch pipeline: print the N-th split iteration's nano-operation "
+                    "timeline as TRACE lines on stderr (a diagnostic: it synchronizes; 0: off)")
+        ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     app->add_option("--cuda-graphs", engine.cuda_graphs,
                     "CUDA graphs for the dense ops (token count padded to a bucket; attention "

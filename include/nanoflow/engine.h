@@ -32,6 +32,8 @@ struct EngineConfig {
   double gpu_memory_utilization = 0.90;  // share of the GPU's memory the CUDA backend may hold
   std::string attention = "auto";  // CUDA attention kernel: auto | flashinfer | native | tc
   bool cuda_graphs = true;         // CUDA: replay the dense ops from graphs per padded batch size
+  std::string tc_decode_kernel = "streams";  // --attention tc on the whole GPU: streams | per-request
+  int pipeline_trace = 0;          // CUDA: print the N-th split iteration's timeline (0: off)
   std::string pipeline_file;       // nano-batch schedules (JSON, see runtime/pipeline.h); empty:
                                    // serial; "auto": timed at start-up (CUDA; serial on the CPU)
   double tune_budget_s = 60;       // --pipeline auto: seconds for the timings

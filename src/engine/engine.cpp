@@ -10,13 +10,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "backends/cpu/cpu_backend.h"
-#ifdef NANOFLOW_HAVE_CUDA
-#include "backends/cuda/cuda_backend.h"
-#include "backends/cuda/cuda_tp_backend.h"
-#endif
 #include "common/log.h"
 #include "common/status.h"
+#include "engine/backend_factory.h"
 #include "engine/kv_cache_manager.h"
 #include "engine/kv_offload.h"
 #include "engine/pipeline_tune.h"
@@ -416,56 +412,14 @@ struct Engine::Impl {
 };
 
 std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
-  if (config.device != "cpu" && config.device != "cuda") {
+  if (config.device != "cpu" && config.device != "cuda")
     nf::fail("--device {}: unknown device (cpu or cuda)", config.device);
-  }
-#ifndef NANOFLOW_HAVE_CUDA
-  if (config.device != "cpu") {
-    nf::fail("--device {}: this build runs models on the CPU only (configure with "
-             "-DNANOFLOW_CUDA=ON on a machine with nvcc for the CUDA backend)", config.device);
-  }
-#endif
   nf::PipelineConfig pipeline;
   const bool tune = config.pipeline_file == "auto";
   if (!config.pipeline_file.empty() && !tune) pipeline = nf::load_pipeline_file(config.pipeline_file);
   if (config.pipeline_one_stream) pipeline = nf::one_stream(std::move(pipeline));
   nf::LoadedModel model = nf::load_model(config.model).take();
-  std::unique_ptr<nf::Backend> backend;
-#ifdef NANOFLOW_HAVE_CUDA
-  if (config.device == "cuda") {
-    nf::CudaBackendConfig cuda;
-    cuda.block_size = config.block_size;
-    cuda.num_kv_blocks = config.num_kv_blocks;
-    cuda.max_batch_tokens = config.max_batch_tokens;
-    cuda.gpu_memory_utilization = config.gpu_memory_utilization;
-    cuda.attention = config.attention;
-    cuda.cuda_graphs = config.cuda_graphs;
-    cuda.pipeline = pipeline;
-    cuda.profile_first_step = config.profile_first_step;
-    const std::vector<float> inv_freq =
-        nf::rope_inv_freq(model.config.rope, model.config.head_dim);
-    if (config.tensor_parallel_size > 1) {
-      nf::CudaTpConfig tp;
-      tp.tensor_parallel_size = config.tensor_parallel_size;
-      tp.comm_ctas = config.tp_comm_ctas;
-      tp.allreduce = config.tp_allreduce;
-      backend =
-          std::make_unique<nf::CudaTpBackend>(model.config, *model.weights, inv_freq, cuda, tp);
-    } else {
-      backend = std::make_unique<nf::CudaBackend>(model.config, *model.weights, inv_freq, cuda);
-    }
-  }
-#endif
-  if (!backend) {
-    nf::CpuBackendConfig cpu;
-    cpu.block_size = config.block_size;
-    cpu.kv_cache_gb = config.kv_cache_gb;
-    cpu.num_kv_blocks = config.num_kv_blocks;
-    cpu.threads = config.threads;
-    cpu.tensor_parallel_size = config.tensor_parallel_size;
-    cpu.pipeline = pipeline;
-    backend = std::make_unique<nf::CpuBackend>(model.config, *model.weights, cpu);
-  }
+  std::unique_ptr<nf::Backend> backend = nf::make_backend(config, model, pipeline);
   if (tune && config.device == "cuda") {
     // --pipeline auto: time the candidate schedules on this backend (the CPU backend has nothing
     // to overlap: serial).

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "engine/kv_offload.h"
+#include "runtime/kv_transfer.h"
 
 namespace nf {
 
@@ -37,19 +38,6 @@ struct KvCacheStats {
   int64_t prefix_hits = 0;     // of those, tokens served from the cache (any tier)
   int64_t host_hit_tokens = 0, disk_hit_tokens = 0;  // of those, loaded from the offload tiers
   int64_t saved_blocks = 0;                          // blocks queued for saving
-};
-
-// A block to copy out of the device pool (its KV is final) and hand to the offload tiers.
-struct KvSave {
-  int32_t block = 0;
-  uint64_t hash = 0;
-  std::vector<int32_t> tokens;
-};
-// KV bytes to copy into a device block (a hit in an offload tier): a host-tier buffer, shared
-// (the tier may drop it meanwhile; the buffer lives until the copy is done).
-struct KvLoad {
-  int32_t block = 0;
-  std::shared_ptr<const std::byte> payload;
 };
 
 class KvCacheManager {

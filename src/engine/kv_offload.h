@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "runtime/host_block_pool.h"
+#include "runtime/kv_transfer.h"
 
 namespace nf {
 
@@ -180,7 +181,7 @@ class DiskKvTier {
 };
 
 // Both tiers behind one lock, with the statistics. Thread-safe.
-class KvOffload {
+class KvOffload final : public KvSaveSink {
  public:
   // identity: the model and KV layout (blocks of another identity are foreign); block_bytes:
   // one block's KV over all layers; block_size: its tokens.
@@ -193,12 +194,12 @@ class KvOffload {
   using Buffer = HostBlockPool::Buffer;
   size_t block_bytes() const { return block_bytes_; }
   // A buffer of the host pool, for a block to be saved (the executor copies into it).
-  Buffer new_buffer() { return pool_->get(); }
+  Buffer new_buffer() override { return pool_->get(); }
   const HostBlockPool& pool() const { return *pool_; }
   bool contains(uint64_t hash) const;
   void save(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> payload);
   // The same, adopting a buffer of new_buffer() (not written to again) without a copy.
-  void save(uint64_t hash, std::span<const int32_t> tokens, Buffer payload);
+  void save(uint64_t hash, std::span<const int32_t> tokens, Buffer payload) override;
   enum class Tier { kNone, kHost, kDisk };
   Tier load(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out);
   // The same without a copy on a host hit: the block's buffer, shared with the host tier (a disk

@@ -24,7 +24,7 @@ struct DeviceSampleRow {
   uint64_t seed = 0;
   uint64_t step = 0;         // index of the token being generated (the seed's subsequence)
   int32_t num_logprobs = 0;  // top log-probabilities wanted, <= DeviceSampleBatch::max_logprobs
-  // Penalties (host semantics, src/engine/sampler.cpp) over the row's penalty_ids entries.
+  // Penalties (host semantics, src/runtime/sampler.cpp) over the row's penalty_ids entries.
   float repetition_penalty = 1.0f;  // != 1: applies to every penalty entry (prompt or output)
   float frequency_penalty = 0.0f;   // count * this, subtracted from entries with count > 0
   float presence_penalty = 0.0f;    // subtracted from entries with count > 0

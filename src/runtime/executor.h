@@ -22,11 +22,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/kv_cache_manager.h"
-#include "engine/kv_offload.h"
-#include "engine/sampler.h"
+#include "runtime/sampler.h"
 #include "runtime/backend.h"
 #include "runtime/batch.h"
+#include "runtime/kv_transfer.h"
 #include "runtime/sample_pack.h"
 
 namespace nf {
@@ -42,13 +41,13 @@ struct ExecRequest {
 };
 
 struct StepInput {
-  // KV offload (engine/kv_offload.h), started before the forward and run beside the forwards on
+  // KV offload (runtime/kv_transfer.h), started before the forward and run beside the forwards on
   // the backend's copy engines: copy these blocks out (every earlier step has written them) into
   // buffers of kv_offload, which adopts them once copied, and copy the loaded payloads into
   // their blocks. The KV manager holds every such block until take_finished_copies() returns it.
   std::vector<KvSave> kv_saves;
   std::vector<KvLoad> kv_loads;
-  KvOffload* kv_offload = nullptr;
+  KvSaveSink* kv_offload = nullptr;
   ScheduledBatch batch;
   std::vector<ExecRequest> new_requests;      // first scheduled in this step
   std::vector<nanoflow::RequestId> finished;  // forget these before running
@@ -123,7 +122,7 @@ class Executor {
     std::vector<KvSave> saves;                   // save: what each block is
     std::vector<HostBlockPool::Buffer> buffers;  // save: copied into (taken chunk by chunk)
     std::vector<KvLoad> loads;                   // load: copied from
-    KvOffload* offload = nullptr;
+    KvSaveSink* offload = nullptr;
   };
   struct Copier {
     std::deque<CopyJob> jobs;

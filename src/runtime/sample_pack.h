@@ -2,7 +2,7 @@
 // of rows sampled on the device into DeviceSampleBatch's CSRs, and the host mirror of what the
 // device does with them.
 //
-// The host sampler (src/engine/sampler.cpp) processes a row as: logit_bias added (in its
+// The host sampler (src/runtime/sampler.cpp) processes a row as: logit_bias added (in its
 // order), then the repetition penalty once per id seen in the prompt or the output, then
 // frequency * count + presence subtracted once per id of the output, then banned ids to -inf.
 // A row's adjustments are sparse: every id outside them keeps its raw logit. So per row the

@@ -17,7 +17,7 @@
 #include <thread>
 
 #include "common/status.h"
-#include "server/bench_serve.h"
+#include "bench/bench_serve.h"
 
 namespace {
 

@@ -7,6 +7,7 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <numeric>
 #include <sstream>
@@ -266,7 +267,8 @@ class FiBatch {
   // The same batch (decode rows only) on one of our tensor-core decode kernels (`kernel`:
   // launch::kDecode*; decode_attention.cu), with `splits` context splits, the streaming one's
   // grid on `sm_count` SMs (0: all).
-  void run_tc(int pool, cudaStream_t stream, int kernel, int sm_count = 0, int splits = 1) {
+  void run_tc(int pool, cudaStream_t stream, int kernel, int sm_count = 0, int splits = 1,
+              cuda::launch::DecodeRing ring = {}, int debug = 0) {
     const int64_t T = tokens(), B = static_cast<int64_t>(qo_.size()) - 1;
     const size_t ws = cuda::paged_attention_workspace_bytes(T, H, D, splits);
     if (ws_.bytes() < ws) ws_ = DeviceBuffer(ws);
@@ -286,6 +288,8 @@ class FiBatch {
     a.num_splits = splits;
     a.decode_kernel = kernel;
     a.sm_count = sm_count;
+    a.stream_ring = ring;
+    a.stream_debug = debug;
     cuda::paged_decode_attention(a, stream);
   }
   int tokens() const { return qo_.back(); }
@@ -733,7 +737,7 @@ TEST_F(Bench, DISABLED_OverlapEnergy) {
 
 // Where the decode attention's energy goes: FlashInfer's decode kernel and our per-request
 // kernel on the whole GPU, our streaming kernel on 132 and 28 SMs, and on 28 SMs its copies
-// alone (NF_DECODE_STREAM_DEBUG=1: the TMA stream into shared memory, no math) and its math
+// alone (stream_debug 1: the TMA stream into shared memory, no math) and its math
 // alone (2: no loads). The 560-row batch; one `ENERGY {json}` line per case, with the joules
 // per GB of KV read.
 TEST_F(Bench, DISABLED_AttentionEnergy) {
@@ -751,15 +755,14 @@ TEST_F(Bench, DISABLED_AttentionEnergy) {
   for (const int k : {132, 28}) {
     for (const int mode : {0, 1, 2}) {
       if (k == 132 && mode != 0) continue;
-      setenv("NF_DECODE_STREAM_DEBUG", std::to_string(mode).c_str(), 1);
       const char* name = mode == 0   ? "streaming kernel"
                          : mode == 1 ? "its copies alone"
                                      : "its math alone";
-      measure_energy(name, k,
-                     [&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodeStreams, k); });
+      measure_energy(name, k, [&] {
+        d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodeStreams, k, 1, {}, mode);
+      });
     }
   }
-  unsetenv("NF_DECODE_STREAM_DEBUG");
 }
 
 // The streaming decode kernel's ring shapes on k SMs of the whole GPU (its grid is sm_count
@@ -774,13 +777,15 @@ TEST_F(Bench, DISABLED_DecodeStreamsRings) {
   if (const char* e = std::getenv("NF_BENCH_RINGS")) rings = e;
   std::stringstream ss(rings);
   for (std::string ring; std::getline(ss, ring, ';');) {
-    setenv("NF_DECODE_STREAM_RING", ring.c_str(), 1);
+    cuda::launch::DecodeRing shape;
+    std::sscanf(ring.c_str(), "%d %d %d", &shape.tile_kb, &shape.stages, &shape.warps);
     for (const int mode : {0, 1, 2}) {
-      setenv("NF_DECODE_STREAM_DEBUG", std::to_string(mode).c_str(), 1);
       for (const int sms : {16, 32, 132}) {
-        const double ms =
-            median_ms([&] { d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodeStreams, sms); },
-                      9, kPools)[0];
+        const double ms = median_ms(
+            [&] {
+              d.run_tc(i++ % kPools, nullptr, cuda::launch::kDecodeStreams, sms, 1, shape, mode);
+            },
+            9, kPools)[0];
         std::printf(
             "RING {\"ring\":\"%s\",\"mode\":%d,\"sms\":%d,\"ms\":%.4f,\"TBps\":%.3f,"
             "\"GBps_per_sm\":%.1f}\n",
@@ -789,8 +794,6 @@ TEST_F(Bench, DISABLED_DecodeStreamsRings) {
       }
     }
   }
-  unsetenv("NF_DECODE_STREAM_RING");
-  unsetenv("NF_DECODE_STREAM_DEBUG");
 }
 
 // One streaming decode launch set on NF_BENCH_SMS SMs (default 32), for a profiler.

@@ -1,4 +1,4 @@
-// GPU sampling against the host sampler's rules (src/engine/sampler.cpp): greedy equals the
+// GPU sampling against the host sampler's rules (src/runtime/sampler.cpp): greedy equals the
 // CPU argmax, top-K logprobs equal the CPU log-softmax, seeded draws do not depend on the rest
 // of the batch, top-k/top-p/min-p/banned ids never let an excluded token through, and the
 // empirical distribution over a small vocabulary matches the expected one; all of it with
@@ -8,7 +8,7 @@
 #include <numeric>
 
 #include "backends/cuda/sampling.h"
-#include "engine/sampler.h"
+#include "runtime/sampler.h"
 #include "kernel_test_util.h"
 #include "runtime/sample_pack.h"
 

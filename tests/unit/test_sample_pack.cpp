@@ -10,7 +10,7 @@
 #include <random>
 
 #include "common/status.h"
-#include "engine/sampler.h"
+#include "runtime/sampler.h"
 #include "model/model_config.h"
 #include "runtime/executor.h"
 #include "runtime/sample_pack.h"

@@ -174,6 +174,10 @@ void paged_decode_attention(const PagedAttentionArgs& args, cudaStream_t stream)
   NF_CHECK(args.sm_count >= 0, "{}: sm_count {}", op, args.sm_count);
   a.sm_count = args.sm_count;
   a.decode_kernel = args.decode_kernel;
+  NF_CHECK(args.stream_debug >= 0 && args.stream_debug <= 2, "{}: stream_debug {}", op,
+           args.stream_debug);
+  a.stream_ring = args.stream_ring;
+  a.stream_debug = args.stream_debug;
   if (a.tokens == 0) return;
   const KvMap* map = a.decode_kernel == launch::kDecodeStreams ? &kv_tensor_map(a) : nullptr;
   launch::paged_decode_attention(a, map, stream);

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backends/cuda/decode_ring.h"
 #include "backends/cuda/tensor.h"
 
 namespace nf::cuda {
@@ -31,6 +32,11 @@ struct PagedAttentionArgs {
   // paged_decode_attention only:
   int sm_count = 0;       // SMs the stream may use (its green partition's); 0: the whole device's
   int decode_kernel = 0;  // launch::kDecodeStreams (default) or launch::kDecodePerRequest
+  // The streaming kernel's experiments (kernel benchmarks only; the defaults are the measured
+  // best, docs/nano-batch.md): its ring shape, and stream_debug 1 (no math) or 2 (no loads:
+  // the output is then meaningless).
+  launch::DecodeRing stream_ring;
+  int stream_debug = 0;
 };
 
 // Splits that keep every SM busy when few (token, kv head) pairs have long contexts;

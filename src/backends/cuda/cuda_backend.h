@@ -55,6 +55,13 @@ struct CudaBackendConfig {
   // per run of decode or prefill requests of each attention nano-batch; eagerly (no graphs) and
   // without the op profile. Needs FlashInfer.
   PipelineConfig pipeline;
+  // --attention tc on the whole GPU: the streaming kernel (true, the default: as fast in the
+  // engine, ~11% fewer joules per GB) or the per-request one (false; comparisons). Inside an SM
+  // partition the streaming kernel always runs.
+  bool tc_decode_streams = true;
+  // > 0: the N-th split iteration's timeline, each nano-operation's start and end on its stream
+  // (CUDA events), as `TRACE {json}` lines on stderr (a diagnostic: it synchronizes).
+  int pipeline_trace = 0;
   // Times every op of forwards [profile_first_step, +profile_steps) with CUDA events (-1: off);
   // op_profile_json() then reports per-op time, FLOPs and bytes.
   int profile_first_step = -1;
@@ -308,7 +315,7 @@ class CudaBackend final : public Backend {
   std::vector<cudaEvent_t> nano_events_;
   // Per attention nano-operation and layer parity: its prefill runs done on another stream.
   std::vector<cudaEvent_t> nano_prefill_events_;
-  int64_t pipelined_calls_ = 0;  // run_pipelined calls (NF_PIPELINE_TRACE)
+  int64_t pipelined_calls_ = 0;  // run_pipelined calls (CudaBackendConfig::pipeline_trace)
   cudaEvent_t nano_fork_ = nullptr;
   struct AttnRun {
     int req_begin = 0, req_end = 0;  // requests of one kind (decode or prefill), contiguous

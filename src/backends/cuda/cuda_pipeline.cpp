@@ -205,12 +205,8 @@ void CudaBackend::run_pipelined(const ScheduledBatch& b, const PipelinePlan& pla
     balanced_k = std::clamp(balanced_k, 8, sm_count_ / 2);
   }
 
-  // NF_PIPELINE_TRACE=N: the N-th split iteration's timeline, each nano-operation's start and end
-  // on its stream (CUDA events), as `TRACE {json}` lines on stderr (a diagnostic: it synchronizes).
-  static const int trace_at = [] {
-    const char* e = std::getenv("NF_PIPELINE_TRACE");
-    return e != nullptr ? std::atoi(e) : 0;
-  }();
+  // CudaBackendConfig::pipeline_trace: the N-th split iteration's timeline.
+  const int trace_at = opts_.pipeline_trace;
   const bool trace = trace_at > 0 && ++pipelined_calls_ == trace_at;
   struct Span {
     cudaEvent_t begin = nullptr, end = nullptr;
@@ -460,11 +456,8 @@ void CudaBackend::run_tc_decode(const ScheduledBatch& b, int r0, int r1, const i
   // per-request kernel (bench/results/tc_decode_streams_h200.json), and on the whole GPU, where it
   // is as fast in the engine, it draws ~11% fewer joules per GB, which is what counts at the
   // power limit: +1.1-1.2% tok/s in serial (bench/results/energy_h200.json).
-  // NF_DECODE_KERNEL=per-request takes the per-request kernel on the whole GPU (comparisons).
-  static const bool per_request = [] {
-    const char* e = std::getenv("NF_DECODE_KERNEL");
-    return e != nullptr && std::string(e) == "per-request";
-  }();
+  // CudaBackendConfig::tc_decode_streams false: the per-request kernel on the whole GPU.
+  const bool per_request = !opts_.tc_decode_streams;
   a.sm_count = stream_sms;
   a.decode_kernel = stream_sms > 0 || !per_request ? cuda::launch::kDecodeStreams
                                                    : cuda::launch::kDecodePerRequest;

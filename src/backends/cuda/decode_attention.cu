@@ -815,15 +815,13 @@ void launch_stream(const DecodeParams& p, const CUtensorMap& map, int max_warps,
   NF_CUDA_CHECK_LAUNCH();
 }
 
-// The ring's shape: NF_DECODE_STREAM_RING = "tile_kb stages warps" (an experiment's knob; the
-// default is the measured best).
+// The ring's shape (launch::DecodeRing: an experiment's knob; the default is the measured best).
 template <int kD>
 void launch_stream_ring(const DecodeParams& p, const CUtensorMap& map, cudaStream_t stream) {
-  std::array<int, 3> ring{16, 2, 8};
-  if (const char* e = std::getenv("NF_DECODE_STREAM_RING"))
-    std::sscanf(e, "%d %d %d", &ring[0], &ring[1], &ring[2]);
+  const std::array<int, 3> ring{p.a.stream_ring.tile_kb, p.a.stream_ring.stages,
+                                p.a.stream_ring.warps};
   DecodeParams q = p;
-  if (const char* e = std::getenv("NF_DECODE_STREAM_DEBUG")) q.debug = std::atoi(e);
+  q.debug = p.a.stream_debug;
   const int warps = std::clamp(ring[2], 1, kStreamMaxWarps);
   if (ring[0] == 16 && ring[1] == 3) {
     launch_stream<kD, 16384, 3>(q, map, warps, stream);

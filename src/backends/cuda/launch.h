@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backends/cuda/decode_ring.h"
+
 namespace nf::cuda::launch {
 
 using bf16 = __nv_bfloat16;
@@ -71,6 +73,8 @@ struct AttentionLaunch {
   int64_t num_blocks = 0;      // blocks in the kv pool
   int sm_count = 0;            // SMs the stream may use (its green partition's); 0: the device's
   int decode_kernel = 0;       // paged_decode_attention: kDecodeStreams or kDecodePerRequest
+  DecodeRing stream_ring;      // kDecodeStreams: the ring's shape (attention.h)
+  int stream_debug = 0;        // kDecodeStreams experiments: 1 no math, 2 no loads
 };
 
 // Workspace of a split run: partial outputs [T, H, S, D] then (max, sum) pairs [T, H, S, 2].

@@ -1,7 +1,7 @@
 // Token sampling on the GPU, one CTA per row of logits: logit bias, repetition/frequency/
 // presence penalties, greedy, temperature, top-k, top-p, min-p, per-request seeds (Philox), and
 // top-K log-probabilities of the raw logits. The semantics follow the host sampler
-// (src/engine/sampler.cpp); see GpuSampler::sample.
+// (src/runtime/sampler.cpp); see GpuSampler::sample.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -1,4 +1,4 @@
-#include "server/bench_serve.h"
+#include "bench/bench_serve.h"
 
 #include <fmt/format.h>
 #include <sys/resource.h>
