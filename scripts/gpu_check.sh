@@ -38,18 +38,8 @@ mkdir -p "$OUT"
   "git HEAD ($(git rev-parse --short HEAD 2>/dev/null || echo none)), which a device copy may have stale" >&2
 export NF_REAL_SIZE_TESTS=${NF_REAL_SIZE_TESTS:-1}
 
-cmake_extra=()
-if compgen -G ".debs/*.deb" >/dev/null; then
-  deps=/tmp/nf-deps
-  mkdir -p "$deps"
-  for f in .debs/*.deb; do dpkg -x "$f" "$deps"; done
-  lib=$deps/usr/lib/x86_64-linux-gnu
-  ln -sf openblas-pthread/libopenblas.so.0 "$lib/libopenblas.so.0"
-  export PKG_CONFIG_PATH=$lib/openblas-pthread/pkgconfig:$lib/pkgconfig:$deps/usr/share/pkgconfig
-  export PKG_CONFIG_SYSROOT_DIR=$deps
-  export LD_LIBRARY_PATH=$lib/openblas-pthread:$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  cmake_extra+=(-DCMAKE_PREFIX_PATH="$deps/usr" -DPKG_CONFIG_EXECUTABLE="$deps/usr/bin/pkgconf")
-fi
+# The Debian dev packages from .debs/ on a bare machine (scripts/gpu_env.sh sets cmake_extra).
+source scripts/gpu_env.sh
 
 status_build=ok status_kernels=ok status_cpu=ok status_bench=ok
 t0=$(date +%s)

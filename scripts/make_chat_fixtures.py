@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Renders chat-template fixtures with transformers' own Jinja environment.
 
-For each template (SmolLM2 from the GGUF; Llama-2, Llama-3, Llama-3.1 and Qwen2 written below from
-their published tokenizer_config.json) renders a set of conversations and writes
+For each template (SmolLM2 from the GGUF; Llama-2, Llama-3, Llama-3.1, Qwen2, Qwen2.5 and Qwen3
+written below from their published tokenizer_config.json) renders a set of conversations and writes
 tests/fixtures/chat_templates/<name>.json = {"template", "bos_token", "eos_token", "extra",
 "cases": [{"messages", "add_generation_prompt", "expected"} | {"messages", "error"}]}.
 
@@ -214,6 +214,99 @@ QWEN25 = """{%- if tools %}
     {{- '<|im_start|>assistant\\n' }}
 {%- endif %}
 """
+
+
+# Qwen3 (Qwen/Qwen3-8B tokenizer_config.json, the revision that checks `content is string`):
+# thinking blocks, enable_thinking, tool calls.
+QWEN3 = """{%- if tools %}
+    {{- '<|im_start|>system\\n' }}
+    {%- if messages[0].role == 'system' %}
+        {{- messages[0].content + '\\n\\n' }}
+    {%- endif %}
+    {{- "# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if ns.multi_step_tool and message.role == "user" and message.content is string and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
+        {%- set ns.multi_step_tool = false %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- if message.content is string %}
+        {%- set content = message.content %}
+    {%- else %}
+        {%- set content = '' %}
+    {%- endif %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}
+    {%- elif message.role == "assistant" %}
+        {%- set reasoning_content = '' %}
+        {%- if message.reasoning_content is string %}
+            {%- set reasoning_content = message.reasoning_content %}
+        {%- else %}
+            {%- if '</think>' in content %}
+                {%- set reasoning_content = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}
+                {%- set content = content.split('</think>')[-1].lstrip('\\n') %}
+            {%- endif %}
+        {%- endif %}
+        {%- if loop.index0 > ns.last_query_index %}
+            {%- if loop.last or (not loop.last and reasoning_content) %}
+                {{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}
+            {%- else %}
+                {{- '<|im_start|>' + message.role + '\\n' + content }}
+            {%- endif %}
+        {%- else %}
+            {{- '<|im_start|>' + message.role + '\\n' + content }}
+        {%- endif %}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and content) or (not loop.first) %}
+                    {{- '\\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\\n<tool_response>\\n' }}
+        {{- content }}
+        {{- '\\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\\n\\n</think>\\n\\n' }}
+    {%- endif %}
+{%- endif %}"""
 
 
 def smollm2_template():
@@ -429,6 +522,19 @@ def main():
     write("qwen2_5", QWEN25, "", "<|im_end|>", {"tools": None}, cases25)
     write("qwen2", QWEN2, "", "<|im_end|>", {},
           make_cases(QWEN2, "", "<|im_end|>", {}, CONVERSATIONS))
+    thinking = [u("What is 2+2?"), a("<think>\nAdd them.\n</think>\n\n4"), u("And 3+3?")]
+    last_thought = [u("Hi"), a("<think>\nGreet back.\n</think>\n\nHello!")]
+    cases3 = make_cases(QWEN3, "", "<|im_end|>", {"tools": None},
+                        CONVERSATIONS + [tool_call_conv, thinking, last_thought])
+    for messages in ([u("Weather in Paris?")], [s("Use tools."), u("Weather?")], tool_call_conv):
+        extra = {"tools": [weather_tool]}
+        cases3.append({"messages": messages, "add_generation_prompt": True, "extra": extra,
+                       "expected": render(QWEN3, messages, True, "", "<|im_end|>", extra)})
+    for messages in ([u("Hello!")], thinking):
+        extra = {"tools": None, "enable_thinking": False}
+        cases3.append({"messages": messages, "add_generation_prompt": True, "extra": extra,
+                       "expected": render(QWEN3, messages, True, "", "<|im_end|>", extra)})
+    write("qwen3", QWEN3, "", "<|im_end|>", {"tools": None}, cases3)
 
 
 if __name__ == "__main__":

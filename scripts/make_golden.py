@@ -44,6 +44,8 @@ from transformers import (  # noqa: E402
     LlamaForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -716,6 +718,38 @@ HD128_SPECS = {
 }
 
 
+# Qwen3 (dense): per-head q/k RMSNorm and head_dim apart from hidden_size / heads (qwen3-tiny: 32
+# against 64 / 4 = 16). Both share qwen2-tiny's tokenizer (Qwen3 ships Qwen2's); qwen3-hd128 is
+# the GPU twin, as the other -hd128 models.
+QWEN3_SPECS = {
+    "qwen3-tiny": dict(
+        cls="qwen3",
+        seed=1030,
+        tokenizer="qwen2-tiny",
+        config=dict(
+            hidden_size=64,
+            intermediate_size=160,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            rope_theta=1000000.0,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=False,
+        ),
+        config_style="v5",
+    ),
+    "qwen3-hd128": dict(
+        cls="qwen3",
+        init=HD128_INIT,
+        seed=2030,
+        tokenizer="qwen2-tiny",
+        config=hd128_config(4, 2, 1000000.0, rms_norm_eps=1e-6),
+        config_style="v5",
+    ),
+}
+
+
 def v5_to_v4_config(d: dict) -> dict:
     """Rewrite a transformers-5 config dict (rope_parameters) in transformers-4 style (rope_theta + rope_scaling)."""
     d = dict(d)
@@ -761,6 +795,9 @@ def make_tiny_model(name: str, spec: dict, tok_info: dict, out_dir: Path) -> dic
     if spec["cls"] == "llama":
         config = LlamaConfig(**cfg_kwargs, **common)
         model_cls = LlamaForCausalLM
+    elif spec["cls"] == "qwen3":
+        config = Qwen3Config(**cfg_kwargs, **common)
+        model_cls = Qwen3ForCausalLM
     else:
         config = Qwen2Config(**cfg_kwargs, **common)
         model_cls = Qwen2ForCausalLM
@@ -1017,14 +1054,14 @@ def main() -> int:
     ap.add_argument("--skip-smollm2", action="store_true", help="leave out smollm2 (debugging)")
     ap.add_argument(
         "--only",
-        choices=["tiny", "hd128", "smollm2"],
+        choices=["tiny", "hd128", "qwen3", "smollm2"],
         action="append",
         help="generate only these groups (repeatable; default all): tiny = the four <family>-tiny "
-        "models and their tokenizer fixtures, hd128 = the four <family>-hd128 models, smollm2. "
+        "models and their tokenizer fixtures, hd128 = the four <family>-hd128 models, qwen3 = qwen3-tiny and qwen3-hd128, smollm2. "
         "Files of the other groups are left as they are.",
     )
     args = ap.parse_args()
-    groups = set(args.only or ["tiny", "hd128", "smollm2"])
+    groups = set(args.only or ["tiny", "hd128", "qwen3", "smollm2"])
     if args.skip_smollm2:
         groups.discard("smollm2")
     out = Path(args.out)
@@ -1048,6 +1085,8 @@ def main() -> int:
         specs.update(TINY_SPECS)
     if "hd128" in groups:
         specs.update(HD128_SPECS)
+    if "qwen3" in groups:
+        specs.update(QWEN3_SPECS)
     for name, spec in specs.items():
         print(f"== {name}")
         tj, tcfg, tinfo = toks[spec.get("tokenizer", name)]

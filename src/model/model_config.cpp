@@ -170,10 +170,16 @@ ModelConfig parse_hf_config(const json& j, const std::string& src) {
   } else if (c.arch_name == "Qwen2ForCausalLM") {
     c.arch = ModelArch::Qwen2;
     c.qkv_bias = true;
+  } else if (c.arch_name == "Qwen3ForCausalLM") {
+    // Qwen3 (dense): per-head q/k RMSNorm, no QKV bias unless attention_bias, head_dim given
+    // apart from hidden_size / heads.
+    c.arch = ModelArch::Qwen3;
+    c.qk_norm = true;
+    c.qkv_bias = opt_bool(j, "attention_bias", src, false);
   } else {
     fail(
         "{}: key 'architectures': unsupported architecture '{}' (supported: LlamaForCausalLM, "
-        "Qwen2ForCausalLM)",
+        "Qwen2ForCausalLM, Qwen3ForCausalLM)",
         src, c.arch_name);
   }
   c.vocab_size = need_int(j, "vocab_size", src);
@@ -201,7 +207,7 @@ ModelConfig parse_hf_config(const json& j, const std::string& src) {
     fail("{}: key 'mlp_bias': MLP biases are not supported", src);
   if (c.arch == ModelArch::Llama && opt_bool(j, "attention_bias", src, false))
     fail("{}: key 'attention_bias': attention biases are not supported for LlamaForCausalLM", src);
-  if (c.arch == ModelArch::Qwen2 && opt_bool(j, "use_sliding_window", src, false))
+  if (c.arch != ModelArch::Llama && opt_bool(j, "use_sliding_window", src, false))
     fail("{}: key 'use_sliding_window': sliding-window attention is not supported", src);
   // transformers 4: rope_theta + rope_scaling; transformers 5: rope_parameters (with rope_theta).
   c.rope.theta = opt_num(j, "rope_theta", src, 10000);
@@ -230,9 +236,16 @@ ModelConfig config_from_gguf(const GgufFile& g) {
     c.arch = ModelArch::Qwen2;
     c.arch_name = "Qwen2ForCausalLM";
     c.qkv_bias = true;
+  } else if (*arch == "qwen3") {
+    c.arch = ModelArch::Qwen3;
+    c.arch_name = "Qwen3ForCausalLM";
+    c.qk_norm = true;
+    c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
   } else {
-    fail("{}: key 'general.architecture': unsupported architecture '{}' (supported: llama, qwen2)",
-         src, *arch);
+    fail(
+        "{}: key 'general.architecture': unsupported architecture '{}' (supported: llama, qwen2, "
+        "qwen3)",
+        src, *arch);
   }
   auto need = [&](const std::string& key) {
     const auto v = g.get_int(*arch + "." + key);
@@ -276,7 +289,7 @@ ModelConfig config_from_gguf(const GgufFile& g) {
 }
 
 std::vector<std::string> preset_names() {
-  return {"llama3-8b", "llama3-70b", "llama2-7b", "qwen2-7b", "smollm2-135m"};
+  return {"llama3-8b", "llama3-70b", "llama2-7b", "qwen2-7b", "qwen3-8b", "smollm2-135m"};
 }
 
 ModelConfig preset_config(const std::string& name) {
@@ -328,6 +341,23 @@ ModelConfig preset_config(const std::string& name) {
     c.rms_norm_eps = 1e-6;
     c.rope.theta = 1e6;
     c.eos_token_ids = {151643, 151645};
+  } else if (name == "qwen3-8b") {
+    // Qwen/Qwen3-8B's config.json.
+    c.arch = ModelArch::Qwen3;
+    c.arch_name = "Qwen3ForCausalLM";
+    c.qk_norm = true;
+    c.vocab_size = 151936;
+    c.hidden_size = 4096;
+    c.intermediate_size = 12288;
+    c.num_layers = 36;
+    c.num_heads = 32;
+    c.num_kv_heads = 8;
+    c.head_dim = 128;
+    c.max_position_embeddings = 40960;
+    c.rms_norm_eps = 1e-6;
+    c.rope.theta = 1e6;
+    c.bos_token_id = 151643;
+    c.eos_token_ids = {151645};
   } else if (name == "smollm2-135m") {
     c.vocab_size = 49152;
     c.hidden_size = 576;

@@ -14,7 +14,7 @@ namespace nf {
 
 class GgufFile;
 
-enum class ModelArch { Llama, Qwen2 };
+enum class ModelArch { Llama, Qwen2, Qwen3 };
 
 struct RopeConfig {
   // default | linear | llama3 | freq_factors (a GGUF file's rope_freqs.weight, which is how
@@ -31,7 +31,7 @@ struct RopeConfig {
 
 struct ModelConfig {
   ModelArch arch = ModelArch::Llama;
-  std::string arch_name = "LlamaForCausalLM";  // LlamaForCausalLM | Qwen2ForCausalLM
+  std::string arch_name = "LlamaForCausalLM";  // LlamaForCausalLM | Qwen2ForCausalLM | Qwen3ForCausalLM
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -43,7 +43,9 @@ struct ModelConfig {
   double rms_norm_eps = 1e-5;
   RopeConfig rope;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;  // Qwen2 (or Llama with attention_bias)
+  bool qkv_bias = false;  // Qwen2 (or Llama / Qwen3 with attention_bias)
+  // Qwen3: RMSNorm over each query and key head (q_norm, k_norm: [head_dim]) before RoPE.
+  bool qk_norm = false;
   std::optional<int32_t> bos_token_id;
   std::vector<int32_t> eos_token_ids;
   std::string dtype;  // torch_dtype / dtype of config.json, or the GGUF file type; informational
@@ -52,7 +54,7 @@ struct ModelConfig {
 // `source` names the file in error messages. Throws nf::Error naming the file and the key.
 ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& source);
 ModelConfig config_from_gguf(const GgufFile& g);
-// llama3-8b, llama3-70b, llama2-7b, qwen2-7b, smollm2-135m.
+// llama3-8b, llama3-70b, llama2-7b, qwen2-7b, qwen3-8b, smollm2-135m.
 ModelConfig preset_config(const std::string& name);
 std::vector<std::string> preset_names();
 // Checks sizes are positive and consistent; throws nf::Error naming `source` and the key.

@@ -57,6 +57,10 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
       t.push_back({p + "self_attn.k_proj.bias", {kv}});
       t.push_back({p + "self_attn.v_proj.bias", {kv}});
     }
+    if (c.qk_norm) {
+      t.push_back({p + "self_attn.q_norm.weight", {hd}});
+      t.push_back({p + "self_attn.k_norm.weight", {hd}});
+    }
     t.push_back({p + "self_attn.o_proj.weight", {H, q}});
     t.push_back({p + "post_attention_layernorm.weight", {H}});
     t.push_back({p + "mlp.gate_proj.weight", {I, H}});

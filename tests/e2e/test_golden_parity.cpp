@@ -121,7 +121,7 @@ TEST(GoldenFixtures, AllFamiliesPresent) {
   for (const auto& f : golden_files()) names.push_back(f.stem().string());
   EXPECT_EQ(names, (std::vector<std::string>{"llama2-hd128", "llama2-tiny", "llama3-hd128", "llama3-tiny",
                                              "llama31-hd128", "llama31-tiny", "qwen2-hd128", "qwen2-tiny",
-                                             "smollm2"}));
+                                             "qwen3-hd128", "qwen3-tiny", "smollm2"}));
   for (const auto& f : golden_files()) {
     const Golden g = load_golden(f);
     std::vector<size_t> lens;

@@ -228,7 +228,7 @@ TEST(CudaBackendGoldenHd128Fixtures, AllFamiliesPresent) {
   std::vector<std::string> names;
   for (const fs::path& f : hd128_golden_files()) names.push_back(f.stem().string());
   EXPECT_EQ(names, (std::vector<std::string>{"llama2-hd128", "llama3-hd128", "llama31-hd128",
-                                             "qwen2-hd128"}));
+                                             "qwen2-hd128", "qwen3-hd128"}));
 }
 
 // The GPU engine (with the given attention kernel) against the CPU engine on the same prompts:
@@ -332,7 +332,7 @@ TEST_P(CudaBackendVsCpu, TopLogprobsMatchCpuEngine) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CudaBackendVsCpu,
-                         ::testing::Values("llama2-tiny", "llama31-tiny", "qwen2-tiny"),
+                         ::testing::Values("llama2-tiny", "llama31-tiny", "qwen2-tiny", "qwen3-tiny"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string s = info.param;
                            for (char& ch : s)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <tuple>
 
 #include "backends/cpu/ops.h"
 #include "backends/cuda/activation.h"
@@ -134,6 +135,29 @@ TEST_F(Elementwise, RmsNormMatchesCpu) {
                      TensorView(d_x.data(), DType::kBf16, {tokens, hidden}), eps, nullptr);
       test::sync();
       test::expect_close(download_bf16(d_x, x.size()), ref, kBf16Budget, "rms_norm in place");
+    }
+  }
+}
+
+// Qwen3's q/k norm on packed qkv rows (q heads, k heads, then v heads, which stay as they are).
+TEST_F(Elementwise, HeadRmsNormMatchesCpu) {
+  const float eps = 1e-6f;
+  for (const auto& [nq, nk, hd] : {std::tuple{32, 8, 128}, std::tuple{4, 2, 64}, std::tuple{3, 1, 96}}) {
+    const int64_t stride = static_cast<int64_t>(nq + 2 * nk) * hd;
+    for (int tokens : kTokenCounts) {
+      SCOPED_TRACE(testing::Message() << nq << "/" << nk << " heads of " << hd << ", " << tokens
+                                      << " tokens");
+      const auto x = test::randn_bf16(tokens * stride, rng_, 2.0f);
+      const auto qw = test::randn_bf16(hd, rng_), kw = test::randn_bf16(hd, rng_);
+      std::vector<float> ref = x;
+      cpu::head_rms_norm(test::host_pool(), ref.data(), stride, tokens, nq, nk, hd, qw.data(),
+                         kw.data(), eps);
+      auto d_x = upload_bf16(x), d_q = upload_bf16(qw), d_k = upload_bf16(kw);
+      cuda::head_rms_norm(TensorView(d_x.data(), DType::kBf16, {tokens, stride}), nq, nk,
+                          static_cast<int>(hd), TensorView(d_q.data(), DType::kBf16, {hd}),
+                          TensorView(d_k.data(), DType::kBf16, {hd}), eps, nullptr);
+      test::sync();
+      test::expect_close(download_bf16(d_x, x.size()), ref, kBf16Budget, "head_rms_norm");
     }
   }
 }

@@ -279,7 +279,9 @@ inline std::vector<StTensor> tiny_tensors(const ModelConfig& c, uint32_t seed = 
 // the embedding is padded; else a token list without a tokenizer model.
 inline GgufWriter tiny_gguf(const ModelConfig& c, const std::vector<StTensor>& tensors,
                             GgmlType type = GgmlType::F32, int64_t num_tokens = 0) {
-  const std::string arch = c.arch == ModelArch::Llama ? "llama" : "qwen2";
+  const std::string arch = c.arch == ModelArch::Llama   ? "llama"
+                           : c.arch == ModelArch::Qwen3 ? "qwen3"
+                                                        : "qwen2";
   GgufWriter w;
   w.add_string("general.architecture", arch);
   w.add_u32(arch + ".context_length", static_cast<uint32_t>(c.max_position_embeddings));
@@ -313,6 +315,8 @@ inline GgufWriter tiny_gguf(const ModelConfig& c, const std::vector<StTensor>& t
         {"self_attn.k_proj", "attn_k"},
         {"self_attn.v_proj", "attn_v"},
         {"self_attn.o_proj", "attn_output"},
+        {"self_attn.q_norm", "attn_q_norm"},
+        {"self_attn.k_norm", "attn_k_norm"},
         {"mlp.gate_proj", "ffn_gate"},
         {"mlp.up_proj", "ffn_up"},
         {"mlp.down_proj", "ffn_down"}};

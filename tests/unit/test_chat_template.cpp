@@ -66,7 +66,7 @@ TEST_P(ChatFixture, MatchesTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Templates, ChatFixture,
                          ::testing::Values("smollm2", "llama2", "llama3", "llama3_1", "qwen2",
-                                           "qwen2_5"));
+                                           "qwen2_5", "qwen3"));
 
 // Small templates for each construct, rendered by transformers' environment: same output, or an
 // nf::Error where Jinja raised.
@@ -99,7 +99,7 @@ TEST(JinjaSnippets, MatchTransformers) {
 TEST(JinjaSnippets, TruncatedTemplatesFailCleanly) {
   std::vector<std::string> sources;
   for (const auto& s : load_fixture("jinja_snippets")) sources.push_back(s["template"]);
-  for (const char* name : {"llama3_1", "qwen2_5"})
+  for (const char* name : {"llama3_1", "qwen2_5", "qwen3"})
     sources.push_back(load_fixture(name)["template"]);
   json messages = json::array({{{"role", "user"}, {"content", "hi"}}});
   int rendered = 0, failed = 0;

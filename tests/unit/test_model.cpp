@@ -1,5 +1,6 @@
 // ModelConfig parsing (config.json in both rope styles, presets), RoPE frequencies, dummy
 // weights, and loading the tiny Hugging Face fixtures.
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -99,6 +100,38 @@ TEST(ModelConfig, ParsesTransformers5RopeParametersTheSame) {
   const ModelConfig c3 = parse_hf_config(read_json(l3), l3);
   EXPECT_EQ(c3.rope.type, "default");
   EXPECT_DOUBLE_EQ(c3.rope.theta, 500000);
+}
+
+// Qwen3: q/k norm, no QKV bias, head_dim apart from hidden_size / heads (32, not 64 / 4).
+TEST(ModelConfig, ParsesQwen3) {
+  const std::string path = kModels + "qwen3-tiny/config.json";
+  const ModelConfig c = parse_hf_config(read_json(path), path);
+  EXPECT_EQ(c.arch, ModelArch::Qwen3);
+  EXPECT_EQ(c.arch_name, "Qwen3ForCausalLM");
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_EQ(c.head_dim, 32);
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.num_heads, 4);
+  EXPECT_DOUBLE_EQ(c.rope.theta, 1e6);
+  const auto names = expected_tensors(c);
+  const auto has = [&](const std::string& n) {
+    return std::any_of(names.begin(), names.end(), [&](const TensorSpec& t) { return t.name == n; });
+  };
+  EXPECT_TRUE(has("model.layers.2.self_attn.q_norm.weight"));
+  EXPECT_TRUE(has("model.layers.0.self_attn.k_norm.weight"));
+  EXPECT_FALSE(has("model.layers.0.self_attn.q_proj.bias"));
+  // attention_bias turns the biases on; sliding windows are refused.
+  json j = read_json(path);
+  j["attention_bias"] = true;
+  EXPECT_TRUE(parse_hf_config(j, path).qkv_bias);
+  j["use_sliding_window"] = true;
+  EXPECT_THROW(parse_hf_config(j, path), Error);
+  const ModelConfig p = preset_config("qwen3-8b");
+  EXPECT_EQ(p.arch, ModelArch::Qwen3);
+  EXPECT_TRUE(p.qk_norm);
+  EXPECT_EQ(p.num_layers, 36);
+  EXPECT_EQ(p.head_dim, 128);
 }
 
 TEST(ModelConfig, ParsesQwen2) {

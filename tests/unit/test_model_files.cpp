@@ -328,6 +328,29 @@ TEST(GgufWeights, Qwen2IsNotPermutedAndHasBiases) {
   }
 }
 
+// A Qwen3 GGUF (llama.cpp's "qwen3": attn_q_norm / attn_k_norm, rows not permuted) loads the
+// same tensors as its safetensors twin.
+TEST(GgufWeights, Qwen3HasQkNorms) {
+  json cfg = tiny_llama_config();
+  cfg["architectures"] = {"Qwen3ForCausalLM"};
+  cfg["head_dim"] = 16;
+  const ModelConfig c = parse_hf_config(cfg, "config.json");
+  ASSERT_TRUE(c.qk_norm);
+  const auto tensors = tiny_tensors(c);
+  const fs::path dir = fresh_dir("gguf_qwen3");
+  tiny_gguf(c, tensors).write(dir / "m.gguf");
+  auto m = load_model((dir / "m.gguf").string());
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_EQ(m.value().config.arch, ModelArch::Qwen3);
+  EXPECT_TRUE(m.value().config.qk_norm);
+  EXPECT_FALSE(m.value().config.qkv_bias);
+  for (const auto& t : tensors) {
+    std::vector<float> out(t.values.size());
+    m.value().weights->read_f32(t.name, out);
+    EXPECT_EQ(out, t.values) << t.name;
+  }
+}
+
 TEST(GgufWeights, RopeScalingFromMetadataAndRopeFreqs) {
   const ModelConfig c = parse_hf_config(tiny_llama_config(), "config.json");
   const auto tensors = tiny_tensors(c);

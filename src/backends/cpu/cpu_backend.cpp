@@ -140,6 +140,10 @@ void CpuBackend::load_rank_weights(const WeightSource& w) {
       sized(l.attn_norm, H);
       sized(l.w_qkv, (q_w + 2 * kv_w) * H);
       if (c.qkv_bias) sized(l.b_qkv, q_w + 2 * kv_w);
+      if (c.qk_norm) {
+        sized(l.q_norm, hd);
+        sized(l.k_norm, hd);
+      }
       sized(l.w_o, H * q_w);
       sized(l.ffn_norm, H);
       sized(l.w_gate_up, 2 * rk.inter * H);
@@ -189,6 +193,12 @@ void CpuBackend::load_rank_weights(const WeightSource& w) {
                 at([&](Rank& rk) { return layer(rk).b_qkv.data() + q_w; }));
       read_rows(w, p + "self_attn.v_proj.bias", nkv * hd, 1, kv_rows,
                 at([&](Rank& rk) { return layer(rk).b_qkv.data() + q_w + kv_w; }));
+    }
+    if (c.qk_norm) {
+      replicate(p + "self_attn.q_norm.weight", hd,
+                at([&](Rank& rk) { return layer(rk).q_norm.data(); }));
+      replicate(p + "self_attn.k_norm.weight", hd,
+                at([&](Rank& rk) { return layer(rk).k_norm.data(); }));
     }
     read_cols(w, p + "self_attn.o_proj.weight", H, nh * hd, q_rows,
               at([&](Rank& rk) { return layer(rk).w_o.data(); }));
@@ -323,6 +333,9 @@ void CpuBackend::forward_rank(Rank& rk, Communicator& comm, const ScheduledBatch
           for (int64_t t = 0; t < n; ++t)
             for (int64_t i = 0; i < qkv_w; ++i) qkv[t * qkv_w + i] += l.b_qkv[i];
         }
+        if (!l.q_norm.empty())
+          cpu::head_rms_norm(pool, qkv, qkv_w, n, nh, nkv, hd, l.q_norm.data(), l.k_norm.data(),
+                             eps);
         // Rotate Q and K heads together: they are adjacent in each qkv row.
         cpu::rope(pool, qkv, qkv_w, n, nh + nkv, hd,
                   std::span<const int32_t>(b.positions).subspan(r0, n), inv_freq_);

@@ -68,6 +68,8 @@ class CpuBackend final : public Backend {
     std::vector<float> attn_norm;  // [hidden]
     std::vector<float> w_qkv;      // [(heads + 2 * kv_heads) * head_dim, hidden]
     std::vector<float> b_qkv;      // [(heads + 2 * kv_heads) * head_dim], empty without bias
+    std::vector<float> q_norm;     // [head_dim] (Qwen3), empty without q/k norm
+    std::vector<float> k_norm;     // [head_dim]
     std::vector<float> w_o;        // [hidden, heads * head_dim]
     std::vector<float> ffn_norm;   // [hidden]
     std::vector<float> w_gate_up;  // [2 * inter, hidden]: gate rows, then up rows

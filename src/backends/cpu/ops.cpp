@@ -44,6 +44,31 @@ void rms_norm(ThreadPool& pool, const float* x, const float* weight, float* out,
   }, 4);
 }
 
+namespace {
+// One row of rms_norm (the same arithmetic, so that a head normed here equals rms_norm's).
+void rms_norm_row(const float* x, const float* weight, float* out, int64_t n, float eps) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float inv = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * inv);
+}
+}  // namespace
+
+void head_rms_norm(ThreadPool& pool, float* x, int64_t row_stride, int64_t tokens, int64_t q_heads,
+                   int64_t k_heads, int64_t head_dim, const float* q_weight, const float* k_weight,
+                   float eps) {
+  NF_CHECK((q_heads + k_heads) * head_dim <= row_stride, "head_rms_norm: {} heads of {} exceed row {}",
+           q_heads + k_heads, head_dim, row_stride);
+  pool.parallel_for(tokens, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      float* row = x + t * row_stride;
+      for (int64_t h = 0; h < q_heads + k_heads; ++h)
+        rms_norm_row(row + h * head_dim, h < q_heads ? q_weight : k_weight, row + h * head_dim,
+                     head_dim, eps);
+    }
+  }, 4);
+}
+
 void rope(ThreadPool& pool, float* x, int64_t row_stride, int64_t tokens, int64_t heads,
           int64_t head_dim, std::span<const int32_t> positions, std::span<const float> inv_freq) {
   NF_CHECK(head_dim % 2 == 0 && static_cast<int64_t>(inv_freq.size()) == head_dim / 2,

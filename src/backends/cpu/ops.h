@@ -20,6 +20,12 @@ void gemm_xwt(const float* x, const float* w, float* y, int64_t m, int64_t n, in
 void rms_norm(ThreadPool& pool, const float* x, const float* weight, float* out, int64_t tokens,
               int64_t hidden, float eps);
 
+// Qwen3's q/k norm, in place: in each of `tokens` rows of x (row_stride floats apart), the
+// first q_heads heads of head_dim get rms_norm with q_weight, the next k_heads with k_weight.
+void head_rms_norm(ThreadPool& pool, float* x, int64_t row_stride, int64_t tokens, int64_t q_heads,
+                   int64_t k_heads, int64_t head_dim, const float* q_weight, const float* k_weight,
+                   float eps);
+
 // Rotary embedding in Hugging Face's rotate-half layout, in place on the first `heads` heads
 // of each token's row: for pair i < head_dim/2, (x[i], x[i + head_dim/2]) is rotated by
 // positions[t] * inv_freq[i]. x: [tokens, row_stride] with head h at column h * head_dim.

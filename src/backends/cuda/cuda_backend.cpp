@@ -171,6 +171,10 @@ CudaBackend::CudaBackend(const ModelConfig& model, const WeightSource& w,
           w, {rows(p + "self_attn.q_proj.bias", NH, 1), rows(p + "self_attn.k_proj.bias", NKV, 1),
               rows(p + "self_attn.v_proj.bias", NKV, 1)});
     }
+    if (c.qk_norm) {
+      l.q_norm = upload(w, {whole(p + "self_attn.q_norm.weight", hd)});
+      l.k_norm = upload(w, {whole(p + "self_attn.k_norm.weight", hd)});
+    }
     l.w_o = upload(w, {cols(p + "self_attn.o_proj.weight", H, NH)});
     l.ffn_norm = upload(w, {whole(p + "post_attention_layernorm.weight", H)});
     l.w_gate_up =
@@ -972,6 +976,12 @@ void CudaBackend::run_segment(int s, int64_t Tp) {
   if (l.b_qkv.data() != nullptr) qkv_args.bias = l.b_qkv.view(DType::kBf16, {qkv_w});
   gemm_->run(qkv_args, stream_);
   mark("qkv_gemm", 2.0 * Td * H * qkv_w, 2.0 * (qkv_w * H + Td * (H + qkv_w)));
+  if (l.q_norm.data() != nullptr) {
+    cuda::head_rms_norm(qkv, static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd),
+                        l.q_norm.view(DType::kBf16, {hd}), l.k_norm.view(DType::kBf16, {hd}), eps,
+                        stream_);
+    mark("qk_norm", 0, 4.0 * Td * (nh + nkv) * hd);
+  }
   const TensorView kv = l.kv.view(DType::kBf16, {num_blocks_, 2, nkv, opts_.block_size, hd});
   cuda::rope_kv_write({static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd)}, qkv,
                       positions_, inv_freq_.view(DType::kF32, {hd / 2}),

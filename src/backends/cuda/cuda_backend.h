@@ -130,6 +130,8 @@ class CudaBackend final : public Backend {
     cuda::DeviceBuffer attn_norm;  // [hidden] bf16
     cuda::DeviceBuffer w_qkv;      // [(heads + 2 * kv_heads) * head_dim, hidden] bf16
     cuda::DeviceBuffer b_qkv;      // [(heads + 2 * kv_heads) * head_dim] bf16; empty without bias
+    cuda::DeviceBuffer q_norm;     // [head_dim] bf16 (Qwen3); empty without q/k norm
+    cuda::DeviceBuffer k_norm;     // [head_dim] bf16
     cuda::DeviceBuffer w_o;        // [hidden, heads * head_dim] bf16
     cuda::DeviceBuffer ffn_norm;   // [hidden] bf16
     cuda::DeviceBuffer w_gate_up;  // [2 * intermediate, hidden] bf16: gate rows, then up rows

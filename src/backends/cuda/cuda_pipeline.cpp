@@ -377,6 +377,10 @@ void CudaBackend::run_nano_op(const ScheduledBatch& b, const PipelinePlan& plan,
       cuda::GemmArgs a{.x = h, .w = l.w_qkv.view(DType::kBf16, {qkv_w, H}), .y = qkv};
       if (l.b_qkv.data() != nullptr) a.bias = l.b_qkv.view(DType::kBf16, {qkv_w});
       gemm.run(a, stream);
+      if (l.q_norm.data() != nullptr)
+        cuda::head_rms_norm(qkv, static_cast<int>(nh), static_cast<int>(nkv),
+                            static_cast<int>(hd), l.q_norm.view(DType::kBf16, {hd}),
+                            l.k_norm.view(DType::kBf16, {hd}), eps, stream);
       cuda::rope_kv_write({static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd)}, qkv,
                           span_slice(positions_, r0, n), inv_freq_.view(DType::kF32, {hd / 2}),
                           l.kv.view(DType::kBf16, {num_blocks_, 2, nkv, opts_.block_size, hd}),

@@ -19,6 +19,11 @@ void embedding(const int32_t* ids, const bf16* table, bf16* out, int32_t* error,
                int64_t rows, int64_t first_id, int64_t vocab, int64_t hidden, cudaStream_t stream);
 
 // residual == nullptr: plain RMSNorm of x; else residual += x first and the norm is of residual.
+// Qwen3's q/k norm in place: per row of x (row_stride apart), heads [0, q_heads) normed with
+// q_weight, [q_heads, q_heads + k_heads) with k_weight (head_dim each).
+void head_rms_norm(bf16* x, int64_t row_stride, int64_t tokens, int q_heads, int k_heads,
+                   int head_dim, const bf16* q_weight, const bf16* k_weight, float eps,
+                   cudaStream_t stream);
 void rms_norm(const bf16* x, bf16* residual, const bf16* weight, bf16* out, int64_t tokens,
               int64_t hidden, float eps, cudaStream_t stream);
 

@@ -42,4 +42,23 @@ void add_rms_norm(const TensorView& x, const TensorView& residual, const TensorV
                    out.ptr<launch::bf16>(), x.size(0), x.size(1), eps, stream);
 }
 
+void head_rms_norm(const TensorView& qkv, int q_heads, int k_heads, int head_dim,
+                   const TensorView& q_weight, const TensorView& k_weight, float eps,
+                   cudaStream_t stream) {
+  constexpr const char* op = "head_rms_norm";
+  check_tensor(qkv, op, "qkv", DType::kBf16, 2);
+  check_tensor(q_weight, op, "q_weight", DType::kBf16, 1);
+  check_tensor(k_weight, op, "k_weight", DType::kBf16, 1);
+  NF_CHECK(q_heads >= 0 && k_heads >= 0 && head_dim > 0, "{}: {} + {} heads of {}", op, q_heads,
+           k_heads, head_dim);
+  NF_CHECK(static_cast<int64_t>(q_heads + k_heads) * head_dim <= qkv.size(1),
+           "{}: {} heads of {} exceed qkv {}", op, q_heads + k_heads, head_dim, qkv.str());
+  check_dim(q_weight, op, "q_weight", 0, head_dim);
+  check_dim(k_weight, op, "k_weight", 0, head_dim);
+  if (qkv.size(0) == 0) return;
+  launch::head_rms_norm(qkv.ptr<launch::bf16>(), qkv.size(1), qkv.size(0), q_heads, k_heads,
+                        head_dim, q_weight.ptr<launch::bf16>(), k_weight.ptr<launch::bf16>(), eps,
+                        stream);
+}
+
 }  // namespace nf::cuda

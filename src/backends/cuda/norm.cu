@@ -84,7 +84,44 @@ void launch_rms_norm(const bf16* x, bf16* residual, const bf16* weight, bf16* ou
   NF_CUDA_CHECK_LAUNCH();
 }
 
+// One warp per (token, head): the head's sum of squares by shuffles, then w * (v * inv_rms),
+// fp32 math as rms_norm_kernel, in place.
+constexpr int kHeadNormWarps = 4;
+__global__ void head_rms_norm_kernel(bf16* x, int64_t row_stride, int64_t tokens, int q_heads,
+                                     int k_heads, int head_dim, const bf16* __restrict__ q_weight,
+                                     const bf16* __restrict__ k_weight, float eps) {
+  const int heads = q_heads + k_heads;
+  const int lane = threadIdx.x % 32;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * kHeadNormWarps + threadIdx.x / 32;
+  if (item >= tokens * heads) return;
+  const int64_t t = item / heads;
+  const int h = static_cast<int>(item % heads);
+  bf16* row = x + t * row_stride + static_cast<int64_t>(h) * head_dim;
+  const bf16* w = h < q_heads ? q_weight : k_weight;
+  float ss = 0.0f;
+  for (int i = lane; i < head_dim; i += 32) {
+    const float v = __bfloat162float(row[i]);
+    ss += v * v;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  const float inv = 1.0f / sqrtf(ss / static_cast<float>(head_dim) + eps);
+  for (int i = lane; i < head_dim; i += 32)
+    row[i] = __float2bfloat16(__bfloat162float(w[i]) * (__bfloat162float(row[i]) * inv));
+}
+
 }  // namespace
+
+void launch::head_rms_norm(bf16* x, int64_t row_stride, int64_t tokens, int q_heads, int k_heads,
+                           int head_dim, const bf16* q_weight, const bf16* k_weight, float eps,
+                           cudaStream_t stream) {
+  const int64_t items = tokens * (q_heads + k_heads);
+  if (items == 0) return;
+  const auto blocks = static_cast<unsigned>(kernels::ceil_div(items, kHeadNormWarps));
+  head_rms_norm_kernel<<<blocks, 32 * kHeadNormWarps, 0, stream>>>(
+      x, row_stride, tokens, q_heads, k_heads, head_dim, q_weight, k_weight, eps);
+  NF_CUDA_CHECK_LAUNCH();
+}
 
 void launch::rms_norm(const bf16* x, bf16* residual, const bf16* weight, bf16* out, int64_t tokens,
                       int64_t hidden, float eps, cudaStream_t stream) {

@@ -19,4 +19,11 @@ void rms_norm(const TensorView& x, const TensorView& weight, const TensorView& o
 void add_rms_norm(const TensorView& x, const TensorView& residual, const TensorView& weight,
                   const TensorView& out, float eps, cudaStream_t stream);
 
+// Qwen3's q/k norm, in place on the packed qkv rows: in each row of qkv, the first q_heads
+// heads of head_dim are rms_norm'd with q_weight, the next k_heads with k_weight.
+//   qkv: [T, >= (q_heads + k_heads) * head_dim] bf16; q_weight, k_weight: [head_dim] bf16.
+void head_rms_norm(const TensorView& qkv, int q_heads, int k_heads, int head_dim,
+                   const TensorView& q_weight, const TensorView& k_weight, float eps,
+                   cudaStream_t stream);
+
 }  // namespace nf::cuda
