@@ -37,6 +37,8 @@
 #include <utility>
 #include <vector>
 
+#include "engine/kv_disk_tier.h"
+#include "engine/kv_host_tier.h"
 #include "runtime/host_block_pool.h"
 #include "runtime/kv_transfer.h"
 
@@ -60,124 +62,6 @@ struct KvTierStats {
   int64_t disk_bad_files = 0;  // corrupt, truncated or foreign files met (each a miss)
   int64_t prefetched = 0;      // blocks moved from disk to host ahead of their request
   bool disk_enabled = false;
-};
-
-// Host memory: blocks of `block_bytes` in an LRU of capacity floor(capacity / block_bytes), in
-// buffers of `pool` (pinned memory on CUDA; a plain pool when null).
-class HostKvTier {
- public:
-  using Buffer = HostBlockPool::Buffer;
-  HostKvTier(int64_t capacity_bytes, size_t block_bytes,
-             std::shared_ptr<HostBlockPool> pool = nullptr);
-  int64_t capacity_blocks() const { return capacity_blocks_; }
-  int64_t size() const { return static_cast<int64_t>(map_.size()); }
-  int64_t used_bytes() const { return size() * static_cast<int64_t>(block_bytes_); }
-  bool contains(uint64_t hash) const { return map_.count(hash) != 0; }
-  using Evicted = std::function<void(uint64_t hash, std::span<const int32_t> tokens,
-                                     std::span<const std::byte> payload)>;
-  // Inserts the block (or marks it recently used when present), first evicting least recently
-  // used blocks to `evicted` while full. Returns false when the tier holds nothing (capacity 0).
-  bool put(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> payload,
-           const Evicted& evicted);
-  // The same, adopting `payload` (a buffer of the pool, not written to again) without a copy.
-  // promoted: it came up from the disk tier ahead of use (its first hit reports so).
-  bool put(uint64_t hash, std::span<const int32_t> tokens, Buffer payload, const Evicted& evicted,
-           bool promoted = false);
-  // Copies the block to `out` and marks it recently used; false when absent or its tokens differ.
-  bool get(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out);
-  // The same without a copy: the block's buffer, shared (null when absent or other tokens);
-  // `promoted` says whether this is the first hit since it came up from disk.
-  Buffer get(uint64_t hash, std::span<const int32_t> tokens, bool* promoted = nullptr);
-  int64_t evictions() const { return evictions_; }
-
- private:
-  struct Entry {
-    std::vector<int32_t> tokens;
-    Buffer data;
-    std::list<uint64_t>::iterator lru;
-    bool promoted = false;
-  };
-  size_t block_bytes_;
-  std::shared_ptr<HostBlockPool> pool_;
-  int64_t capacity_blocks_;
-  std::unordered_map<uint64_t, Entry> map_;
-  std::list<uint64_t> lru_;  // least recently used first
-  int64_t evictions_ = 0;
-};
-
-// SSD files in a directory, one per block, written by a background thread through io_uring.
-class DiskKvTier {
- public:
-  DiskKvTier(const std::string& dir, int64_t capacity_bytes, const std::string& identity,
-             size_t block_bytes, int block_size, bool posix_io = false);
-  ~DiskKvTier();  // finishes the queued writes
-  DiskKvTier(const DiskKvTier&) = delete;
-  DiskKvTier& operator=(const DiskKvTier&) = delete;
-
-  bool enabled() const;
-  size_t file_bytes() const { return file_bytes_; }
-  int64_t capacity_blocks() const { return capacity_blocks_; }
-  bool contains(uint64_t hash) const;
-  // Queues the block for writing and returns at once (the payload is copied); evicts least
-  // recently used files to stay within capacity. No-op when present or disabled.
-  void put(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> payload);
-  // Reads and verifies the block into `out`; a bad file is a miss (logged, removed).
-  bool get(uint64_t hash, std::span<const int32_t> tokens, std::span<std::byte> out);
-  void flush();  // waits until the queued writes are on disk
-  int64_t size() const;
-  int64_t used_bytes() const;
-  int64_t evictions() const;
-  int64_t writes() const;
-  int64_t bad_files() const;
-  std::string path_of(uint64_t hash) const;  // the block's file name (tests)
-  bool uses_io_uring() const { return ring_ok_; }
-
- private:
-  struct Job {
-    uint64_t hash = 0;
-    std::shared_ptr<std::vector<std::byte>> file;  // the whole file's bytes; null: unlink
-    bool cancelled = false;
-  };
-  struct Entry {
-    std::shared_ptr<Job> job;  // set until its write finished (its file bytes serve reads)
-    std::list<uint64_t>::iterator lru;
-  };
-  // What a file holds, against the block it should: kOtherTokens is a valid block of another
-  // prefix under the same hash (a plain miss); kBad is corrupt, truncated or foreign.
-  enum class Check { kOk, kOtherTokens, kBad };
-  void worker();
-  void disable(const std::string& why);  // under mu_
-  void evict_one();                      // under mu_
-  void scan();
-  bool write_file(const std::string& path, const std::vector<std::byte>& bytes, std::string* err);
-  // A block file: its header and tokens into `head`, its payload straight into `payload`.
-  bool read_file(const std::string& path, std::vector<std::byte>& head,
-                 std::span<std::byte> payload, std::string* err);
-  // The header alone (magic, version, identity, block hash and sizes), as the scan checks it.
-  bool header_ok(const void* header, uint64_t hash, std::string* why) const;
-  // head: the header and tokens; payload: the block's bytes.
-  Check verify(uint64_t hash, std::span<const int32_t> tokens, std::span<const std::byte> head,
-               std::span<const std::byte> payload, std::string* why) const;
-  void drop_bad(uint64_t hash, const std::string& why);  // under mu_
-
-  std::string dir_;
-  uint64_t identity_;
-  size_t block_bytes_, file_bytes_;
-  int block_size_;
-  int64_t capacity_blocks_ = 0;
-  bool posix_io_;
-  bool ring_ok_ = false;
-  void* write_ring_ = nullptr;  // io_uring*, worker thread
-
-  mutable std::mutex mu_;
-  std::condition_variable cv_, idle_cv_;
-  bool enabled_ = false, stop_ = false;
-  int busy_ = 0;
-  std::unordered_map<uint64_t, Entry> map_;
-  std::list<uint64_t> lru_;
-  std::deque<std::shared_ptr<Job>> queue_;
-  int64_t evictions_ = 0, writes_ = 0, bad_files_ = 0;
-  std::thread thread_;
 };
 
 // Both tiers behind one lock, with the statistics. Thread-safe.
