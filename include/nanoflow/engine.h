@@ -93,8 +93,10 @@ class Engine {
          std::shared_ptr<const nf::Tokenizer> tokenizer = nullptr);
   ~Engine();
 
-  // Thread-safe. Throws nf::Error for an invalid request (empty prompt, bad ids, bad params,
-  // longer than the context or the KV pool). With params.n > 1 the n completions get the ids
+  // Thread-safe. Throws nf::Error for an invalid request (empty prompt, ids outside the model's
+  // or the tokenizer's vocabulary in the prompt, logit_bias or stop_token_ids, bad params,
+  // min_tokens > max_tokens, longer than the context or the KV pool). A request the engine then
+  // fails to serve (a device error) finishes with FinishReason::Error and its message. With params.n > 1 the n completions get the ids
   // first, first + 1, ..., first + n - 1 (RequestOutput::index 0..n-1); the returned id is
   // first. They share the prompt's KV blocks: the others start once the first has computed it.
   RequestId add_request(std::vector<int32_t> prompt, const SamplingParams& params);

@@ -375,7 +375,7 @@ struct Engine::Impl {
     while (executor->in_flight() > 0) {
       try {
         executor->wait();
-      } catch (const std::exception&) {
+      } catch (...) {  // the failed step's error, already being reported
       }
     }
     std::vector<RequestOutput> deltas;
