@@ -7,7 +7,8 @@
 # the folder to a machine without network).
 #
 # On a bare machine without the Debian dev packages, put their .deb files in .debs/ (git-ignored;
-# `apt-get download` them here) and they are unpacked into /tmp/nf-deps and used from there.
+# scripts/make_gpu_debs.sh downloads them here, with a Boost header subset that keeps the carried
+# tree under the device tool's 64 MiB) and they are unpacked into /tmp/nf-deps and used from there.
 #
 # Environment: BUILD (build dir, default build-gpu), JOBS (16), BENCHES (see below; default
 # llama3-8b at 1024/512 with NUM_REQUESTS=256 requests), CPU_TESTS (1: also the CPU ctest),
