@@ -363,6 +363,12 @@ def make_cases(template, bos, eos, extra, conversations, error_conversations=())
     return cases
 
 
+def extra_cases(template, bos, eos, extra, conversations):
+    """Cases rendered with their own extra variables (tools, enable_thinking), generation prompt on."""
+    return [{"messages": messages, "add_generation_prompt": True, "extra": extra,
+             "expected": render(template, messages, True, bos, eos, extra)} for messages in conversations]
+
+
 def write(name, template, bos, eos, extra, cases):
     path = os.path.join(OUT, name + ".json")
     with open(path, "w", encoding="utf-8") as f:
@@ -509,16 +515,14 @@ def main():
     extra31 = {"tools": None, "date_string": "15 Mar 2025"}
     cases31 = make_cases(LLAMA31, "<|begin_of_text|>", "<|eot_id|>", extra31, CONVERSATIONS + [tool_call_conv])
     tools_extra = {"tools": [weather_tool], "date_string": "15 Mar 2025"}
-    for messages in ([u("Weather in Paris?")], [s("Use tools."), u("Weather?")] , tool_call_conv):
-        cases31.append({"messages": messages, "add_generation_prompt": True, "extra": tools_extra,
-                        "expected": render(LLAMA31, messages, True, "<|begin_of_text|>", "<|eot_id|>", tools_extra)})
+    cases31 += extra_cases(LLAMA31, "<|begin_of_text|>", "<|eot_id|>", tools_extra,
+                           ([u("Weather in Paris?")], [s("Use tools."), u("Weather?")], tool_call_conv))
     write("llama3_1", LLAMA31, "<|begin_of_text|>", "<|eot_id|>", extra31, cases31)
     cases25 = make_cases(QWEN25, "", "<|im_end|>", {"tools": None}, CONVERSATIONS + [tool_call_conv])
     two_tools = tool_call_conv + [{"content": "sunny", "role": "tool"}]
-    for messages in ([u("Weather in Paris?")], [s("Use tools."), u("Weather?")], tool_call_conv, two_tools):
-        extra = {"tools": [weather_tool]}
-        cases25.append({"messages": messages, "add_generation_prompt": True, "extra": extra,
-                        "expected": render(QWEN25, messages, True, "", "<|im_end|>", extra)})
+    cases25 += extra_cases(QWEN25, "", "<|im_end|>", {"tools": [weather_tool]},
+                           ([u("Weather in Paris?")], [s("Use tools."), u("Weather?")], tool_call_conv,
+                            two_tools))
     write("qwen2_5", QWEN25, "", "<|im_end|>", {"tools": None}, cases25)
     write("qwen2", QWEN2, "", "<|im_end|>", {},
           make_cases(QWEN2, "", "<|im_end|>", {}, CONVERSATIONS))
@@ -526,14 +530,10 @@ def main():
     last_thought = [u("Hi"), a("<think>\nGreet back.\n</think>\n\nHello!")]
     cases3 = make_cases(QWEN3, "", "<|im_end|>", {"tools": None},
                         CONVERSATIONS + [tool_call_conv, thinking, last_thought])
-    for messages in ([u("Weather in Paris?")], [s("Use tools."), u("Weather?")], tool_call_conv):
-        extra = {"tools": [weather_tool]}
-        cases3.append({"messages": messages, "add_generation_prompt": True, "extra": extra,
-                       "expected": render(QWEN3, messages, True, "", "<|im_end|>", extra)})
-    for messages in ([u("Hello!")], thinking):
-        extra = {"tools": None, "enable_thinking": False}
-        cases3.append({"messages": messages, "add_generation_prompt": True, "extra": extra,
-                       "expected": render(QWEN3, messages, True, "", "<|im_end|>", extra)})
+    cases3 += extra_cases(QWEN3, "", "<|im_end|>", {"tools": [weather_tool]},
+                          ([u("Weather in Paris?")], [s("Use tools."), u("Weather?")], tool_call_conv))
+    cases3 += extra_cases(QWEN3, "", "<|im_end|>", {"tools": None, "enable_thinking": False},
+                          ([u("Hello!")], thinking))
     write("qwen3", QWEN3, "", "<|im_end|>", {"tools": None}, cases3)
 
 

@@ -24,13 +24,18 @@ class DepthGuard {
   int max_depth_;
 };
 
+// s cut to at most max_chars bytes at a UTF-8 character boundary, with "..." when cut.
+std::string truncated(std::string s, size_t max_chars) {
+  if (s.size() <= max_chars) return s;
+  s.resize(max_chars);
+  while (!s.empty() && (static_cast<unsigned char>(s.back()) & 0xC0) == 0x80) s.pop_back();
+  if (!s.empty() && static_cast<unsigned char>(s.back()) >= 0xC0) s.pop_back();
+  return s + "...";
+}
+
 // nlohmann's messages quote the offending token, which may be a megabyte of digits.
 std::string cut(const std::string& msg) {
-  constexpr size_t kMax = 300;
-  if (msg.size() <= kMax) return msg;
-  std::string s = msg.substr(0, kMax);
-  while (!s.empty() && (static_cast<unsigned char>(s.back()) & 0x80)) s.pop_back();
-  return s + "...";
+  return truncated(msg, 300);
 }
 
 }  // namespace
@@ -65,14 +70,7 @@ nlohmann::json read_json_file(const std::string& path) {
 }
 
 std::string json_excerpt(const nlohmann::json& j, size_t max_chars) {
-  std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  if (s.size() > max_chars) {
-    s.resize(max_chars);
-    while (!s.empty() && (static_cast<unsigned char>(s.back()) & 0xC0) == 0x80) s.pop_back();
-    if (!s.empty() && static_cast<unsigned char>(s.back()) >= 0xC0) s.pop_back();
-    s += "...";
-  }
-  return s;
+  return truncated(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), max_chars);
 }
 
 }  // namespace nf

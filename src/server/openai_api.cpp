@@ -285,10 +285,11 @@ GenSpec parse_generation(const json& body, bool chat, const ApiContext& ctx) {
     if (body.contains("top_logprobs") && !body["top_logprobs"].is_null()) {
       const json& t = body["top_logprobs"];
       if (!t.is_number_integer()) bad("top_logprobs", "'top_logprobs' must be an integer");
-      if (t.is_number_unsigned() ? t.get<uint64_t>() > 20
-                                 : (t.get<int64_t>() < 0 || t.get<int64_t>() > 20))
+      try {
+        top = static_cast<int>(nf::json_integer(t, 0, 20, "top_logprobs"));
+      } catch (const nf::Error&) {
         bad("top_logprobs", fmt::format("'top_logprobs' must be in [0, 20], got {}", t.dump()));
-      top = t.get<int>();
+      }
       if (!lp && top > 0) bad("top_logprobs", "'top_logprobs' needs logprobs = true");
     }
     spec.want_logprobs = lp;

@@ -236,4 +236,31 @@ TEST(Cli, BadInputIsOneLineAndExitCode2) {
   EXPECT_EQ(r.code, 2);
 }
 
+// A bad line of a batch file (issue 20): the error names <file>:<line>, and no output file is
+// left behind.
+TEST(Cli, BatchErrorsNameTheLineAndLeaveNoOutputFile) {
+  const fs::path dir = fs::temp_directory_path() / ("nf_cli_batch_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string model = (kTiny / "llama3-tiny").string();
+  struct Case {
+    std::string line2, expect;
+  };
+  for (const Case& k :
+       {Case{R"({"prompt_ids": [1, 99999], "max_tokens": 2})", "outside the vocabulary"},
+        Case{R"({"prompt_ids": [4294967297]})", "prompt_ids"},
+        Case{R"({"prompt": "x", "min_tokens": 5, "max_tokens": 2})", "min_tokens"},
+        Case{R"({"prompt": "x", "max_tokens": 1e400})", "out of range"},
+        Case{"{\"prompt\": " + std::string(500, '[') + "}", "nested deeper"}}) {
+    std::ofstream(dir / "in.jsonl") << "{\"prompt\": \"hello\", \"max_tokens\": 2}\n\n"
+                                    << k.line2 << "\n";
+    fs::remove(dir / "out.jsonl");
+    const CliRun r = run("generate --model " + model + " --input " + (dir / "in.jsonl").string() +
+                         " --output " + (dir / "out.jsonl").string());
+    EXPECT_EQ(r.code, 2) << k.line2;
+    EXPECT_NE(r.err.find("in.jsonl:3"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(k.expect), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "out.jsonl")) << k.line2;
+  }
+}
+
 }  // namespace

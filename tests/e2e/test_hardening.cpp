@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <nanoflow/engine.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -151,16 +150,8 @@ TEST(HardeningTokenizer, CatastrophicRegexIsAnErrorNotAnAbort) {
 
 // ---- token ids the tokenizer does not have ----------------------------------------------------
 
-fs::path padded_llama3(const std::string& name) {
-  return padded_vocab_model(kFixtures / "llama3-tiny", name, 8);
-}
-
-std::vector<GenerateRequest> sampling_mix() {
-  return padded_vocab_requests(12);
-}
-
 TEST(HardeningVocab, PaddedEmbeddingRowsAreNeverSampled) {
-  const fs::path dir = padded_llama3("padded_hf");
+  const fs::path dir = padded_vocab_model(kFixtures / "llama3-tiny", "padded_hf", 8);
   EngineConfig c;
   c.model = dir.string();
   c.num_kv_blocks = 64;
@@ -170,7 +161,7 @@ TEST(HardeningVocab, PaddedEmbeddingRowsAreNeverSampled) {
     CpuBackendConfig cpu;
     cpu.num_kv_blocks = 64;
     Engine raw(c, std::make_unique<CpuBackend>(m.config, *m.weights, cpu), {});
-    GenerateRequest r = sampling_mix()[0];
+    GenerateRequest r = padded_vocab_requests(12)[0];
     const auto out = raw.generate({r});
     int padded = 0;
     for (int32_t t : out[0].token_ids) padded += t >= 512;
@@ -178,7 +169,7 @@ TEST(HardeningVocab, PaddedEmbeddingRowsAreNeverSampled) {
   }
   auto engine = Engine::create(c);
   ASSERT_EQ(engine->model_config().vocab_size, 520);
-  const auto outs = engine->generate(sampling_mix());
+  const auto outs = engine->generate(padded_vocab_requests(12));
   for (const RequestOutput& o : outs) {
     EXPECT_EQ(o.finish_reason, nanoflow::FinishReason::Length) << o.error;
     ASSERT_EQ(o.token_ids.size(), 12u);
@@ -211,46 +202,13 @@ TEST(HardeningVocab, GgufWithASpareEmbeddingRow) {
   ec.num_kv_blocks = 64;
   auto engine = Engine::create(ec);
   ASSERT_EQ(engine->tokenizer()->vocab_size(), 64);
-  std::vector<GenerateRequest> reqs = sampling_mix();
+  std::vector<GenerateRequest> reqs = padded_vocab_requests(12);
   for (auto& r : reqs) r.prompt = {1, 5, 9};
   for (const RequestOutput& o : engine->generate(reqs)) {
     EXPECT_EQ(o.finish_reason, nanoflow::FinishReason::Length) << o.error;
     for (int32_t t : o.token_ids) EXPECT_LT(t, 64);
   }
   EXPECT_THROW(engine->add_request({1, 64}, {}), Error);
-}
-
-// ---- generate --input -------------------------------------------------------------------------
-
-int run(const std::string& cmd) {
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-TEST(HardeningCli, BatchErrorsNameTheLineAndLeaveNoOutputFile) {
-  const fs::path dir = fresh_dir("batch_lines");
-  const std::string model = (kFixtures / "llama3-tiny").string();
-  struct Case {
-    std::string line2, expect;
-  };
-  for (const Case& k :
-       {Case{R"({"prompt_ids": [1, 99999], "max_tokens": 2})", "outside the vocabulary"},
-        Case{R"({"prompt_ids": [4294967297]})", "prompt_ids"},
-        Case{R"({"prompt": "x", "min_tokens": 5, "max_tokens": 2})", "min_tokens"},
-        Case{R"({"prompt": "x", "max_tokens": 1e400})", "out of range"},
-        Case{"{\"prompt\": " + std::string(500, '[') + "}", "nested deeper"}}) {
-    std::ofstream(dir / "in.jsonl") << "{\"prompt\": \"hello\", \"max_tokens\": 2}\n\n"
-                                    << k.line2 << "\n";
-    fs::remove(dir / "out.jsonl");
-    const int rc = run(fmt::format("{} generate --model {} --input {} --output {} 2>{}",
-                                   NANOFLOW_BINARY, model, (dir / "in.jsonl").string(),
-                                   (dir / "out.jsonl").string(), (dir / "err.txt").string()));
-    EXPECT_EQ(rc, 2) << k.line2;
-    const std::string err = read_bytes(dir / "err.txt");
-    EXPECT_NE(err.find("in.jsonl:3"), std::string::npos) << err;
-    EXPECT_NE(err.find(k.expect), std::string::npos) << err;
-    EXPECT_FALSE(fs::exists(dir / "out.jsonl")) << k.line2;
-  }
 }
 
 }  // namespace

@@ -41,16 +41,6 @@ const fs::path& scratch() {
   return d;
 }
 
-void write_file(const fs::path& p, std::string_view data) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), {});
-}
-
 // ---- request bodies --------------------------------------------------------------------------
 
 // The server's request path on llama3-tiny (which has a chat template): parse, validate,
@@ -121,7 +111,7 @@ void run_request(std::string_view data) {
 
 void run_gguf(std::string_view data) {
   const fs::path p = scratch() / "fuzz.gguf";
-  write_file(p, data);
+  testing::write_bytes(p, std::string(data));
   if (load_model(p.string()).ok()) accept(Target::kGguf);  // a Result: errors are values
   try {
     auto tok = Tokenizer::load(p.string());
@@ -139,7 +129,7 @@ void run_safetensors(std::string_view data) {
     return true;
   }();
   (void)made;
-  write_file(dir / "model.safetensors", data);
+  testing::write_bytes(dir / "model.safetensors", std::string(data));
   if (load_model(dir.string()).ok()) accept(Target::kSafetensors);
 }
 
@@ -167,7 +157,7 @@ void run_tokenizer_json(std::string_view data) {
     return true;
   }();
   (void)made;
-  write_file(dir / "tokenizer.json", data);
+  testing::write_bytes(dir / "tokenizer.json", std::string(data));
   std::unique_ptr<Tokenizer> tok;
   try {
     tok = Tokenizer::load(dir.string());
@@ -279,9 +269,9 @@ std::vector<std::string> seed_corpus(Target t) {
       return {safetensors_bytes(tiny_tensors(c))};
     }
     case Target::kTokenizerJson:
-      return {read_file(kModels / "llama3-tiny/tokenizer.json"),
-              read_file(kModels / "qwen2-tiny/tokenizer.json"),
-              read_file(kModels / "llama2-tiny/tokenizer.json")};
+      return {read_bytes(kModels / "llama3-tiny/tokenizer.json"),
+              read_bytes(kModels / "qwen2-tiny/tokenizer.json"),
+              read_bytes(kModels / "llama2-tiny/tokenizer.json")};
     case Target::kText:
       return {"Hello, world! How are you?",
               "  \n\n\t  x",
